@@ -1,0 +1,270 @@
+"""The ``promissory`` command: one entry point, a subcommand per job.
+
+Every subcommand takes ``--dsn`` (else ``$PROMISSORY_DSN``, else the embedded server) and
+``--json``. Errors print one line to stderr and exit non-zero; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidInputError, PromiseNotFoundError, PromissoryError
+from ..store import Promise, Store, resolve_dsn
+from ._table import cell, render
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure the command reports as one line, with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``promissory`` command with ``argv`` (default: ``sys.argv[1:]``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        result = args.handler(args)
+    except CommandError as exc:
+        print(f"promissory: {exc}", file=sys.stderr)
+        return exc.status
+    except PromissoryError as exc:
+        print(f"promissory: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the whole command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--dsn",
+        default=argparse.SUPPRESS,
+        help="PostgreSQL connection string (default: $PROMISSORY_DSN, else the embedded server)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON, for machines"
+    )
+    parser = argparse.ArgumentParser(
+        prog="promissory",
+        description="A durable actor runtime for AI agents: every message and step is a "
+        "promise kept in Postgres.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int | None], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("dsn", cmd_dsn, "print the DSN in use (starting the embedded server if it is the one)")
+    p = command("sql", cmd_sql, "run a SQL query against the store and print the rows as a table")
+    p.add_argument("query", help='the SQL to run, e.g. "SELECT id, state FROM promises"')
+    command("migrate", cmd_migrate, "bring the database schema up to date")
+    p = command("resolve", cmd_resolve, "resolve a pending promise (human-in-the-loop)")
+    p.add_argument("id", help="the promise id")
+    p.add_argument("--value", default=None, help="the value, as JSON (default: null)")
+    p = command("reject", cmd_reject, "reject a pending promise")
+    p.add_argument("id", help="the promise id")
+    p.add_argument("--error", default=None, help="the error text")
+    p = command("cancel", cmd_cancel, "cancel a pending promise")
+    p.add_argument("id", help="the promise id")
+    p.add_argument("--reason", default=None, help="why it was canceled")
+    p = command("demo", cmd_demo, "create, settle and print a few promises")
+    return parser
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+def dsn_of(args: argparse.Namespace) -> str:
+    """The DSN the command should use."""
+    return resolve_dsn(getattr(args, "dsn", None))
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """A store on the command's database, failing fast with one clear line."""
+    return Store(dsn_of(args), reconnect_timeout=5.0)
+
+
+def wants_json(args: argparse.Namespace) -> bool:
+    """Whether ``--json`` was given."""
+    return bool(getattr(args, "json", False))
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as one line of JSON."""
+    print(msgspec.json.encode(value).decode())
+
+
+def promise_json(p: Promise) -> dict[str, Any]:
+    """A promise as plain JSON-able data."""
+    return {
+        "id": p.id,
+        "state": p.state.value,
+        "kind": p.kind.value,
+        "param": p.param_as(),
+        "value": p.value_as(),
+        "tags": p.tags,
+        "timeout_at": p.timeout_at,
+        "created_at": p.created_at,
+        "settled_at": p.settled_at,
+        "attempt": p.attempt,
+    }
+
+
+def parse_json_arg(text: str | None, what: str) -> Any:
+    """The JSON value of an argument, or a one-line error naming the argument."""
+    if text is None:
+        return None
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"{what} is not valid JSON ({exc}): {text}", EXIT_USAGE) from None
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_dsn(args: argparse.Namespace) -> int:
+    """Print the DSN in use."""
+    dsn = dsn_of(args)
+    if wants_json(args):
+        print_json({"dsn": dsn})
+    else:
+        print(dsn)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run a query and print its rows."""
+    import psycopg
+
+    from ..store._connection import configure
+
+    dsn = dsn_of(args)
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise CommandError(f"no database reachable at the DSN: {_first_line(exc)}") from None
+    with conn:
+        configure(conn)
+        try:
+            cur = conn.execute(args.query.encode())
+        except psycopg.Error as exc:
+            raise CommandError(f"the query failed: {_first_line(exc)}") from None
+        if cur.description is None:
+            print(cur.statusmessage or "OK")
+            return 0
+        columns = [c.name for c in cur.description]
+        rows = cur.fetchall()
+    if wants_json(args):
+        print_json([{c: _json_cell(v) for c, v in zip(columns, row, strict=True)} for row in rows])
+    else:
+        print(render(columns, rows))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the schema up to date and say which version it is at."""
+    with open_store(args) as store:
+        if wants_json(args):
+            print_json({"schema": store.schema, "version": store.version})
+        else:
+            print(f"schema {store.schema!r} is at version {store.version}")
+    return 0
+
+
+def _settle(args: argparse.Namespace, action: Callable[[Store], Any], verb: str) -> int:
+    with open_store(args) as store:
+        try:
+            outcome = action(store)
+        except PromiseNotFoundError:
+            raise CommandError(f"no promise has the id {args.id!r}") from None
+    p = outcome.promise
+    if wants_json(args):
+        print_json({"applied": outcome.applied, "promise": promise_json(p)})
+    elif outcome.applied:
+        print(f"{p.id}: {verb}")
+    else:
+        print(f"{p.id}: already {p.state.value}, left as it was", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    """Resolve a promise."""
+    value = parse_json_arg(args.value, "--value")
+    return _settle(args, lambda s: s.resolve(args.id, value), "resolved")
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject a promise."""
+    return _settle(args, lambda s: s.reject(args.id, args.error), "rejected")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a promise."""
+    return _settle(args, lambda s: s.cancel(args.id, args.reason), "canceled")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Create, settle and print a few promises (a placeholder until the agent demo lands)."""
+    import uuid
+
+    run = f"demo/{uuid.uuid4().hex[:8]}"
+    with open_store(args) as store:
+        store.create(run, param={"task": "show what a promise is"})
+        store.create(f"{run}/1", param={"step": "plan"})
+        store.resolve(f"{run}/1", {"plan": ["look", "think", "answer"]})
+        store.create(f"{run}/2", param={"step": "wait"}, timeout=0.0, timer=True)
+        store.create(f"{run}/3", param={"step": "approve"})
+        store.reject(f"{run}/3", InvalidInputError("nobody approved"))
+        store.resolve(run, {"answer": 42})
+        rows = [store.get(run)] + store.search(prefix=run + "/").items
+    if wants_json(args):
+        print_json({"run_id": run, "promises": [promise_json(p) for p in rows]})
+        return 0
+    print(
+        render(
+            ["id", "state", "kind", "value"],
+            [(p.id, p.state.value, p.kind.value, cell(p.value)) for p in rows],
+        )
+    )
+    print(
+        "\nRead them with SQL:  promissory sql "
+        f"\"SELECT id, state FROM promises WHERE id LIKE '{run}%'\""
+    )
+    return 0
+
+
+def _json_cell(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            return value.decode(errors="replace")
+    return value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,92 @@
+"""LISTEN for what other processes did to the store, and publish it in this one.
+
+One thread holds one connection that LISTENs on the store's channel. The trigger on
+``promises`` sends ``s<id>`` when a promise settles, ``m<actor id>`` when a message is created
+for an actor, and ``t`` when a promise with a timeout is created. When the connection is lost
+the thread reconnects with backoff, LISTENs again and asks every subscriber to re-check.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ._connection import backoff_delay, connect
+from ._events import EventHub
+from ._writer import Event
+
+log = logging.getLogger("promissory.store")
+
+_KINDS = {"s": "settled", "m": "message", "t": "timer"}
+
+
+def parse_notification(payload: str) -> Event | None:
+    """The event a NOTIFY payload announces, or ``None`` for a payload this code does not know."""
+    kind = _KINDS.get(payload[:1])
+    return (kind, payload[1:]) if kind else None
+
+
+class Listener:
+    """The LISTEN thread of one store."""
+
+    def __init__(self, dsn: str, channel: str, hub: EventHub, *, name: str) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._hub = hub
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the first LISTEN is in place."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        """Stop listening and close the connection."""
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        attempt = 0
+        first = True
+        while not self._stop.is_set():
+            try:
+                conn = connect(
+                    self._dsn, deadline=time.monotonic() + 5, what="the store's listener"
+                )
+            except Exception:
+                time.sleep(backoff_delay(attempt))
+                attempt += 1
+                continue
+            self._conn = conn
+            try:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                attempt = 0
+                self._ready.set()
+                if not first:
+                    # Notifications sent while we were away are lost: everyone re-checks.
+                    self._hub.resync()
+                first = False
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=0.5):
+                        event = parse_notification(note.payload)
+                        if event is not None:
+                            self._hub.publish((event,))
+            except psycopg.Error:
+                if not self._stop.is_set():
+                    log.info("promissory listener lost its connection; reconnecting")
+                    time.sleep(backoff_delay(attempt))
+                    attempt += 1
+            finally:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+                self._conn = None

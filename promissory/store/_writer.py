@@ -1,0 +1,320 @@
+"""Group commit: writes that arrive together from many threads share one transaction.
+
+Callers hand an ``Op`` to ``Writer.submit`` and block on its future; the writer thread takes
+every op waiting in its queue, runs them in one transaction on its own connection, commits
+once, and only then completes each future, so a call that returns has its write on disk.
+
+When the connection is lost mid-batch the outcome may be unknown (the COMMIT went out, no
+answer came back). The writer learns the transaction id before sending any write, and on a
+lost connection asks the database with ``txid_status`` whether it committed: if it did, each op
+is read back (ops are written to be safe to run again: re-running a committed op changes
+nothing, and its result says who applied it by comparing the row's ``xmin`` with the batch's
+transaction id); if it did not, the batch is simply run again. A statement that fails for a
+reason other than the connection reruns each op of the batch alone, so one bad op fails only
+its own caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+
+from ..errors import StoreError, StoreUnavailableError
+from ._connection import backoff_delay, connect, is_disconnect, is_transient
+
+log = logging.getLogger("promissory.store")
+
+Rows = list[tuple[Any, ...]]
+Statement = tuple[str | bytes, Sequence[Any] | Mapping[str, Any]]
+Event = tuple[str, str]
+"""A change other parties may wait on: ``("settled", promise_id)`` or ``("message", actor_id)``."""
+
+
+class Op:
+    """One write: statements run in order in a batch's transaction, and how to read the result.
+
+    Every op must be safe to run again after it has committed (the batch may be re-run or read
+    back when the connection is lost at COMMIT); ``finish`` turns each statement's rows into the
+    result and is told the batch's transaction id only when re-reading after an unknown
+    outcome, so it can tell by ``xmin`` whether this op was the one that applied the write.
+    """
+
+    __slots__ = ("statements", "finish", "events", "future")
+
+    def __init__(
+        self,
+        statements: Sequence[Statement],
+        finish: Callable[[list[Rows], int | None], Any],
+        events: Callable[[Any], Sequence[Event]] | None = None,
+    ) -> None:
+        self.statements = statements
+        self.finish = finish
+        self.events = events
+        self.future: Future[Any] = Future()
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+
+
+class Writer:
+    """The group-commit writer: one thread, one connection, one transaction per batch."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        reconnect_timeout: float,
+        on_events: Callable[[list[Event]], None],
+        max_batch: int = 512,
+        name: str = "promissory-writer",
+    ) -> None:
+        self._dsn = dsn
+        self._reconnect_timeout = reconnect_timeout
+        self._on_events = on_events
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Op | _Stop] = queue.SimpleQueue()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.ops = 0
+
+    def submit(self, op: Op) -> Future[Any]:
+        """Queue ``op`` for the next batch; its future completes after the batch commits."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._queue.put(op)
+        return op.future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop the thread and close the connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if isinstance(first, _Stop):
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Stop):
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # never let the writer thread die with callers waiting
+                log.exception("promissory writer failed a batch")
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(exc)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _commit(self, batch: list[Op]) -> None:
+        deadline = time.monotonic() + self._reconnect_timeout
+        attempt = 0
+        while True:
+            xid: int | None = None
+            try:
+                conn = self._connection(deadline)
+                xid = _begin(conn)
+                results = _run_ops(conn, batch, None, in_transaction=True)
+            except StoreUnavailableError as exc:
+                self._fail(batch, exc)
+                return
+            except psycopg.Error as exc:
+                if is_disconnect(exc, self._conn):
+                    self._drop_connection()
+                    if xid is not None:
+                        committed = self._committed(xid, deadline)
+                        if committed is None:
+                            self._fail(batch, _unavailable(exc))
+                            return
+                        if committed:
+                            self._read_back(batch, xid, deadline)
+                            return
+                    if time.monotonic() >= deadline:
+                        self._fail(batch, _unavailable(exc))
+                        return
+                    time.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                self._rollback()
+                if is_transient(exc) and time.monotonic() < deadline:
+                    time.sleep(backoff_delay(attempt, base=0.005))
+                    attempt += 1
+                    continue
+                if len(batch) > 1:
+                    # Find the op that failed: each op alone, in its own transaction.
+                    for op in batch:
+                        self._commit([op])
+                    return
+                self._fail(batch, StoreError(f"the database refused a write: {exc}"), cause=exc)
+                return
+            self.batches += 1
+            self.ops += len(batch)
+            self._complete(batch, results)
+            return
+
+    def _complete(self, batch: list[Op], results: list[Any]) -> None:
+        events: list[Event] = []
+        for op, result in zip(batch, results, strict=True):
+            if op.events is not None and not isinstance(result, BaseException):
+                events.extend(op.events(result))
+        if events:
+            # Wake in-process waiters before the callers return, so a caller that settles a
+            # promise and then looks at a waiter sees it woken.
+            try:
+                self._on_events(events)
+            except Exception:
+                log.exception("promissory event callback failed")
+        for op, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                op.future.set_exception(result)
+            else:
+                op.future.set_result(result)
+
+    def _fail(
+        self, batch: list[Op], exc: BaseException, cause: BaseException | None = None
+    ) -> None:
+        if cause is not None:
+            exc.__cause__ = cause
+        for op in batch:
+            if not op.future.done():
+                op.future.set_exception(exc)
+
+    def _connection(self, deadline: float) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self._dsn, deadline=deadline, what="the promise store")
+        return self._conn
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+        self._conn = None
+
+    def _committed(self, xid: int, deadline: float) -> bool | None:
+        """Ask the database whether transaction ``xid`` committed; ``None`` if it cannot say."""
+        attempt = 0
+        while True:
+            try:
+                conn = self._connection(deadline)
+                row = conn.execute("SELECT txid_status(%s)", (xid,)).fetchone()
+            except StoreUnavailableError:
+                return None
+            except psycopg.Error as exc:
+                if not is_disconnect(exc, self._conn):
+                    raise
+                self._drop_connection()
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(backoff_delay(attempt))
+                attempt += 1
+                continue
+            status = row[0] if row else None
+            if status == "committed":
+                return True
+            if status == "aborted" or status is None:
+                # None: so old it was truncated from the commit log, which cannot be the case
+                # for a transaction we just ran; treat as not committed and run it again.
+                return False
+            # "in progress": the old backend has not finished dying yet.
+            time.sleep(0.01)
+
+    def _read_back(self, batch: list[Op], xid: int, deadline: float) -> None:
+        attempt = 0
+        while True:
+            try:
+                conn = self._connection(deadline)
+                results = _run_ops(conn, batch, xid)
+            except psycopg.Error as exc:
+                if is_disconnect(exc, self._conn) and time.monotonic() < deadline:
+                    self._drop_connection()
+                    time.sleep(backoff_delay(attempt))
+                    attempt += 1
+                    continue
+                self._fail(batch, _unavailable(exc))
+                return
+            except StoreUnavailableError as exc:
+                self._fail(batch, exc)
+                return
+            self._complete(batch, results)
+            return
+
+
+def _begin(conn: psycopg.Connection[Any]) -> int:
+    """Open the batch's transaction and return its id, before any write is sent."""
+    with conn.pipeline() as pipeline:
+        conn.execute("BEGIN")
+        cur = conn.execute("SELECT txid_current()")
+        pipeline.sync()
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _run_ops(
+    conn: psycopg.Connection[Any],
+    batch: list[Op],
+    xid: int | None,
+    *,
+    in_transaction: bool = False,
+) -> list[Any]:
+    cursors: list[list[psycopg.Cursor[Any]]] = []
+    with conn.pipeline() as pipeline:
+        if not in_transaction:
+            conn.execute("BEGIN")
+        for op in batch:
+            cursors.append([conn.cursor().execute(sql, params) for sql, params in op.statements])
+        conn.execute("COMMIT")
+        pipeline.sync()
+        rows = [[cur.fetchall() if cur.description else [] for cur in curs] for curs in cursors]
+    results: list[Any] = []
+    for op, op_rows in zip(batch, rows, strict=True):
+        try:
+            results.append(op.finish(op_rows, xid))
+        except BaseException as exc:
+            results.append(exc)
+    return results
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    err = StoreUnavailableError(f"the promise store lost its database connection: {exc}")
+    err.__cause__ = exc
+    return err
