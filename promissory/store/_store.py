@@ -256,7 +256,7 @@ class Store:
             prefix=prefix,
             states=states,
             tags=encode(check_tags(tags), what="tags") if tags else None,
-            kind=PromiseKind(kind) if kind is not None else None,
+            kind=_as_kind(kind),
             created_after=created_after,
             created_before=created_before,
             after_seq=after,
@@ -418,6 +418,16 @@ def _as_states(
     except ValueError:
         known = ", ".join(s.value for s in PromiseState)
         raise InvalidInputError(f"unknown state in {items!r}; states are {known}") from None
+
+
+def _as_kind(kind: PromiseKind | str | None) -> PromiseKind | None:
+    if kind is None:
+        return None
+    try:
+        return PromiseKind(kind)
+    except ValueError:
+        known = ", ".join(k.value for k in PromiseKind)
+        raise InvalidInputError(f"unknown kind {kind!r}; kinds are {known}") from None
 
 
 def _seconds_until(at: datetime | None) -> float | None:
