@@ -171,7 +171,9 @@ def sweep_op(limit: int) -> Op:
     """The op that settles up to ``limit`` overdue pending promises, oldest first."""
 
     def finish(rows: list[Rows], xid: int | None) -> list[Promise]:
-        return [promise_from_row(r) for r in rows[0]]
+        # RETURNING follows the join's order, not the subquery's ORDER BY: sort by due time.
+        swept = [promise_from_row(r) for r in rows[0]]
+        return sorted(swept, key=lambda p: (p.timeout_at, p.id))
 
     def events(promises: list[Promise]) -> list[Event]:
         return [("settled", p.id) for p in promises]
