@@ -10,6 +10,7 @@ Encoders and decoders are made once per type.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import traceback as traceback_module
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
+# A NUL character as msgspec writes it: ``\u0000`` after an even number of backslashes (an odd
+# number means the backslash itself was escaped, and the text is a literal "\u0000").
+_NUL_ESCAPE = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
@@ -36,11 +40,12 @@ def encode(value: Any, *, what: str = "value") -> str:
     """
     try:
         data = _encoder.encode(value)
-    except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+    except (TypeError, msgspec.EncodeError, OverflowError, UnicodeEncodeError) as exc:
+        # UnicodeEncodeError: a str holding a lone surrogate, which has no UTF-8 form.
         raise EncodeError(
             f"the {what} cannot be encoded as JSON ({type(value).__name__}): {exc}"
         ) from exc
-    if b"\\u0000" in data:
+    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
         raise EncodeError(f"the {what} holds a NUL character, which Postgres jsonb cannot store")
     return data.decode()
 
