@@ -216,7 +216,14 @@ class Store:
         return self.read(read)
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Promise]:
-        """The promises among ``ids`` that exist, by id, in one query."""
+        """The promises among ``ids`` that exist, by id, in one query.
+
+        Raises:
+            InvalidIdError: one of ``ids`` is not a usable id.
+
+        """
+        for id in ids:
+            check_id(id)
 
         def read(conn: psycopg.Connection[Any]) -> dict[str, Promise]:
             rows = conn.execute(

@@ -7,7 +7,7 @@ Each check is a pure function that returns the normalised input or raises an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import InvalidIdError, InvalidInputError, InvalidTagsError
@@ -23,7 +23,7 @@ def check_id(id: Any, *, what: str = "promise id") -> str:
 
     Raises:
         InvalidIdError: not a string, empty, longer than 1024 characters, or holding a
-            control character.
+            control character or a lone surrogate.
 
     """
     if not isinstance(id, str):
@@ -37,6 +37,10 @@ def check_id(id: Any, *, what: str = "promise id") -> str:
     for ch in id:
         if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
             raise InvalidIdError(f"a {what} must not hold control characters: {id!r}")
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            # A lone surrogate has no UTF-8 form; left in, it would fail only when the driver
+            # encodes the id, inside the writer's batch.
+            raise InvalidIdError(f"a {what} must be valid Unicode (no lone surrogates): {id!r}")
     return id
 
 
@@ -91,4 +95,12 @@ def timeout_parts(timeout: Timeout) -> tuple[float | None, datetime | None]:
         raise InvalidInputError(f"a timeout must be finite, not {seconds}")
     if seconds < 0:
         raise InvalidInputError(f"a timeout must not be negative, not {seconds} seconds")
+    try:
+        # Checked by the local clock, which is close enough for a bound: the database would
+        # otherwise refuse it (interval out of range), or store a time Python cannot read back.
+        datetime.now(UTC) + timedelta(seconds=seconds)
+    except OverflowError:
+        raise InvalidInputError(
+            f"a timeout must end before the year 10000, not {seconds} seconds from now"
+        ) from None
     return seconds, None

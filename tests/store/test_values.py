@@ -90,6 +90,7 @@ def test_a_dataclass_round_trips(store: Store) -> None:
         ("text with \u00fc, \u65e5\u672c and \U0001f600", str),
         ("a literal backslash-u-0000: \\u0000", str),
         (2**62, int),
+        (2**80, int),
         (Color.RED, Color),
         (None, Any),
     ],
