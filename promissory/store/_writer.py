@@ -128,6 +128,8 @@ class Writer:
                 self._commit(batch)
             except BaseException as exc:  # never let the writer thread die with callers waiting
                 log.exception("promissory writer failed a batch")
+                # Whatever it left open must not be committed by the next batch.
+                self._drop_connection()
                 for op in batch:
                     if not op.future.done():
                         op.future.set_exception(exc)
@@ -174,6 +176,26 @@ class Writer:
                         self._commit([op])
                     return
                 self._fail(batch, StoreError(f"the database refused a write: {exc}"), cause=exc)
+                return
+            except Exception as exc:
+                # Not from the database: a parameter the driver could not send, say. The batch's
+                # transaction is still open holding the ops sent so far, and the next batch's
+                # COMMIT would commit them although their callers were told they failed; drop the
+                # connection, which rolls it back, and find the op at fault.
+                self._drop_connection()
+                if xid is not None:
+                    committed = self._committed(xid, deadline)
+                    if committed is None:
+                        self._fail(batch, _unavailable(exc))
+                        return
+                    if committed:
+                        self._read_back(batch, xid, deadline)
+                        return
+                if len(batch) > 1:
+                    for op in batch:
+                        self._commit([op])
+                    return
+                self._fail(batch, StoreError(f"the store could not send a write: {exc}"), exc)
                 return
             self.batches += 1
             self.ops += len(batch)
@@ -254,7 +276,11 @@ class Writer:
                 # None: so old it was truncated from the commit log, which cannot be the case
                 # for a transaction we just ran; treat as not committed and run it again.
                 return False
-            # "in progress": the old backend has not finished dying yet.
+            # "in progress": the old backend has not finished dying yet. It will, once it sees
+            # its client gone; but a backend that lingers must not hold the writer past its
+            # deadline (the batch then fails as unavailable, its outcome unknown).
+            if time.monotonic() >= deadline:
+                return None
             time.sleep(0.01)
 
     def _read_back(self, batch: list[Op], xid: int, deadline: float) -> None:
@@ -303,10 +329,20 @@ def _run_ops(
         for op in batch:
             cursors.append([conn.cursor().execute(sql, params) for sql, params in op.statements])
         conn.execute("COMMIT")
+        # A statement the database refuses raises here, before anything is committed.
         pipeline.sync()
-        rows = [[cur.fetchall() if cur.description else [] for cur in curs] for curs in cursors]
+    # The batch is committed. What can still fail is turning an op's rows into Python (a
+    # value the driver cannot load, say); that failure is the op's own, and the others' writes
+    # stand: re-running the batch would misreport them as not applied.
     results: list[Any] = []
-    for op, op_rows in zip(batch, rows, strict=True):
+    for op, curs in zip(batch, cursors, strict=True):
+        try:
+            op_rows = [cur.fetchall() if cur.description else [] for cur in curs]
+        except psycopg.Error as exc:
+            err = StoreError(f"the write was committed but its result could not be read: {exc}")
+            err.__cause__ = exc
+            results.append(err)
+            continue
         try:
             results.append(op.finish(op_rows, xid))
         except BaseException as exc:

@@ -26,7 +26,7 @@ def count_rows(db: psycopg.Connection[Any]) -> Callable[..., int]:
     """``count_rows(where="true", *params)``: how many promises rows match, by plain SQL."""
 
     def count(where: str = "true", *params: Any) -> int:
-        row = db.execute(f"SELECT count(*) FROM promises WHERE {where}", params).fetchone()
+        row = db.execute(f"SELECT count(*) FROM promises WHERE {where}", params or None).fetchone()
         assert row is not None
         return int(row[0])
 
