@@ -1,0 +1,317 @@
+"""One activation of an actor: claim it, drain its durable mailbox, handle and settle messages.
+
+An activation runs on its pykka thread. It claims the actor (a new epoch fences every write
+it makes), restores the state snapshot, and handles pending messages one at a time in mailbox
+order. For each message it loads the message and its journal in one query (so a message that
+was handled meanwhile is skipped), runs the handler with a ``Context``, and then, in one
+transaction, settles the
+message with the reply and writes the new state snapshot. A handler that waits on a pending
+promise ends the activation (the message stays at the head of the mailbox); one that raises
+is reported to the host as a crash; one that finds itself fenced off just stops.
+
+The activation's states::
+
+    NEW --claim--> ACTIVE --drained--> ACTIVE (idle; the host may passivate it)
+                     |--suspended / crashed / fenced / passivated--> ENDED
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import FencedError, PromissoryError
+from ..store import Promise, PromiseState, decode, encode, error_info
+from ..store._actors import (
+    MAILBOX,
+    ActorRecord,
+    Completion,
+    Fence,
+    claim_op,
+    complete_op,
+    journal_query,
+    suspend_op,
+)
+from ..store._promises import promise_from_row
+from ._journal import Journal
+from ._signals import Suspend
+
+if TYPE_CHECKING:
+    from ._actor import DurableActor
+    from ._host import Host
+
+log = logging.getLogger("promissory.actors")
+
+
+class Binding(msgspec.Struct, frozen=True):
+    """What the runtime hands a new activation: the actor's id and its host."""
+
+    actor_id: str
+    host: Any
+
+
+class Poke(msgspec.Struct, frozen=True):
+    """Look at the mailbox; ``message`` is one just committed in this process, if known."""
+
+    message: Promise | None = None
+
+
+class Passivate(msgspec.Struct, frozen=True):
+    """Stop this activation if it is still idle (the host decided it has been idle too long)."""
+
+
+class Phase(enum.Enum):
+    """Where an activation is."""
+
+    NEW = "new"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class UnknownMessageError(PromissoryError):
+    """The actor has no handler for a message's type; the message is rejected."""
+
+
+class Activation:
+    """The durable side of one pykka actor instance."""
+
+    def __init__(self, actor: DurableActor[Any], binding: Binding) -> None:
+        self.actor = actor
+        self.actor_id = binding.actor_id
+        self.host: Host = binding.host
+        self.store = self.host.store
+        self.phase = Phase.NEW
+        self.record: ActorRecord | None = None
+        self.fence: Fence | None = None
+        self.pokes = 0
+        self._mailbox: dict[str, Promise] = {}
+        self._awaiting: dict[str, list[str]] = {}
+        self._reload = True
+        self._state_json: str | None = None
+
+    # -- commands from the runtime (on the actor's thread) ------------------------------------
+
+    def receive(self, command: Any) -> None:
+        """Handle a runtime command."""
+        if self.phase is Phase.ENDED:
+            return
+        if isinstance(command, Poke):
+            self.pokes += 1
+            if command.message is not None:
+                self._mailbox.setdefault(command.message.id, command.message)
+            else:
+                self._reload = True
+            self._drain()
+        elif isinstance(command, Passivate):
+            self._end()
+        else:
+            raise TypeError(f"unknown activation command: {command!r}")
+
+    def died(self) -> None:
+        """The pykka actor died outside a handler; tell the host so it can start another."""
+        if self.phase is not Phase.ENDED:
+            self.phase = Phase.ENDED
+            self.host.activation_ended(self)
+
+    # -- the mailbox ----------------------------------------------------------------------------
+
+    def _claim(self) -> bool:
+        record: ActorRecord | None = self.store.execute(claim_op(self.actor_id, self.host.node_id))
+        if record is None:
+            log.info("actor %s is not alive here; activation ends", self.actor_id)
+            return False
+        self.record = record
+        self.fence = Fence(record.id, record.epoch)
+        actor_type = type(self.actor)
+        if record.state is not None:
+            self._state_json = bytes(record.state).decode()
+            self.actor.state = decode(record.state, actor_type.state_type or Any)
+        else:
+            self.actor.state = self.actor.initial_state()
+            self._state_json = (
+                encode(self.actor.state, what="state") if self.actor.state is not None else None
+            )
+        self.phase = Phase.ACTIVE
+        return True
+
+    def _load_mailbox(self) -> None:
+        rows = self.store.read(
+            lambda conn: conn.execute(MAILBOX, (self.actor_id, 0, 1000)).fetchall()
+        )
+        known = set(self._mailbox)
+        for row in rows:
+            promise = promise_from_row(row)
+            if promise.id not in known:
+                self._mailbox[promise.id] = promise
+            if row[15] is not None:
+                self._awaiting[promise.id] = list(row[15])
+        self._reload = False
+
+    def _next(self) -> Promise | None:
+        if not self._mailbox:
+            return None
+        return min(self._mailbox.values(), key=_seq_key)
+
+    def _drain(self) -> None:
+        if self.phase is Phase.NEW and not self._claim():
+            self._end()
+            return
+        while self.phase is Phase.ACTIVE:
+            if self._reload:
+                self._load_mailbox()
+            message = self._next()
+            if message is None:
+                self.host.activation_idle(self)
+                return
+            awaiting = self._awaiting.get(message.id)
+            if awaiting is not None and not self._any_settled(awaiting):
+                # Loaded while suspended and nothing it waits on has settled: stay suspended.
+                self._suspended(message.id, awaiting, False)
+                return
+            self._handle(message)
+
+    def _any_settled(self, ids: list[str]) -> bool:
+        states = self.store.get_many(ids)
+        return any(p.state.settled for p in states.values()) or len(states) < len(ids)
+
+    # -- one message ----------------------------------------------------------------------------
+
+    def _handle(self, message: Promise) -> None:
+        from ._actor import handler_for
+        from ._context import Context
+
+        assert self.fence is not None
+        rows = self._load_journal(message.id)
+        current = next((p for p in rows if p.id == message.id), None)
+        if current is None or current.state.settled:
+            # Handled already (a late poke, or another activation got there first).
+            self._forget(message.id)
+            return
+        spec = handler_for(type(self.actor), message)
+        if spec is None:
+            error = UnknownMessageError(
+                f"{type(self.actor).__qualname__} has no handler for messages of type "
+                f"{message.tags.get('promissory:type')!r}"
+            )
+            self._complete(message, PromiseState.REJECTED, encode(error_info(error)), False)
+            return
+        try:
+            msg = decode(message.param, spec.message_type)
+        except PromissoryError as exc:
+            self._complete(message, PromiseState.REJECTED, encode(error_info(exc)), False)
+            return
+        journal = Journal(message.id, [p for p in rows if p.id != message.id])
+        ctx = Context(self, message, journal)
+        method = getattr(self.actor, spec.method)
+        try:
+            result = method(ctx, msg)
+            reply = encode(result, what=f"reply of {spec.method}")
+            state_json = (
+                encode(self.actor.state, what="state") if self.actor.state is not None else None
+            )
+        except Suspend as suspend:
+            self._restore_state()
+            self._suspend(message, suspend)
+            return
+        except FencedError:
+            self._end()
+            return
+        except BaseException as exc:
+            self._restore_state()
+            if isinstance(exc, type(self.actor).reply_errors) and isinstance(exc, Exception):
+                self._complete(message, PromiseState.REJECTED, encode(error_info(exc)), False)
+                return
+            self._crash(message, exc)
+            return
+        self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
+
+    def _load_journal(self, message_id: str) -> list[Promise]:
+        query, params = journal_query(message_id)
+        rows = self.store.read(lambda conn: conn.execute(query, params).fetchall())
+        return [promise_from_row(r) for r in rows]
+
+    def _complete(
+        self,
+        message: Promise,
+        state: PromiseState,
+        value: str | None,
+        write_state: bool,
+        state_json: str | None = None,
+    ) -> None:
+        assert self.fence is not None
+        try:
+            result = self.store.execute(
+                complete_op(
+                    message.id,
+                    self.fence,
+                    state=state,
+                    value=value,
+                    actor_state=state_json if write_state else None,
+                    write_state=write_state,
+                )
+            )
+        except FencedError:
+            self._end()
+            return
+        if result is Completion.DONE and write_state:
+            self._state_json = state_json
+        elif write_state:
+            # The message was settled by someone else meanwhile (canceled, timed out): its
+            # effects on the state are not kept.
+            self._restore_state()
+        self._forget(message.id)
+
+    def _forget(self, message_id: str) -> None:
+        self._mailbox.pop(message_id, None)
+        self._awaiting.pop(message_id, None)
+
+    def _suspend(self, message: Promise, suspend: Suspend) -> None:
+        assert self.fence is not None
+        try:
+            settled = self.store.execute(suspend_op(message.id, self.fence, suspend.awaiting))
+        except FencedError:
+            self._end()
+            return
+        if _ready(suspend, settled):
+            return  # what it waits on settled while we were suspending: replay at once
+        self._suspended(message.id, suspend.awaiting, suspend.wait_all)
+
+    def _suspended(self, message_id: str, awaiting: list[str], wait_all: bool) -> None:
+        self.phase = Phase.ENDED
+        self.host.activation_suspended(self, message_id, awaiting, wait_all)
+        self.actor.stop()
+
+    def _crash(self, message: Promise, error: BaseException) -> None:
+        self.phase = Phase.ENDED
+        log.info("actor %s failed handling %s: %r", self.actor_id, message.id, error)
+        self.host.actor_crashed(self, message, error)
+        self.actor.stop()
+
+    def _restore_state(self) -> None:
+        state_type = type(self.actor).state_type
+        if self._state_json is None:
+            self.actor.state = None
+        else:
+            self.actor.state = decode(self._state_json.encode(), state_type or Any)
+
+    def _end(self) -> None:
+        if self.phase is Phase.ENDED:
+            return
+        self.phase = Phase.ENDED
+        self.host.activation_ended(self)
+        self.actor.stop()
+
+
+def _seq_key(p: Promise) -> Any:
+    return p.created_at
+
+
+def _ready(suspend: Suspend, settled: list[str]) -> bool:
+    if not settled:
+        return False
+    if not suspend.wait_all:
+        return True
+    return len(set(settled)) >= len(set(suspend.awaiting))

@@ -1,0 +1,552 @@
+"""``Context``: the durable operations a handler has, each a promise under its message's id.
+
+Every operation takes the next position in the handler run, so its id is
+``{message id}/{n}``. It first looks in the journal: a kept record is returned (or its error
+raised) without running anything; otherwise it runs for real and keeps its outcome before the
+handler goes on (write-ahead). Waiting on a promise that is still pending blocks the handler's
+thread for at most ``suspend_after`` seconds, then ends the handler's turn (``Suspend``); when
+the promise settles, the message is handled again from the start and every kept operation
+returns its record.
+
+Example:
+    >>> @handler
+    ... def charge(self, ctx: Context, msg: Charge) -> str:
+    ...     receipt = ctx.step(payments.charge, msg.order, retry=RetryPolicy(max_attempts=5))
+    ...     approval = ctx.promise(timeout=timedelta(days=3))
+    ...     ctx.send(self.mailer, Receipt(receipt))
+    ...     if approval.result(bool):
+    ...         ctx.sleep(timedelta(hours=1))
+    ...     return receipt
+
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import random as random_module
+import threading
+import time
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from ..errors import ActorError, InvalidInputError
+from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
+from ..store._actors import Fence, now_step_op, promise_step_op, send_op, spawn_op, step_op
+from ..store._validate import Timeout, check_id, timeout_parts
+from ._journal import Journal, callable_name, fingerprint
+from ._messages import encode_message, message_tags, type_name
+from ._outcome import result_of
+from ._retry import NO_RETRY, RetryPolicy
+from ._signals import Suspend
+
+if TYPE_CHECKING:
+    from ._activation import Activation
+    from ._actor import DurableActor
+    from ._ref import ActorRef
+
+T = TypeVar("T")
+
+__all__ = ["Context", "DurablePromise", "StepInfo", "current_step"]
+
+
+class StepInfo(msgspec.Struct, frozen=True):
+    """The step a function runs as: its id (use it as an idempotency key) and attempt number."""
+
+    id: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """The step id: the same across every attempt and every replay of this step."""
+        return self.id
+
+
+_current_step: contextvars.ContextVar[StepInfo | None] = contextvars.ContextVar(
+    "promissory_step", default=None
+)
+
+
+def current_step() -> StepInfo | None:
+    """The step the calling function runs as inside ``ctx.step``, or ``None`` outside one.
+
+    Example:
+        >>> def charge(order: int) -> str:
+        ...     key = current_step().idempotency_key  # the same on every retry
+        ...     return payments.charge(order, idempotency_key=key)
+
+    """
+    return _current_step.get()
+
+
+class DurablePromise:
+    """A promise a handler started (a call, an external promise, a timer) and may wait on.
+
+    ``result`` returns its value or raises its error, waiting if it is still pending.
+    """
+
+    __slots__ = ("id", "_ctx", "_record", "_target")
+
+    def __init__(
+        self, ctx: Context, id: str, record: Promise | None, target: str | None = None
+    ) -> None:
+        self.id = id
+        self._ctx = ctx
+        self._record = record
+        self._target = target
+
+    def result(self, type: Any = Any) -> Any:
+        """The value decoded as ``type``; raises the rejection's error. Waits if pending."""
+        record = self._ctx._await([self], wait_all=False)[self.id]
+        return self._ctx._result(record, type, self._target)
+
+    def done(self) -> bool:
+        """Whether it is settled, as far as this handler run knows."""
+        return self._record is not None and self._record.state.settled
+
+    def __repr__(self) -> str:
+        state = self._record.state.value if self._record is not None else "?"
+        return f"DurablePromise({self.id!r}, {state})"
+
+
+_return_types: dict[Any, Any] = {}
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
+    try:
+        return _return_types[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        hints = typing.get_type_hints(fn)
+        rtype = hints.get("return", Any)
+    except Exception:
+        rtype = Any
+    if rtype is None or rtype is type(None):
+        rtype = Any
+    origin = typing.get_origin(rtype)
+    if origin is not None and getattr(origin, "__name__", "") in ("Coroutine", "Awaitable"):
+        args = typing.get_args(rtype)
+        rtype = args[-1] if args else Any
+    try:
+        _return_types[fn] = rtype
+    except TypeError:
+        pass
+    return rtype
+
+
+class Context:
+    """The durable operations of one handler run (see the module docstring).
+
+    Attributes:
+        actor_id: the id of the actor handling the message.
+        message_id: the id of the message being handled.
+        message: the message promise as it was loaded.
+
+    """
+
+    def __init__(self, activation: Activation, message: Promise, journal: Journal) -> None:
+        self._activation = activation
+        self._host = activation.host
+        self._store = activation.store
+        assert activation.fence is not None
+        self._fence: Fence = activation.fence
+        self.actor_id = activation.actor_id
+        self.message = message
+        self.message_id = message.id
+        self._journal = journal
+        self._rng: random_module.Random | None = None
+
+    @property
+    def actor(self) -> DurableActor[Any]:
+        """The actor instance handling the message."""
+        return self._activation.actor
+
+    def ref(self, actor_id: str | None = None) -> ActorRef:
+        """A ref to ``actor_id`` (default: this actor)."""
+        return self._host.ref(actor_id or self.actor_id)
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def step(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        returns: Any = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` once and keep its result (or its final error).
+
+        Async functions run on the runtime's event loop. The result is returned as it decodes
+        from the kept JSON (as ``returns``, default ``fn``'s return annotation), so the first
+        run and every replay see the same value. ``current_step()`` inside ``fn`` gives the
+        step id to use as an idempotency key.
+
+        Raises:
+            NondeterminismError: a replay finds a different step kept at this position.
+            BaseException: the step's final error, rebuilt from its record.
+
+        """
+        sid = self._journal.next()
+        label = name or callable_name(fn)
+        fp = fingerprint("step", label, [list(args), kwargs] if kwargs else list(args))
+        rtype = returns if returns is not None else _return_type(fn)
+        policy = retry or NO_RETRY
+        record = self._journal.lookup(sid, fp)
+        attempt = 1
+        if record is not None:
+            if record.state.settled:
+                return self._step_value(record, rtype)  # type: ignore[no-any-return]
+            attempt = record.attempt + 1
+            self._wait_for_retry(sid, record.attempt, record.next_attempt_at)
+        while True:
+            try:
+                value = self._invoke(fn, args, kwargs, StepInfo(sid, attempt))
+            except Exception as exc:
+                delay = policy.delay(attempt) if policy.retries(exc) else None
+                if delay is None:
+                    info = error_info(exc)
+                    kept = self._keep_step(
+                        sid, PromiseState.REJECTED, encode(info, what="error"), fp, attempt
+                    )
+                    raise rebuild_error(kept.error() or info) from exc
+                next_at = datetime.now(UTC) + timedelta(seconds=delay)
+                kept = self._keep_step(sid, PromiseState.PENDING, None, fp, attempt, next_at)
+                if kept.state.settled:  # kept by another activation meanwhile
+                    return self._step_value(kept, rtype)  # type: ignore[no-any-return]
+                self._wait_for_retry(sid, attempt, next_at)
+                attempt += 1
+                continue
+            kept = self._keep_step(
+                sid, PromiseState.RESOLVED, encode(value, what=f"result of {label}"), fp, attempt
+            )
+            return self._step_value(kept, rtype)  # type: ignore[no-any-return]
+
+    def _invoke(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], info: StepInfo
+    ) -> Any:
+        token = _current_step.set(info)
+        try:
+            if inspect.iscoroutinefunction(fn):
+                return self._host.run_coroutine(_with_step(info, fn(*args, **kwargs)))
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                return self._host.run_coroutine(_with_step(info, result))
+            return result
+        finally:
+            _current_step.reset(token)
+
+    def _keep_step(
+        self,
+        sid: str,
+        state: PromiseState,
+        value: str | None,
+        fp: str,
+        attempt: int,
+        next_attempt_at: datetime | None = None,
+    ) -> Promise:
+        op = step_op(
+            sid,
+            self._fence,
+            state=state,
+            value=value,
+            fingerprint=fp,
+            attempt=attempt,
+            next_attempt_at=next_attempt_at,
+        )
+        record: Promise = self._store.execute(op)
+        self._journal.keep(record)
+        return record
+
+    def _step_value(self, record: Promise, rtype: Any) -> Any:
+        if record.state is PromiseState.RESOLVED:
+            return decode(record.value, rtype)
+        info = record.error()
+        if info is None:
+            raise ActorError(f"step {record.id} is {record.state.value} with no error recorded")
+        raise rebuild_error(info)
+
+    def _wait_for_retry(self, sid: str, attempt: int, next_at: datetime | None) -> None:
+        if next_at is None:
+            return
+        remaining = (next_at - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return
+        if remaining <= max(self._host.suspend_after, 0.0):
+            time.sleep(remaining)
+            return
+        # A long backoff costs a timer row, not a thread: wait on a timer under the step.
+        timer_id = f"{sid}/retry-{attempt}"
+        timer = self._store.execute(
+            promise_step_op(timer_id, self._fence, kind="timer", fingerprint="retry", at=next_at)
+        )
+        self._await([DurablePromise(self, timer_id, timer)], wait_all=False)
+
+    # -- timers and promises ---------------------------------------------------------------
+
+    def sleep(self, duration: float | timedelta) -> None:
+        """Wait ``duration`` durably: a timer row, not a thread, for as long as it takes."""
+        if isinstance(duration, datetime):
+            raise InvalidInputError("sleep takes a duration; use sleep_until for a datetime")
+        secs, _ = timeout_parts(duration)
+        self._timer(secs, None)
+
+    def sleep_until(self, when: datetime) -> None:
+        """Wait durably until ``when`` (an aware datetime; the database's clock decides)."""
+        _, at = timeout_parts(when)
+        self._timer(None, at)
+
+    def _timer(self, secs: float | None, at: datetime | None) -> None:
+        sid = self._journal.next()
+        record = self._journal.lookup(sid, "sleep")
+        if record is None:
+            record = self._store.execute(
+                promise_step_op(
+                    sid, self._fence, kind="timer", fingerprint="sleep", secs=secs, at=at
+                )
+            )
+            self._journal.keep(record)
+        self._await([DurablePromise(self, sid, record)], wait_all=False)
+
+    def promise(
+        self,
+        id: str | None = None,
+        *,
+        timeout: Timeout = None,
+        param: Any = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> DurablePromise:
+        """A promise that something outside settles: a person, a webhook, another process.
+
+        With no ``id`` it is the step's own id (``{message id}/{n}``); with an ``id`` that
+        promise is created (or found) and the step records which it was. Settle it with
+        ``Store.resolve``, ``promissory resolve ID``, or from any process; ``result()`` waits.
+        """
+        sid = self._journal.next()
+        tag_json = encode(dict(tags or {}), what="tags")
+        param_json = encode(param, what="param") if param is not None else None
+        secs, at = timeout_parts(timeout)
+        if id is None:
+            record = self._journal.lookup(sid, "promise")
+            if record is None:
+                record = self._store.execute(
+                    promise_step_op(
+                        sid,
+                        self._fence,
+                        kind="promise",
+                        fingerprint="promise",
+                        param=param_json,
+                        tags=tag_json,
+                        secs=secs,
+                        at=at,
+                    )
+                )
+                self._journal.keep(record)
+            return DurablePromise(self, sid, record)
+        check_id(id)
+        fp = f"promise:{id}"
+        kept = self._journal.lookup(sid, fp)
+        if kept is not None:
+            return DurablePromise(self, id, None)
+        outcome = self._store.create(id, param=param, timeout=timeout, tags=tags)
+        self._keep_step(sid, PromiseState.RESOLVED, encode({"promise": id}), fp, 1)
+        return DurablePromise(self, id, outcome.promise)
+
+    # -- other actors ----------------------------------------------------------------------
+
+    def call(
+        self,
+        target: ActorRef | str,
+        msg: Any,
+        *,
+        timeout: Timeout = None,
+        returns: Any = Any,
+    ) -> Any:
+        """Ask ``target`` as a step and wait for the reply (decoded as ``returns``).
+
+        A replay neither sends again nor waits on another message. A failure of a child of
+        this actor that its supervisor gave up is raised as ``ChildFailed``.
+        """
+        return self.start_call(target, msg, timeout=timeout).result(returns)
+
+    def start_call(
+        self, target: ActorRef | str, msg: Any, *, timeout: Timeout = None
+    ) -> DurablePromise:
+        """Send ``msg`` to ``target`` as a step; return the pending reply, to wait on later.
+
+        Start several and ``gather`` them to fan out.
+        """
+        target_id = target if isinstance(target, str) else target.id
+        sid = self._send(target_id, msg, timeout, "call")
+        return DurablePromise(self, sid, self._journal.get(sid), target_id)
+
+    def send(self, target: ActorRef | str, msg: Any, *, timeout: Timeout = None) -> str:
+        """Tell ``target`` as a step; return the message id. A replay does not send again."""
+        target_id = target if isinstance(target, str) else target.id
+        return self._send(target_id, msg, timeout, "send")
+
+    def _send(self, target_id: str, msg: Any, timeout: Timeout, kind: str) -> str:
+        sid = self._journal.next()
+        fp = fingerprint(kind, f"{target_id}:{type_name(msg)}", msg)
+        record = self._journal.lookup(sid, fp)
+        if record is not None:
+            if record.kind is PromiseKind.STEP and record.state.rejected:
+                raise self._step_value(record, Any)
+            return sid
+        param = encode_message(msg)
+        tags = encode(message_tags(msg), what="tags")
+        secs, at = timeout_parts(timeout)
+        op = send_op(
+            sid, target_id, param=param, tags=tags, secs=secs, at=at, fence=self._fence, fp=fp
+        )
+        try:
+            outcome = self._store.execute(op)
+        except ActorError as exc:
+            # Keep the failure, so a replay raises it too even if the target exists by then.
+            info = error_info(exc)
+            self._keep_step(sid, PromiseState.REJECTED, encode(info), fp, 1)
+            raise
+        record = outcome.promise
+        self._journal.keep(record)
+        if outcome.applied:
+            self._host.deliver(target_id, record)
+        return sid
+
+    def gather(self, *promises: DurablePromise, returns: Any = Any) -> list[Any]:
+        """Wait for all ``promises`` and return their values in order (fan-in).
+
+        Raises the error of the first one (in argument order) that was rejected.
+        """
+        records = self._await(list(promises), wait_all=True)
+        for p in promises:
+            record = records.get(p.id)
+            if record is not None and record.state.rejected:
+                self._result(record, returns, p._target)  # raises
+        return [self._result(records[p.id], returns, p._target) for p in promises]
+
+    def spawn(
+        self,
+        actor_class: type[DurableActor[Any]],
+        *,
+        id: str,
+        state: Any = None,
+        spec: Mapping[str, Any] | None = None,
+    ) -> ActorRef:
+        """Create a child actor (once: a replay finds it kept) and return its ref."""
+        check_id(id, what="actor id")
+        kind = actor_class.kind()
+        sid = self._journal.next()
+        fp = f"spawn:{kind}:{id}"
+        if self._journal.lookup(sid, fp) is None:
+            step = step_op(
+                sid,
+                self._fence,
+                state=PromiseState.RESOLVED,
+                value=encode({"actor": id}),
+                fingerprint=fp,
+            )
+            _, _, kept = self._store.execute(
+                spawn_op(
+                    id,
+                    parent=self.actor_id,
+                    kind=kind,
+                    spec=encode(dict(spec or {}), what="child spec"),
+                    state=encode(state, what="state") if state is not None else None,
+                    fence=self._fence,
+                    step=step,
+                )
+            )
+            self._journal.keep(kept)
+        return self._host.ref(id)
+
+    # -- determinism -----------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The database's clock, kept: a replay returns the same time."""
+        sid = self._journal.next()
+        record = self._journal.lookup(sid, "now")
+        if record is None:
+            record = self._store.execute(now_step_op(sid, self._fence, "now"))
+            self._journal.keep(record)
+        value: datetime = decode(record.value, datetime)
+        return value
+
+    def random(self) -> float:
+        """A random float in ``[0, 1)``; the same sequence on every replay of this message."""
+        if self._rng is None:
+            self._rng = random_module.Random(self.message_id)
+        return self._rng.random()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def _await(self, promises: list[DurablePromise], *, wait_all: bool) -> dict[str, Promise]:
+        known: dict[str, Promise] = {}
+        for p in promises:
+            if p._record is not None and p._record.state.settled:
+                known[p.id] = p._record
+        if _satisfied(known, promises, wait_all):
+            return known
+        pending = [p.id for p in promises if p.id not in known]
+        known.update(self._refresh(pending))
+        if _satisfied(known, promises, wait_all):
+            return known
+        grace = self._host.suspend_after
+        if grace > 0:
+            deadline = time.monotonic() + grace
+            woken = threading.Event()
+            pending = [p.id for p in promises if p.id not in known]
+            sub = self._store.subscribe("settled", pending, lambda k, key, r: woken.set())
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    woken.wait(left)
+                    woken.clear()
+                    known.update(self._refresh([p.id for p in promises if p.id not in known]))
+                    if _satisfied(known, promises, wait_all):
+                        return known
+            finally:
+                sub.cancel()
+        raise Suspend([p.id for p in promises if p.id not in known], wait_all)
+
+    def _refresh(self, ids: list[str]) -> dict[str, Promise]:
+        if not ids:
+            return {}
+        found = self._store.get_many(ids)
+        return {id: p for id, p in found.items() if p.state.settled}
+
+    def _result(self, record: Promise, type: Any, target: str | None) -> Any:
+        if record.kind is PromiseKind.TIMER and record.state is PromiseState.RESOLVED:
+            return None
+        return result_of(record, type, is_child=self._is_child if target else None)
+
+    def _is_child(self, actor_id: str) -> bool:
+        row = self._store.read(
+            lambda conn: conn.execute(
+                "SELECT parent FROM actors WHERE id = %s", (actor_id,)
+            ).fetchone()
+        )
+        return row is not None and row[0] == self.actor_id
+
+
+def _satisfied(
+    known: Mapping[str, Promise], promises: Iterable[DurablePromise], wait_all: bool
+) -> bool:
+    ids = [p.id for p in promises]
+    if not wait_all:
+        return any(i in known for i in ids)
+    if any(known[i].state.rejected for i in ids if i in known):
+        return True
+    return all(i in known for i in ids)
+
+
+async def _with_step(info: StepInfo, awaitable: Any) -> Any:
+    _current_step.set(info)
+    return await awaitable

@@ -1,0 +1,62 @@
+"""What an activation needs from the node that hosts it (implemented by ``runtime``).
+
+The actors layer must not import the runtime, so the runtime hands each activation a ``Host``:
+the store, the bridge to the event loop for async steps, and the calls by which an activation
+reports that it went idle, suspended, ended or crashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..store import Promise, Store
+
+if TYPE_CHECKING:
+    from ._activation import Activation
+    from ._ref import ActorRef
+
+T = TypeVar("T")
+
+
+class Host(Protocol):
+    """The node an activation runs on."""
+
+    store: Store
+    node_id: str
+    suspend_after: float
+    """Seconds a handler waits in its thread for a pending promise before suspending."""
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the runtime's event loop and block the calling thread for its result."""
+        ...
+
+    def ref(self, actor_id: str) -> ActorRef:
+        """A ref that delivers in-process when this node hosts the actor."""
+        ...
+
+    def deliver(self, actor_id: str, message: Promise | None) -> None:
+        """Hand a committed message to the actor's activation here, starting one if need be."""
+        ...
+
+    def resolve_class(self, kind: str) -> type[Any]:
+        """The actor class named ``module:QualName``."""
+        ...
+
+    def activation_idle(self, activation: Activation) -> None:
+        """The activation's mailbox is empty (it may be passivated)."""
+        ...
+
+    def activation_suspended(
+        self, activation: Activation, message_id: str, awaiting: list[str], wait_all: bool
+    ) -> None:
+        """The head message waits on ``awaiting``; the activation ends and frees its thread."""
+        ...
+
+    def activation_ended(self, activation: Activation) -> None:
+        """The activation stopped (passivated, fenced off, or after a crash was reported)."""
+        ...
+
+    def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
+        """A handler raised: the actor failed while handling ``message`` (left pending)."""
+        ...

@@ -1,0 +1,108 @@
+"""The journal of one message: the steps already kept, and replay matching against them.
+
+A handler run asks for durable operations in order; each gets the next position and the id
+``{message id}/{position}``. If the journal holds a record at that id, the operation is a
+replay: its fingerprint (kind, name, hash of the arguments) must match what is asked now, or
+the replay raises ``NondeterminismError`` naming the step instead of mixing records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from ..errors import NondeterminismError
+from ..store import Promise
+from ._ids import step_id
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def fingerprint(kind: str, name: str, args: Any = None) -> str:
+    """``kind:name:hash``, where the hash covers the JSON of ``args`` (or their type names).
+
+    Arguments that do not encode as JSON count by type name only, so an object that differs
+    between runs (a client, a lock) does not make a replay fail.
+    """
+    if args is None:
+        return f"{kind}:{name}"
+    try:
+        data = _encoder.encode(args)
+    except (TypeError, msgspec.EncodeError, OverflowError):
+        data = repr(_type_names(args)).encode()
+    digest = hashlib.blake2b(data, digest_size=6).hexdigest()
+    return f"{kind}:{name}:{digest}"
+
+
+def _type_names(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_type_names(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _type_names(v) for k, v in value.items()}
+    try:
+        _encoder.encode(value)
+        return value
+    except (TypeError, msgspec.EncodeError, OverflowError):
+        return type(value).__qualname__
+
+
+def callable_name(fn: Any) -> str:
+    """A stable name for a function: ``module.qualname``."""
+    module = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return f"{module}.{name}"
+
+
+class Journal:
+    """The kept steps of one message, by position, and the cursor of the handler run."""
+
+    __slots__ = ("message_id", "_records", "position")
+
+    def __init__(self, message_id: str, records: Iterable[Promise] | Mapping[str, Promise] = ()):
+        self.message_id = message_id
+        items = records.values() if isinstance(records, Mapping) else records
+        self._records: dict[str, Promise] = {p.id: p for p in items}
+        self.position = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def next(self) -> str:
+        """Advance to the next operation and return its step id."""
+        self.position += 1
+        return step_id(self.message_id, self.position)
+
+    def lookup(self, id: str, fp: str) -> Promise | None:
+        """The record kept at ``id`` for an operation fingerprinted ``fp``, or ``None``.
+
+        Raises:
+            NondeterminismError: the record at ``id`` was made for something else.
+
+        """
+        record = self._records.get(id)
+        if record is None:
+            return None
+        check_fingerprint(id, record.fingerprint, fp)
+        return record
+
+    def get(self, id: str) -> Promise | None:
+        """The record kept at ``id``, unchecked."""
+        return self._records.get(id)
+
+    def keep(self, record: Promise) -> None:
+        """Remember a record just written, so a later lookup in this run finds it."""
+        self._records[record.id] = record
+
+
+def check_fingerprint(id: str, kept: str | None, asked: str) -> None:
+    """Raise ``NondeterminismError`` unless what was kept at ``id`` is what is asked now."""
+    if kept is None or kept == asked:
+        return
+    raise NondeterminismError(
+        f"replay of step {id} asked for {asked!r} but the journal holds {kept!r}; the handler's "
+        "durable operations changed between runs (code, prompt or non-deterministic input)",
+        id,
+    )

@@ -1,0 +1,169 @@
+"""``ActorRef`` and ``Reply``: addressing an actor by id, and the future of an ``ask``.
+
+A ref is only an id and a store: it works from any thread, inside or outside an actor, and
+from a process that hosts no actors at all. ``tell`` and ``ask`` return once the message is
+committed (write-ahead); the hosting node learns of it in-process or by NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, Generic, TypeVar
+
+from ..store import Promise, Store, Timeout, encode
+from ..store._actors import send_op
+from ..store._validate import check_id, timeout_parts
+from ._ids import new_message_id
+from ._messages import encode_message, message_tags
+from ._outcome import result_of
+
+T = TypeVar("T")
+
+Deliver = Callable[[str, Promise], None]
+"""How a runtime hands a just-committed message to the actor in this process, if it hosts it."""
+
+__all__ = ["ActorRef", "Reply"]
+
+
+class ActorRef:
+    """The address of an actor: its id, and the store its mailbox lives in.
+
+    Example:
+        >>> ref = rt.ref("billing/invoices")  # doctest: +SKIP
+        >>> ref.tell(Charge(order=7))  # doctest: +SKIP
+        'billing/invoices/m-…'
+        >>> ref.ask(Total()).get(timeout=5)  # doctest: +SKIP
+        120
+
+    """
+
+    __slots__ = ("id", "_store", "_deliver")
+
+    def __init__(self, id: str, store: Store, deliver: Deliver | None = None) -> None:
+        self.id = check_id(id, what="actor id")
+        self._store = store
+        self._deliver = deliver
+
+    def tell(
+        self,
+        msg: Any,
+        *,
+        id: str | None = None,
+        timeout: Timeout = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send ``msg``; return its message id once it is committed.
+
+        Args:
+            msg: any msgspec-encodable value the actor has a handler for.
+            id: the message id (an idempotency key: a repeat send is a no-op); by default a
+                fresh ``{actor id}/m-…``.
+            timeout: a deadline for handling it (seconds, ``timedelta`` or ``datetime``).
+            tags: extra tags to store with it.
+
+        Raises:
+            ActorNotFoundError: no actor has this id (nothing is written).
+            ActorStoppedError: the actor is stopped or failed (nothing is written).
+            EncodeError: the message cannot be encoded (nothing is written).
+
+        """
+        return self._send(msg, id, timeout, tags).id
+
+    def ask(
+        self,
+        msg: Any,
+        *,
+        id: str | None = None,
+        timeout: Timeout = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Reply[Any]:
+        """Send ``msg`` and return a ``Reply`` bound to it; see ``tell`` for the arguments."""
+        return Reply(self._send(msg, id, timeout, tags).id, self._store)
+
+    def _send(
+        self, msg: Any, id: str | None, timeout: Timeout, tags: Mapping[str, str] | None
+    ) -> Promise:
+        message_id = check_id(id) if id is not None else new_message_id(self.id)
+        param = encode_message(msg)
+        tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
+        secs, at = timeout_parts(timeout)
+        op = send_op(message_id, self.id, param=param, tags=tag_json, secs=secs, at=at)
+        outcome = self._store.execute(op)
+        if outcome.applied and self._deliver is not None:
+            self._deliver(self.id, outcome.promise)
+        promise: Promise = outcome.promise
+        return promise
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.id!r})"
+
+
+class Reply(Generic[T]):
+    """The future reply to an ``ask``: the message promise, read when it settles.
+
+    ``get`` blocks the calling thread; ``await reply`` waits without blocking an event loop.
+    A reply can also be rebuilt from its id in another process: ``Reply(id, store)``.
+    """
+
+    __slots__ = ("id", "_store", "_type")
+
+    def __init__(self, id: str, store: Store, type: Any = Any) -> None:
+        self.id = id
+        self._store = store
+        self._type = type
+
+    def get(self, timeout: float | None = None, *, type: Any = None) -> T:
+        """The reply, decoded as ``type``; raises what the handler's failure became.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed with the message still pending.
+
+        """
+        promise = self._store.wait(self.id, timeout)
+        return result_of(promise, type if type is not None else self._type)  # type: ignore[no-any-return]
+
+    def promise(self) -> Promise:
+        """The message promise as it stands now."""
+        return self._store.get(self.id)
+
+    def done(self) -> bool:
+        """Whether the message has been settled."""
+        return self._store.get(self.id).state.settled
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> T:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def on_settled(kind: str, key: str, resync: bool) -> None:
+            loop.call_soon_threadsafe(woken.set)
+
+        sub = self._store.subscribe("settled", [self.id], on_settled)
+        try:
+            while True:
+                promise = await asyncio.to_thread(self._store.get, self.id)
+                if promise.state.settled:
+                    return result_of(promise, self._type)  # type: ignore[no-any-return]
+                pause = None
+                if promise.timeout_at is not None:
+                    pause = max(0.01, promise.timeout_at.timestamp() - time.time() + 0.005)
+                try:
+                    await asyncio.wait_for(woken.wait(), pause)
+                except TimeoutError:
+                    pass
+                woken.clear()
+        finally:
+            sub.cancel()
+
+    def __repr__(self) -> str:
+        return f"Reply({self.id!r})"

@@ -1,0 +1,104 @@
+"""The runtime's event loop thread: the one place pykka threads and the loop meet.
+
+Async steps, the timer service and idle timers run on one uvloop loop (the standard asyncio
+loop where uvloop is not available) in a thread of its own. Code on other threads reaches it
+only through ``LoopThread``: ``call_soon``, ``call_later`` and ``run`` (which blocks the calling
+thread, never the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop where uvloop is installed, else the standard one."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class LoopThread:
+    """An event loop running in a daemon thread until ``close``."""
+
+    def __init__(self, name: str = "promissory-loop") -> None:
+        self.loop = new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop; block the calling thread until it finishes."""
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("LoopThread.run called on the loop's own thread would deadlock")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop and return a thread-safe future of its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` on the loop thread, soon."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        """Call ``fn(*args)`` on the loop thread after ``delay`` seconds; cancellable."""
+        timer = Timer()
+        self.loop.call_soon_threadsafe(timer._arm, self.loop, delay, fn, args)
+        return timer
+
+    def close(self) -> None:
+        """Stop the loop and wait for its thread."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class Timer:
+    """A ``call_later`` that can be cancelled from any thread, even before it is armed."""
+
+    __slots__ = ("_handle", "_cancelled", "_loop")
+
+    def __init__(self) -> None:
+        self._handle: asyncio.TimerHandle | None = None
+        self._cancelled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _arm(
+        self, loop: asyncio.AbstractEventLoop, delay: float, fn: Callable[..., Any], args: Any
+    ) -> None:
+        self._loop = loop
+        if not self._cancelled:
+            self._handle = loop.call_later(delay, fn, *args)
+
+    def cancel(self) -> None:
+        """Cancel the call if it has not happened yet."""
+        self._cancelled = True
+        handle, loop = self._handle, self._loop
+        if handle is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(handle.cancel)

@@ -1,0 +1,242 @@
+"""``Runtime``: the composition root of a node, and the API users hold.
+
+Starting a runtime opens the store (the embedded server when no DSN is configured), starts the
+event loop thread, takes a node lease, runs the recovery pass, starts the timer service, and
+only then accepts work. Closing it drains: no new work, in-flight handlers finish their
+current message (or are left to the next recovery), the lease is handed back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..actors import ActorRef, ChildSpec, DurableActor
+from ..actors._activation import Activation
+from ..actors._outcome import ActorFailure
+from ..actors._spec import Exit, intensity_allows, should_restart
+from ..errors import PromissoryError
+from ..store import Promise, PromiseState, Store, decode, encode, error_info, resolve_dsn
+from ..store._actors import ActorStatus, end_actor_op, restart_op, spawn_op
+from ..store._nodes import NodeLease
+from ..store._validate import check_id
+from ._host import NodeHost
+from ._loop import LoopThread
+from ._recovery import RecoveryReport, recover
+from ._timers import TimerService
+
+log = logging.getLogger("promissory.runtime")
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    """A node of promissory: hosts durable actors, fires timers, recovers after crashes.
+
+    Args:
+        dsn: the PostgreSQL to use; ``None`` means ``$PROMISSORY_DSN``, else the embedded
+            server.
+        actors: actor classes this node hosts (others are imported by name on demand).
+        suspend_after: seconds a handler waits in its thread on a pending promise before it
+            suspends and frees the thread.
+        idle_timeout: seconds an idle activation keeps its thread before it is passivated.
+        reconnect_timeout: how long store operations wait for a lost database.
+
+    Example:
+        >>> with Runtime() as rt:  # doctest: +SKIP
+        ...     counter = rt.spawn(Counter, id="counters/main")
+        ...     counter.ask(Add(by=2)).get(timeout=5)
+        2
+
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        actors: Iterable[type[DurableActor[Any]]] = (),
+        suspend_after: float = 0.1,
+        idle_timeout: float = 2.0,
+        reconnect_timeout: float = 30.0,
+    ) -> None:
+        self._dsn_arg = dsn
+        self._actor_classes = list(actors)
+        self._suspend_after = suspend_after
+        self._idle_timeout = idle_timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._started = False
+        self.store: Store | None = None
+        self.recovery: RecoveryReport | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Runtime:
+        """Open the store, recover, and start serving. Idempotent."""
+        if self._started:
+            return self
+        started = time.monotonic()
+        dsn = resolve_dsn(self._dsn_arg)
+        self.store = store = Store(dsn, reconnect_timeout=self._reconnect_timeout)
+        self.loop = LoopThread()
+        self.lease = NodeLease(store)
+        self.node_id = self.lease.node_id
+        self.host = NodeHost(
+            store,
+            self.loop,
+            self.node_id,
+            suspend_after=self._suspend_after,
+            idle_timeout=self._idle_timeout,
+            on_crash=self._on_crash,
+        )
+        for cls in self._actor_classes:
+            self.host.register(cls)
+        self._message_sub = store.subscribe(
+            "message", [""], lambda kind, key, resync: self._remote_message(key, resync)
+        )
+        self.recovery = recover(store, self.host)
+        self.timers = TimerService(store, self.loop, self.host.executor)
+        self.timers.start()
+        self._started = True
+        self.started_in = time.monotonic() - started
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drain and stop: in-flight handlers finish their message; the lease is handed back."""
+        if not self._started:
+            return
+        self._started = False
+        self._message_sub.cancel()
+        self.timers.close()
+        self.host.close(timeout)
+        self.lease.release(release_actors=True)
+        self.loop.close()
+        assert self.store is not None
+        self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- actors --------------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        actor_class: type[DurableActor[Any]],
+        *,
+        id: str,
+        state: Any = None,
+        spec: ChildSpec | None = None,
+    ) -> ActorRef:
+        """Create a top-level actor (or find it: spawning an existing id is idempotent).
+
+        An actor of that id that was stopped or failed is brought back with ``state``.
+
+        Raises:
+            ActorExistsError: an actor with this id exists, of another class.
+
+        """
+        store = self._store()
+        check_id(id, what="actor id")
+        self.host.register(actor_class)
+        kind = actor_class.kind()
+        op = spawn_op(
+            id,
+            parent=None,
+            kind=kind,
+            spec=encode(spec or ChildSpec(), what="child spec"),
+            state=encode(state, what="state") if state is not None else None,
+        )
+        store.execute(op)
+        self.host.note_kind(id, kind)
+        return self.host.ref(id)
+
+    def ref(self, id: str) -> ActorRef:
+        """A ref to the actor ``id`` (which need not be hosted by this node)."""
+        self._store()
+        return self.host.ref(id)
+
+    def stop(self, id: str, reason: str = "stopped") -> bool:
+        """Stop an actor: its pending messages are rejected (``ActorStoppedError``).
+
+        Returns whether it was alive.
+        """
+        store = self._store()
+        failure = ActorFailure(
+            type="promissory.errors.ActorStoppedError",
+            message=f"actor {id!r} was stopped: {reason}",
+            args=[f"actor {id!r} was stopped: {reason}"],
+        )
+        ended, rejected = store.execute(
+            end_actor_op(
+                id,
+                status=ActorStatus.STOPPED,
+                reason=encode({"exit": Exit.SHUTDOWN.value, "reason": reason}),
+                reject_state=PromiseState.REJECTED,
+                reject_value=encode(failure),
+            )
+        )
+        self.host.forget(id)
+        return ended is not None
+
+    # -- crashes (the root of every tree) ---------------------------------------------------------
+
+    def _on_crash(self, activation: Activation, message: Promise, error: BaseException) -> None:
+        store = self._store()
+        record = activation.record
+        actor_id = activation.actor_id
+        if record is None:
+            self.host.crash_handled(actor_id, restart=True)
+            return
+        spec = decode(record.spec, ChildSpec) if bytes(record.spec) != b"{}" else ChildSpec()
+        history: list[float] = decode(record.history, list[float])
+        now = _db_now(store)
+        allowed, history = intensity_allows(history, now, spec.intensity, spec.period)
+        info = error_info(error)
+        reason = encode({"exit": Exit.ABNORMAL.value, "error": info})
+        if should_restart(spec.restart, Exit.ABNORMAL) and allowed:
+            log.info("restarting actor %s after %s", actor_id, info.type)
+            store.execute(restart_op(actor_id, history=encode(history), reason=reason))
+            self.host.crash_handled(actor_id, restart=True)
+            return
+        log.warning("actor %s failed and is given up: %s: %s", actor_id, info.type, info.message)
+        failure = ActorFailure(
+            type=info.type,
+            message=info.message,
+            args=info.args,
+            traceback=info.traceback,
+            failed_actor=actor_id,
+        )
+        store.execute(
+            end_actor_op(
+                actor_id,
+                status=ActorStatus.FAILED,
+                reason=reason,
+                reject_state=PromiseState.REJECTED,
+                reject_value=encode(failure),
+                history=encode(history),
+            )
+        )
+        self.host.crash_handled(actor_id, restart=False)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _remote_message(self, actor_id: str, resync: bool) -> None:
+        if resync or not actor_id:
+            return
+        self.host.executor.submit(self.host.deliver, actor_id, None)
+
+    def _store(self) -> Store:
+        if not self._started or self.store is None:
+            raise PromissoryError("the runtime is not started (use `with Runtime() as rt:`)")
+        return self.store
+
+
+def _db_now(store: Store) -> float:
+    row = store.read(
+        lambda conn: conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+    )
+    return float(row[0]) if row else time.time()

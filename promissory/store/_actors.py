@@ -1,0 +1,567 @@
+"""Actor rows and the writes made on an actor's behalf: spawn, send, step, complete, suspend.
+
+An actor row holds its parent, kind (``module:Class``), child spec, state snapshot, status and
+activation ``epoch``. Every write made for an activation is fenced by that epoch in the same
+statement (``WHERE EXISTS (SELECT 1 FROM actors WHERE id = … AND epoch = …)``), so a stale
+activation can write nothing once a newer one has claimed the actor. Senders lock the
+recipient's row ``FOR KEY SHARE`` while inserting a message, and stopping an actor locks it
+``FOR UPDATE`` before rejecting its mailbox, so no message can slip in behind a stop.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ..errors import ActorExistsError, ActorNotFoundError, ActorStoppedError, FencedError
+from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
+from ._records import Outcome, Promise, PromiseState
+from ._writer import Event, Op, Rows
+
+__all__ = ["ActorRecord", "ActorStatus", "Fence"]
+
+
+class ActorStatus(enum.StrEnum):
+    """Where an actor is in its life."""
+
+    RUNNING = "running"
+    """Alive: handling messages, suspended, or passivated until a message arrives."""
+    RESTARTING = "restarting"
+    """Failed and waiting out a backoff before its supervisor restarts it; messages queue."""
+    STOPPED = "stopped"
+    """Stopped on purpose; its pending messages were rejected."""
+    FAILED = "failed"
+    """Given up by its supervisor; its pending messages were rejected with the failure."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether messages to the actor will be handled."""
+        return self in (ActorStatus.RUNNING, ActorStatus.RESTARTING)
+
+
+class ActorRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the ``actors`` table."""
+
+    id: str
+    parent: str | None
+    kind: str
+    spec: msgspec.Raw
+    state: msgspec.Raw | None
+    status: ActorStatus
+    epoch: int
+    node: str | None
+    restarts: int
+    history: msgspec.Raw
+    reason: msgspec.Raw | None
+    seq: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Fence(msgspec.Struct, frozen=True):
+    """The activation a write is made for: the actor id and the epoch it was claimed at."""
+
+    actor: str
+    epoch: int
+
+
+ACTOR_COLUMNS = (
+    "id, parent, kind, spec, state, status, epoch, node, restarts, history, reason, seq, "
+    "created_at, updated_at"
+)
+_STATUS_OF = {s.value: s for s in ActorStatus}
+
+
+def actor_from_row(row: Sequence[Any]) -> ActorRecord:
+    """Build an ``ActorRecord`` from a row selected with ``ACTOR_COLUMNS``."""
+    return ActorRecord(
+        id=row[0],
+        parent=row[1],
+        kind=row[2],
+        spec=msgspec.Raw(row[3]),
+        state=msgspec.Raw(row[4]) if row[4] is not None else None,
+        status=_STATUS_OF[row[5]],
+        epoch=row[6],
+        node=row[7],
+        restarts=row[8],
+        history=msgspec.Raw(row[9]),
+        reason=msgspec.Raw(row[10]) if row[10] is not None else None,
+        seq=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
+
+
+_FENCE = "EXISTS (SELECT 1 FROM actors WHERE id = %(f_actor)s AND epoch = %(f_epoch)s)"
+
+
+def _fence_params(fence: Fence | None) -> dict[str, Any]:
+    return {"f_actor": fence.actor if fence else None, "f_epoch": fence.epoch if fence else None}
+
+
+def _fence_sql(fence: Fence | None) -> str:
+    return _FENCE if fence is not None else "true"
+
+
+# -- spawn -------------------------------------------------------------------------------------
+
+_SPAWN = f"""
+INSERT INTO actors (id, parent, kind, spec, state)
+SELECT %(id)s, %(parent)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb
+WHERE {{fence}}
+ON CONFLICT (id) DO UPDATE
+    SET status = 'running', state = EXCLUDED.state, spec = EXCLUDED.spec, reason = NULL,
+        parent = EXCLUDED.parent, updated_at = clock_timestamp()
+    WHERE actors.status IN ('stopped', 'failed') AND actors.kind = EXCLUDED.kind
+RETURNING {ACTOR_COLUMNS}
+"""
+_GET_ACTOR = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s"
+
+
+def spawn_op(
+    id: str,
+    *,
+    parent: str | None,
+    kind: str,
+    spec: str,
+    state: str | None,
+    fence: Fence | None = None,
+    step: Op | None = None,
+) -> Op:
+    """The op that creates an actor, or finds it.
+
+    A stopped or failed actor of the same kind is brought back with the given state. With
+    ``step``, that step is kept in the same transaction (a spawn made from inside a handler).
+    """
+    params = {
+        "id": id,
+        "parent": parent,
+        "kind": kind,
+        "spec": spec,
+        "state": state,
+        **_fence_params(fence),
+    }
+    statements: list[Any] = [
+        (_SPAWN.replace("{fence}", _fence_sql(fence)), params),
+        (_GET_ACTOR, (id,)),
+    ]
+    if step is not None:
+        statements.extend(step.statements)
+
+    def finish(rows: list[Rows], xid: int | None) -> tuple[ActorRecord, bool, Any]:
+        written, existing = rows[0], rows[1]
+        step_result = step.finish(rows[2:], xid) if step is not None else None
+        if written:
+            return actor_from_row(written[0]), True, step_result
+        if not existing:
+            raise FencedError(
+                f"spawning {id!r}: the activation of {fence.actor if fence else '?'} is stale"
+            )
+        record = actor_from_row(existing[0])
+        if record.kind != kind:
+            raise ActorExistsError(
+                f"an actor with the id {id!r} exists already, of kind {record.kind}, not {kind}"
+            )
+        return record, False, step_result
+
+    return Op(statements, finish)
+
+
+# -- send --------------------------------------------------------------------------------------
+
+_SEND = f"""
+WITH target AS (SELECT status FROM actors WHERE id = %(recipient)s FOR KEY SHARE)
+INSERT INTO promises (id, param, tags, timeout_at, kind, recipient, fingerprint)
+SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
+       CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
+            ELSE clock_timestamp() + %(secs)s::float8 * interval '1 second' END,
+       'message', %(recipient)s, %(fp)s
+FROM target
+WHERE target.status IN ('running', 'restarting') AND {{fence}}
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+_ACTOR_STATUS = "SELECT status FROM actors WHERE id = %s"
+_GET = f"SELECT {COLUMNS} FROM promises WHERE id = %s"
+
+
+def send_op(
+    id: str,
+    recipient: str,
+    *,
+    param: str,
+    tags: str,
+    secs: float | None = None,
+    at: datetime | None = None,
+    fence: Fence | None = None,
+    fp: str | None = None,
+) -> Op:
+    """The op that writes a message to an alive actor; an existing id is returned as it is.
+
+    ``fp``: the fingerprint of the call, when the message is a step of a handler.
+    """
+    params = {
+        "fp": fp,
+        "id": id,
+        "recipient": recipient,
+        "param": param,
+        "tags": tags,
+        "secs": secs,
+        "at": at,
+        **_fence_params(fence),
+    }
+    statements: list[Any] = [
+        (_SEND.replace("{fence}", _fence_sql(fence)), params),
+        (_GET, (id,)),
+        (_ACTOR_STATUS, (recipient,)),
+    ]
+
+    def finish(rows: list[Rows], xid: int | None) -> Outcome:
+        inserted, existing, status = rows
+        if inserted:
+            return Outcome(promise_from_row(inserted[0]), True)
+        if existing:
+            row = existing[0]
+            return Outcome(promise_from_row(row), xid is not None and written_by(row, xid))
+        if not status:
+            raise ActorNotFoundError(f"no actor has the id {recipient!r}")
+        if status[0][0] not in ("running", "restarting"):
+            raise ActorStoppedError(f"actor {recipient!r} is {status[0][0]}; message not sent")
+        raise FencedError(f"sending to {recipient!r}: the sending activation is stale")
+
+    # No in-process event: the sender hands the message to its host itself (with the row),
+    # and other processes hear of it by NOTIFY.
+    return Op(statements, finish)
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+_STEP = f"""
+INSERT INTO promises (id, state, value, kind, fingerprint, attempt, next_attempt_at, settled_at)
+SELECT %(id)s, %(state)s, %(value)s::jsonb, 'step', %(fp)s, %(attempt)s, %(next)s,
+       CASE WHEN %(state)s = 'pending' THEN NULL ELSE clock_timestamp() END
+WHERE {_FENCE}
+ON CONFLICT (id) DO UPDATE
+    SET state = EXCLUDED.state, value = EXCLUDED.value, attempt = EXCLUDED.attempt,
+        next_attempt_at = EXCLUDED.next_attempt_at, settled_at = EXCLUDED.settled_at
+    WHERE promises.state = 'pending' AND {_FENCE}
+RETURNING {COLUMNS}
+"""
+
+_NOW_STEP = f"""
+INSERT INTO promises (id, state, value, kind, fingerprint, settled_at)
+SELECT %(id)s, 'resolved', to_jsonb(clock_timestamp()), 'step', %(fp)s, clock_timestamp()
+WHERE {_FENCE}
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+
+
+def step_op(
+    id: str,
+    fence: Fence,
+    *,
+    state: PromiseState,
+    value: str | None,
+    fingerprint: str,
+    attempt: int = 1,
+    next_attempt_at: datetime | None = None,
+) -> Op:
+    """The op that keeps a step's outcome (or, while it retries, its attempt count).
+
+    A step kept already (by an earlier activation) is returned as it is: the first record wins.
+    """
+    params = {
+        "id": id,
+        "state": state.value,
+        "value": value,
+        "fp": fingerprint,
+        "attempt": attempt,
+        "next": next_attempt_at,
+        **_fence_params(fence),
+    }
+    return Op([(_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+
+
+def now_step_op(id: str, fence: Fence, fingerprint: str) -> Op:
+    """The op that keeps the database's clock as a step's value."""
+    params = {"id": id, "fp": fingerprint, **_fence_params(fence)}
+    return Op([(_NOW_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+
+
+def _finish_step(id: str, fence: Fence) -> Any:
+    def finish(rows: list[Rows], xid: int | None) -> Promise:
+        written, existing = rows
+        if written:
+            return promise_from_row(written[0])
+        if existing:
+            return promise_from_row(existing[0])
+        raise FencedError(f"step {id!r}: the activation of {fence.actor!r} is stale")
+
+    return finish
+
+
+_PROMISE_STEP = f"""
+INSERT INTO promises (id, param, tags, timeout_at, kind, fingerprint, state, settled_at)
+SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb, t.at, %(kind)s, %(fp)s,
+       CASE WHEN t.expired THEN
+            CASE WHEN %(kind)s = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END
+            ELSE 'pending' END,
+       CASE WHEN t.expired THEN t.at END
+FROM (SELECT a.at, a.at <= clock_timestamp() AS expired
+      FROM (SELECT coalesce(%(at)s::timestamptz,
+                            clock_timestamp() + %(secs)s::float8 * interval '1 second') AS at) a) t
+WHERE {_FENCE}
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+
+
+def promise_step_op(
+    id: str,
+    fence: Fence,
+    *,
+    kind: str,
+    fingerprint: str,
+    param: str | None = None,
+    tags: str = "{}",
+    secs: float | None = None,
+    at: datetime | None = None,
+) -> Op:
+    """The op that creates a pending promise or timer as a step of a handler (fenced)."""
+    params = {
+        "id": id,
+        "param": param,
+        "tags": tags,
+        "secs": secs,
+        "at": at,
+        "kind": kind,
+        "fp": fingerprint,
+        **_fence_params(fence),
+    }
+    return Op([(_PROMISE_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+
+
+# -- completing, suspending and claiming -------------------------------------------------------
+
+_COMPLETE = f"""
+WITH m AS (
+    UPDATE promises SET state = %(state)s, value = %(value)s::jsonb,
+                        settled_at = clock_timestamp(), awaiting = NULL
+    WHERE id = %(id)s AND state = 'pending'
+      AND (timeout_at IS NULL OR timeout_at > clock_timestamp()) AND {_FENCE}
+    RETURNING id
+), a AS (
+    UPDATE actors SET state = %(actor_state)s::jsonb, updated_at = clock_timestamp()
+    WHERE id = %(f_actor)s AND %(write_state)s AND EXISTS (SELECT 1 FROM m)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), {_FENCE}
+"""
+
+
+class Completion(enum.StrEnum):
+    """What completing a message did."""
+
+    DONE = "done"
+    """The message is settled with the reply, and the state snapshot written with it."""
+    SETTLED_ALREADY = "settled_already"
+    """The message had been settled by someone else (canceled, timed out): nothing written."""
+
+
+def complete_op(
+    message_id: str,
+    fence: Fence,
+    *,
+    state: PromiseState,
+    value: str | None,
+    actor_state: str | None,
+    write_state: bool = True,
+) -> Op:
+    """The op that settles a message with its reply and writes the actor's state, together.
+
+    Raises (from the future) ``FencedError`` when the activation is stale.
+    """
+    params = {
+        "id": message_id,
+        "state": state.value,
+        "value": value,
+        "actor_state": actor_state,
+        "write_state": write_state,
+        **_fence_params(fence),
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> Completion:
+        settled, _, fenced_ok = rows[0][0]
+        if settled:
+            return Completion.DONE
+        if not fenced_ok:
+            raise FencedError(
+                f"completing {message_id!r}: the activation of {fence.actor!r} is stale"
+            )
+        if xid is not None:
+            # Read back after an unknown outcome: the message is settled, by us or not.
+            return Completion.DONE
+        return Completion.SETTLED_ALREADY
+
+    def events(result: Completion) -> list[Event]:
+        return [("settled", message_id)] if result is Completion.DONE else []
+
+    return Op([(_COMPLETE, params)], finish, events)
+
+
+_SUSPEND = f"""
+WITH m AS (
+    UPDATE promises SET awaiting = %(awaiting)s
+    WHERE id = %(id)s AND state = 'pending' AND {_FENCE}
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM m),
+       coalesce((SELECT array_agg(id) FROM promises WHERE id = ANY(%(awaiting)s)
+                 AND (state <> 'pending' OR timeout_at <= clock_timestamp())), '{{}}')
+"""
+
+
+def suspend_op(message_id: str, fence: Fence, awaiting: Sequence[str]) -> Op:
+    """The op that records what a message waits on; its result lists those already settled.
+
+    Raises (from the future) ``FencedError`` when the activation is stale or the message is no
+    longer pending.
+    """
+    params = {"id": message_id, "awaiting": list(awaiting), **_fence_params(fence)}
+
+    def finish(rows: list[Rows], xid: int | None) -> list[str]:
+        updated, settled = rows[0][0]
+        if not updated:
+            raise FencedError(f"suspending {message_id!r}: not pending, or the activation is stale")
+        return list(settled)
+
+    return Op([(_SUSPEND, params)], finish)
+
+
+_CLAIM = f"""
+UPDATE actors SET epoch = epoch + 1, node = %(node)s, updated_at = clock_timestamp()
+WHERE id = %(id)s AND status IN ('running', 'restarting')
+  AND (node IS NULL OR node = %(node)s OR %(force)s)
+RETURNING {ACTOR_COLUMNS}
+"""
+
+
+def claim_op(actor_id: str, node: str, *, force: bool = False) -> Op:
+    """The op that makes a new activation of an actor on ``node``.
+
+    Its result is the row with the new epoch, or ``None`` when the actor is not alive or
+    another node holds it.
+    """
+    params = {"id": actor_id, "node": node, "force": force}
+
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
+        return actor_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_CLAIM, params)], finish)
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+MAILBOX = f"""
+SELECT {COLUMNS}, seq, awaiting FROM promises
+WHERE recipient = %s AND state = 'pending' AND seq > %s
+ORDER BY seq LIMIT %s
+"""
+"""Pending messages of an actor after a given seq, oldest first (the ``pending by recipient``
+index serves it)."""
+
+
+def journal_query(message_id: str) -> tuple[str, tuple[Any, ...]]:
+    """The query that loads a message and its steps (its direct children) in one round trip."""
+    prefix = message_id + "/"
+    low, high = prefix_bounds(prefix)
+    return (
+        f"SELECT {COLUMNS} FROM promises WHERE id = %s OR (id >= %s AND id < %s "
+        "AND strpos(substr(id, %s), '/') = 0)",
+        (message_id, low, high, len(prefix) + 1),
+    )
+
+
+def decode_spec(record: ActorRecord) -> dict[str, Any]:
+    """The child spec of an actor as plain JSON values."""
+    spec: dict[str, Any] = msgspec.json.decode(record.spec)
+    return spec
+
+
+# -- failure: restart or give up ---------------------------------------------------------------
+
+_RESTART = f"""
+UPDATE actors SET epoch = epoch + 1, restarts = restarts + 1, history = %(history)s::jsonb,
+                  status = 'running', reason = %(reason)s::jsonb, updated_at = clock_timestamp()
+WHERE id = %(id)s AND status IN ('running', 'restarting')
+RETURNING {ACTOR_COLUMNS}
+"""
+
+
+def restart_op(actor_id: str, *, history: str, reason: str | None) -> Op:
+    """The op that restarts a failed actor; a new epoch fences off the old activation.
+
+    Its pending messages (the one it failed on first) stay, for the new incarnation.
+    """
+    params = {"id": actor_id, "history": history, "reason": reason}
+
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
+        return actor_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_RESTART, params)], finish)
+
+
+_LOCK_ACTOR = "SELECT id FROM actors WHERE id = %(id)s FOR UPDATE"
+_END_ACTOR = f"""
+UPDATE actors SET status = %(status)s, reason = %(reason)s::jsonb, epoch = epoch + 1,
+                  history = coalesce(%(history)s::jsonb, history), node = NULL,
+                  updated_at = clock_timestamp()
+WHERE id = %(id)s AND status IN ('running', 'restarting')
+RETURNING {ACTOR_COLUMNS}
+"""
+_REJECT_MAILBOX = """
+UPDATE promises SET state = %(state)s, value = %(value)s::jsonb, settled_at = clock_timestamp(),
+                    awaiting = NULL
+WHERE recipient = %(id)s AND state = 'pending'
+RETURNING id
+"""
+
+
+def end_actor_op(
+    actor_id: str,
+    *,
+    status: ActorStatus,
+    reason: str | None,
+    reject_state: PromiseState,
+    reject_value: str,
+    history: str | None = None,
+) -> Op:
+    """The op that stops or fails an actor and rejects every message still in its mailbox.
+
+    The actor's row is locked first (``FOR UPDATE``), which waits out any sender that has
+    locked it to insert a message, so no message is left behind the end (invariant 6).
+    """
+    params = {
+        "id": actor_id,
+        "status": status.value,
+        "reason": reason,
+        "history": history,
+        "state": reject_state.value,
+        "value": reject_value,
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> tuple[ActorRecord | None, list[str]]:
+        ended = actor_from_row(rows[1][0]) if rows[1] else None
+        return ended, [r[0] for r in rows[2]]
+
+    def events(result: tuple[ActorRecord | None, list[str]]) -> list[Event]:
+        return [("settled", id) for id in result[1]]
+
+    return Op(
+        [(_LOCK_ACTOR, params), (_END_ACTOR, params), (_REJECT_MAILBOX, params)], finish, events
+    )
