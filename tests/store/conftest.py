@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 RunPython = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -31,6 +32,20 @@ def count_rows(db: psycopg.Connection[Any]) -> Callable[..., int]:
         return int(row[0])
 
     return count
+
+
+@pytest.fixture
+def dsn_for(server_dsn: str) -> Callable[..., str]:
+    """``dsn_for(schema=None, **params)``: the server's DSN on ``schema``, with libpq params."""
+
+    def make(schema: str | None = None, **params: str) -> str:
+        info = {k: v for k, v in conninfo_to_dict(server_dsn).items() if v is not None}
+        if schema is not None:
+            info["options"] = f"-c search_path={schema}"
+        info.update(params)
+        return make_conninfo(**info)
+
+    return make
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
