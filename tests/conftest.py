@@ -8,6 +8,7 @@ same tables and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -37,9 +38,9 @@ def dsn_with_schema(server_dsn: str, schema: str) -> str:
     return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
-@pytest.fixture
-def dsn(server_dsn: str) -> Iterator[str]:
-    """A DSN whose search_path is a fresh, empty schema, dropped after the test."""
+@contextlib.contextmanager
+def fresh_schema(server_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh, empty schema, dropped afterwards."""
     schema = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -48,6 +49,13 @@ def dsn(server_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def dsn(server_dsn: str) -> Iterator[str]:
+    """A DSN whose search_path is a fresh, empty schema, dropped after the test."""
+    with fresh_schema(server_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture

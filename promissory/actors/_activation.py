@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._crashpoints import reached
 from ..errors import FencedError, PromissoryError
 from ..store import Promise, PromiseState, decode, encode, error_info
 from ..store._actors import (
@@ -226,6 +227,7 @@ class Activation:
                 return
             self._crash(message, exc)
             return
+        reached("handler.returned", message.id)
         self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
 
     def _load_journal(self, message_id: str) -> list[Promise]:
@@ -256,6 +258,7 @@ class Activation:
         except FencedError:
             self._end()
             return
+        reached("message.settled", message.id)
         if result is Completion.DONE and write_state:
             self._state_json = state_json
         elif write_state:

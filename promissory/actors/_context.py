@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from .._crashpoints import reached
 from ..errors import ActorError, InvalidInputError
 from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
 from ..store._actors import Fence, now_step_op, promise_step_op, send_op, spawn_op, step_op
@@ -206,6 +207,7 @@ class Context:
             attempt = record.attempt + 1
             self._wait_for_retry(sid, record.attempt, record.next_attempt_at)
         while True:
+            reached("step.started", sid)
             try:
                 value = self._invoke(fn, args, kwargs, StepInfo(sid, attempt))
             except Exception as exc:
@@ -262,6 +264,7 @@ class Context:
         )
         record: Promise = self._store.execute(op)
         self._journal.keep(record)
+        reached("step.kept", sid)
         return record
 
     def _step_value(self, record: Promise, rtype: Any) -> Any:
@@ -414,6 +417,7 @@ class Context:
             raise
         record = outcome.promise
         self._journal.keep(record)
+        reached("message.committed", sid)
         if outcome.applied:
             self._host.deliver(target_id, record)
         return sid

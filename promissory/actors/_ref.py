@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
+from .._crashpoints import reached
 from ..store import Promise, Store, Timeout, encode
 from ..store._actors import send_op
 from ..store._validate import check_id, timeout_parts
@@ -91,6 +92,7 @@ class ActorRef:
         secs, at = timeout_parts(timeout)
         op = send_op(message_id, self.id, param=param, tags=tag_json, secs=secs, at=at)
         outcome = self._store.execute(op)
+        reached("message.committed", message_id)
         if outcome.applied and self._deliver is not None:
             self._deliver(self.id, outcome.promise)
         promise: Promise = outcome.promise

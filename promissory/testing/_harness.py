@@ -1,0 +1,135 @@
+"""Crash tests: run a scenario in a child process, kill it, run it again, compare.
+
+``CrashTest`` runs a scenario function (``module:function``, taking a ``Runtime`` and
+returning a JSON-able outcome) in a child process against one database. ``run`` lets it finish;
+``run(crash_at="step.kept:3")`` arms a crash point so the child kills itself there;
+``run(kill_after=0.4)`` kills it from outside with SIGKILL after that many seconds. The
+effects file counts side effects across every run.
+
+Example:
+    >>> test = CrashTest(dsn, "tests.scenarios:transfer", workdir=tmp_path)  # doctest: +SKIP
+    >>> clean = test.run().outcome  # doctest: +SKIP
+    >>> test.run(crash_at="step.kept:3").killed  # doctest: +SKIP
+    True
+
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ._effects import ENV, read_effects
+
+MARK = "OUTCOME "
+"""The prefix of the child's last stdout line, which holds the outcome as JSON."""
+
+
+class Run(msgspec.Struct, frozen=True):
+    """What one child process did."""
+
+    killed: bool
+    """It died of SIGKILL (a crash point or ``kill_after``)."""
+    outcome: Any
+    """The scenario's outcome, when it finished."""
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def crash_point(self) -> str | None:
+        """The crash point it died at (``point #n at id``), if it killed itself at one."""
+        for line in self.stderr.splitlines():
+            if line.startswith("promissory crash point "):
+                return line.removeprefix("promissory crash point ")
+        return None
+
+
+class CrashTest:
+    """Runs one scenario, repeatedly, in child processes on one database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        scenario: str,
+        *,
+        workdir: str | Path,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.scenario = scenario
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.effects_file = self.workdir / "effects.log"
+        self.timeout = timeout
+        self.env = dict(env or {})
+        self.runs: list[Run] = []
+
+    def run(self, *, crash_at: str | None = None, kill_after: float | None = None) -> Run:
+        """Run the scenario once in a child process; see the module docstring."""
+        env = dict(os.environ)
+        env.update(self.env)
+        env["PROMISSORY_DSN"] = self.dsn
+        env[ENV] = str(self.effects_file)
+        env.pop("PROMISSORY_CRASH_AT", None)
+        if crash_at:
+            env["PROMISSORY_CRASH_AT"] = crash_at
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "promissory.testing._child", self.scenario],
+            env=env,
+            cwd=os.getcwd(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if kill_after is not None:
+                try:
+                    out, err = proc.communicate(timeout=kill_after)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGKILL)
+                    out, err = proc.communicate(timeout=self.timeout)
+            else:
+                out, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(
+                f"crash test child did not finish in {self.timeout} s\n--- stderr ---\n{err}"
+            ) from None
+        outcome = None
+        for line in out.splitlines():
+            if line.startswith(MARK):
+                outcome = msgspec.json.decode(line[len(MARK) :])
+        killed = proc.returncode == -signal.SIGKILL
+        if not killed and proc.returncode != 0:
+            raise AssertionError(
+                f"crash test child failed with exit code {proc.returncode}\n"
+                f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+            )
+        result = Run(killed, outcome, proc.returncode, out, err, time.monotonic() - started)
+        self.runs.append(result)
+        return result
+
+    def run_to_completion(self, max_runs: int = 5) -> Run:
+        """Run (unarmed) until a run finishes; return that run."""
+        for _ in range(max_runs):
+            result = self.run()
+            if not result.killed:
+                return result
+        raise AssertionError(f"the scenario did not finish in {max_runs} runs")
+
+    def effects(self) -> Counter[tuple[str, str]]:
+        """How many times each effect ran, over every run so far."""
+        return read_effects(self.effects_file)
