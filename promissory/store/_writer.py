@@ -16,6 +16,7 @@ its own caller.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -44,19 +45,26 @@ class Op:
     back when the connection is lost at COMMIT); ``finish`` turns each statement's rows into the
     result and is told the batch's transaction id only when re-reading after an unknown
     outcome, so it can tell by ``xmin`` whether this op was the one that applied the write.
+
+    ``keys`` name the rows the op writes (promise ids, say). Ops that share a key never share a
+    batch: then a row whose ``xmin`` is the batch's transaction was written by the one op of the
+    batch that names it, and a re-read says ``applied`` for that op alone.
     """
 
-    __slots__ = ("statements", "finish", "events", "future")
+    __slots__ = ("statements", "finish", "events", "keys", "future")
 
     def __init__(
         self,
         statements: Sequence[Statement],
         finish: Callable[[list[Rows], int | None], Any],
         events: Callable[[Any], Sequence[Event]] | None = None,
+        *,
+        keys: Sequence[str] = (),
     ) -> None:
         self.statements = statements
         self.finish = finish
         self.events = events
+        self.keys = tuple(keys)
         self.future: Future[Any] = Future()
 
 
@@ -84,12 +92,13 @@ class Writer:
         self._on_events = on_events
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Op | _Stop] = queue.SimpleQueue()
+        self._held: collections.deque[Op] = collections.deque()
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
         self.batches = 0
         self.ops = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def submit(self, op: Op) -> Future[Any]:
         """Queue ``op`` for the next batch; its future completes after the batch commits."""
@@ -110,20 +119,17 @@ class Writer:
 
     def _run(self) -> None:
         stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if isinstance(first, _Stop):
+        while True:
+            if self._held:
+                first = self._held.popleft()
+            elif stopping:
                 break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            else:
+                item = self._queue.get()
                 if isinstance(item, _Stop):
-                    stopping = True
                     break
-                batch.append(item)
+                first = item
+            batch, stopping = self._fill(first, stopping)
             try:
                 self._commit(batch)
             except BaseException as exc:  # never let the writer thread die with callers waiting
@@ -135,6 +141,38 @@ class Writer:
                         op.future.set_exception(exc)
         if self._conn is not None:
             self._conn.close()
+
+    def _fill(self, first: Op, stopping: bool) -> tuple[list[Op], bool]:
+        """The batch that starts with ``first``: held ops, then queued ones, in order.
+
+        An op that writes a row an op of the batch writes already waits for the next batch.
+        Returns the batch and whether the stop signal was taken from the queue.
+        """
+        batch = [first]
+        keys = set(first.keys)
+        held: collections.deque[Op] = collections.deque()
+
+        def take(op: Op) -> None:
+            if keys.isdisjoint(op.keys):
+                batch.append(op)
+                keys.update(op.keys)
+            else:
+                held.append(op)
+
+        while self._held and len(batch) < self._max_batch:
+            take(self._held.popleft())
+        while not stopping and len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Stop):
+                stopping = True
+                break
+            take(item)
+        held.extend(self._held)
+        self._held = held
+        return batch, stopping
 
     def _commit(self, batch: list[Op]) -> None:
         deadline = time.monotonic() + self._reconnect_timeout

@@ -37,9 +37,10 @@ def test_threads_creating_the_same_id_at_once_make_exactly_one_promise(
     for round in range(5):
         id = f"same/{round}"
 
-        outcomes: list[Outcome] = all_at_once(
-            THREADS, lambda i: store.create(id, param={"by": i}, tags={"t": str(i)})
-        )
+        def create(i: int, id: str = id) -> Outcome:
+            return store.create(id, param={"by": i}, tags={"t": str(i)})
+
+        outcomes: list[Outcome] = all_at_once(THREADS, create)
 
         winners = [o for o in outcomes if o.applied]
         assert len(winners) == 1
@@ -57,7 +58,7 @@ def test_threads_settling_the_same_promise_at_once_agree_on_one_winner(
         id = f"race/{round}"
         store.create(id)
 
-        def settle(i: int) -> Outcome:
+        def settle(i: int, id: str = id) -> Outcome:
             if i % 3 == 0:
                 return store.resolve(id, {"by": i})
             if i % 3 == 1:
@@ -79,7 +80,9 @@ def test_threads_settling_the_same_promise_at_once_agree_on_one_winner(
 
 
 @pytest.mark.timeout(60)
-def test_concurrent_writers_share_transactions(store: Store, count_rows: Callable[..., int]) -> None:
+def test_concurrent_writers_share_transactions(
+    store: Store, count_rows: Callable[..., int]
+) -> None:
     writers, per_writer = 32, 25
     batches_before, ops_before = store.writer_stats
 
@@ -99,7 +102,7 @@ def test_concurrent_writers_share_transactions(store: Store, count_rows: Callabl
     assert count_rows("state = 'resolved'") == writers * per_writer
 
 
-def create(id: str) -> Op:
+def create_op_for(id: str) -> Op:
     return create_op(id, param=None, tags="{}", secs=None, at=None, kind=PromiseKind.PROMISE)
 
 
@@ -110,7 +113,7 @@ def submit_around(store: Store, bad: Op, n: int = 200) -> tuple[list[Future[Any]
     for i in range(n):
         if i == n // 2:
             bad_future = store.submit(bad)
-        good.append(store.submit(create(f"good/{i}")))
+        good.append(store.submit(create_op_for(f"good/{i}")))
     assert bad_future is not None
     return good, bad_future
 
@@ -142,7 +145,7 @@ def test_a_write_the_driver_cannot_send_fails_only_itself_and_commits_nothing_of
     # A lone surrogate cannot be encoded as UTF-8: the driver fails while the batch is being
     # sent, after the writes before it in the batch went out. Those must be committed once
     # (and reported as applied), the bad op not at all, and nothing left for a later batch.
-    unsendable = create("bad\ud800")
+    unsendable = create_op_for("bad\ud800")
 
     good, bad = submit_around(store, unsendable)
 

@@ -216,7 +216,7 @@ def test_the_tables_live_in_the_connections_schema_only(
     [
         ("UPDATE promises SET state = 'done' WHERE id = 'c'", "state"),
         ("UPDATE promises SET tags = '{\"a\": 1}' WHERE id = 'c'", "tags"),
-        ("UPDATE promises SET tags = '{\"a\": {\"b\": \"c\"}}' WHERE id = 'c'", "tags"),
+        ('UPDATE promises SET tags = \'{"a": {"b": "c"}}\' WHERE id = \'c\'', "tags"),
         ("UPDATE promises SET tags = '[\"a\"]' WHERE id = 'c'", "tags"),
         ("UPDATE promises SET state = 'resolved' WHERE id = 'c'", "settled_at"),
         ("UPDATE promises SET settled_at = now() WHERE id = 'c'", "settled_at"),

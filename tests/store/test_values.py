@@ -271,7 +271,11 @@ def test_a_remote_error_stored_again_keeps_its_original_type() -> None:
     again = rebuild_error(error_info(remote))
 
     assert isinstance(again, RemoteError)
-    assert (again.type_name, again.message, again.remote_traceback) == ("elsewhere.Boom", "boom", "tb")
+    assert (again.type_name, again.message, again.remote_traceback) == (
+        "elsewhere.Boom",
+        "boom",
+        "tb",
+    )
 
 
 def test_a_store_error_is_constructible_from_its_stored_arguments() -> None:
