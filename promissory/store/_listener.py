@@ -23,6 +23,8 @@ from ._writer import Event
 log = logging.getLogger("promissory.store")
 
 _KINDS = {"s": "settled", "m": "message", "t": "timer"}
+_POLL = 0.1
+"""Seconds between looks at the stop flag while waiting for notifications."""
 
 
 def parse_notification(payload: str) -> Event | None:
@@ -75,7 +77,9 @@ class Listener:
                     self._hub.resync()
                 first = False
                 while not self._stop.is_set():
-                    for note in conn.notifies(timeout=0.5):
+                    # A short wait, so that close() returns promptly (it cannot interrupt the
+                    # wait); an idle turn of the loop is a local timer and sends nothing.
+                    for note in conn.notifies(timeout=_POLL):
                         event = parse_notification(note.payload)
                         if event is not None:
                             self._hub.publish((event,))
