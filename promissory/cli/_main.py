@@ -163,6 +163,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     dsn = dsn_of(args)
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.ProgrammingError as exc:
+        raise CommandError(f"not a usable DSN: {_first_line(exc)}") from None
     except psycopg.OperationalError as exc:
         raise CommandError(f"no database reachable at the DSN: {_first_line(exc)}") from None
     with conn:

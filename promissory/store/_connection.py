@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.adapt import Loader
 
-from ..errors import StoreUnavailableError
+from ..errors import StoreError, StoreUnavailableError
 
 
 class _RawJsonLoader(Loader):
@@ -43,6 +43,7 @@ def connect(
 
     Raises:
         StoreUnavailableError: no connection could be made before the deadline.
+        StoreError: ``dsn`` is not a valid connection string.
 
     """
     attempt = 0
@@ -51,6 +52,10 @@ def connect(
             conn = psycopg.Connection.connect(
                 dsn, autocommit=autocommit, connect_timeout=_connect_timeout(deadline)
             )
+        except psycopg.ProgrammingError as exc:
+            # The DSN does not parse: waiting will not mend it. The message names the fault
+            # but not the DSN, which may hold a password.
+            raise StoreError(f"not a usable DSN for {what}: {_first_line(exc)}") from exc
         except psycopg.OperationalError as exc:
             if time.monotonic() >= deadline:
                 raise StoreUnavailableError(

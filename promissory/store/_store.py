@@ -322,6 +322,8 @@ class Store:
         ``"timer"`` (key: ``""``). ``keys=[""]`` subscribes to every key of the kind.
         Callbacks run on the store's threads and must not block.
         """
+        if self._closed:
+            raise StoreError("the store is closed")  # and must not start a listener again
         self._ensure_listener()
         return self.events.subscribe(kind, keys, callback)
 
@@ -349,6 +351,9 @@ class Store:
 
     def read(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``fn`` on a pooled autocommit connection, retrying it if the connection is lost."""
+        if self._closed:
+            # Else the closed pool reads as a lost connection, retried until the deadline.
+            raise StoreError("the store is closed")
         deadline = time.monotonic() + self.reconnect_timeout
         attempt = 0
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from promissory.errors import (
     PromiseCanceledError,
     PromiseFailedError,
     PromiseNotFoundError,
+    StoreError,
 )
 from promissory.store import PromiseKind, PromiseState, Store, rebuild_error
 
@@ -491,3 +493,19 @@ def test_search_with_a_bad_cursor_is_invalid_input(store: Store) -> None:
 def test_search_with_a_limit_below_one_is_invalid_input(store: Store) -> None:
     with pytest.raises(InvalidInputError, match="limit"):
         store.search(limit=0)
+
+
+def test_a_closed_store_refuses_reads_and_writes_at_once(dsn: str) -> None:
+    store = Store(dsn, reconnect_timeout=20)
+    store.create("before")
+    store.close()
+    store.close()  # idempotent
+
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="closed"):
+        store.get("before")
+    with pytest.raises(StoreError, match="closed"):
+        store.create("after")
+    with pytest.raises(StoreError, match="closed"):
+        store.wait("before", timeout=5)
+    assert time.monotonic() - start < 2
