@@ -185,12 +185,13 @@ def test_the_password_is_not_shown_in_the_unavailable_error() -> None:
     assert "hunter2" not in str(info.value)
 
 
-class CommitCutter:
+class FlakyProxy:
     """A proxy to PostgreSQL that can cut a connection just after the server has committed.
 
     The server's ``CommandComplete`` for a ``COMMIT`` is withheld and both sockets are closed:
     the transaction is durable, and the client cannot know it. That is the one moment a
-    killed backend almost never hits, and the reason the writer reads a batch back.
+    killed backend almost never hits, and the reason the writer reads a batch back. The proxy
+    can also play an outage: every connection cut, new ones refused, until it ends.
     """
 
     def __init__(self, dsn: str) -> None:
@@ -211,8 +212,21 @@ class CommitCutter:
         self._lock = threading.Lock()
         self._skip = 0
         self._armed = False
+        self._down = False
+        self._open: set[socket.socket] = set()
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def go_down(self) -> None:
+        """Cut every connection and refuse new ones, as a database that went away."""
+        with self._lock:
+            self._down = True
+            socks, self._open = list(self._open), set()
+        self._close(*socks)
+
+    def come_back(self) -> None:
+        with self._lock:
+            self._down = False
 
     def arm(self, skip: int = 0) -> None:
         """Cut the connection of the next COMMIT but ``skip``."""
@@ -239,8 +253,15 @@ class CommitCutter:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                down = self._down
+            if down:
+                self._close(client)
+                continue
             server = socket.socket(self._family, socket.SOCK_STREAM)
             server.connect(self._target)
+            with self._lock:
+                self._open.update((client, server))
             threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
             threading.Thread(target=self._backward, args=(server, client), daemon=True).start()
 
@@ -283,12 +304,12 @@ class CommitCutter:
 
 
 @pytest.fixture
-def cutter(dsn: str) -> Iterator[CommitCutter]:
-    proxy = CommitCutter(dsn)
+def proxy(dsn: str) -> Iterator[FlakyProxy]:
+    flaky = FlakyProxy(dsn)
     try:
-        yield proxy
+        yield flaky
     finally:
-        proxy.close()
+        flaky.close()
 
 
 BUSY_LOCK = 4_242_424_242
@@ -312,9 +333,9 @@ def until_blocked(db: psycopg.Connection[Any]) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_batch_whose_commit_answer_was_lost_reports_exactly_what_it_applied(
-    cutter: CommitCutter, db: psycopg.Connection[Any]
+    proxy: FlakyProxy, db: psycopg.Connection[Any]
 ) -> None:
-    with Store(cutter.dsn, reconnect_timeout=20) as store:
+    with Store(proxy.dsn, reconnect_timeout=20) as store:
         store.create("pre/existing")
         store.create("pre/pending")
         store.create("pre/settled")
@@ -323,7 +344,7 @@ def test_a_batch_whose_commit_answer_was_lost_reports_exactly_what_it_applied(
 
         # Hold the writer inside a batch of its own while the ops below queue up behind it.
         db.execute("SELECT pg_advisory_lock(%s)", (BUSY_LOCK,))
-        cutter.arm(skip=1)  # the busy batch's COMMIT passes; the next batch's is cut
+        proxy.arm(skip=1)  # the busy batch's COMMIT passes; the next batch's is cut
         busy = store.submit(blocked_op())
         until_blocked(db)
         calls = {
@@ -344,7 +365,7 @@ def test_a_batch_whose_commit_answer_was_lost_reports_exactly_what_it_applied(
             ["new/a", "new/b", "pre/existing", "pre/pending", "pre/settled", "pre/then-settled"]
         )
 
-    assert cutter.cuts == 1
+    assert proxy.cuts == 1
     applied = {name: outcome.applied for name, outcome in results.items()}
     assert applied["create new/a #1"] + applied["create new/a #2"] == 1
     assert applied["create pre/existing"] is False
@@ -367,3 +388,26 @@ def create_op_for(id: str) -> Op:
 
 def settle_op_for(id: str, value: str) -> Op:
     return settle_op(id, PromiseState.RESOLVED, f'"{value}"')
+
+
+@pytest.mark.timeout(60)
+def test_an_outage_past_reconnect_timeout_fails_calls_clearly_then_the_store_recovers(
+    proxy: FlakyProxy,
+) -> None:
+    with Store(proxy.dsn, reconnect_timeout=0.5) as store:
+        store.create("before")
+        store.subscribe("settled", [""], lambda kind, key, resync: None)  # a listener too
+
+        proxy.go_down()
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            store.create("during")
+        with pytest.raises(StoreUnavailableError):
+            store.get("before")
+        assert time.monotonic() - start < 5
+
+        proxy.come_back()
+        assert store.create("after").applied
+        assert store.resolve("before", 1).applied
+        assert store.get("before").state is PromiseState.RESOLVED
+        assert store.find("during") is None
