@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import pykka
 
 from .._crashpoints import reached
 from ..errors import FencedError, PromissoryError
-from ..store import Promise, PromiseState, decode, encode, error_info
+from ..store import ErrorInfo, Promise, PromiseState, decode, encode, error_info
 from ..store._actors import (
     MAILBOX,
     ActorRecord,
@@ -39,6 +41,7 @@ from ..store._actors import (
 from ..store._promises import promise_from_row
 from ._journal import Journal
 from ._signals import Suspend
+from ._spec import Exit
 
 if TYPE_CHECKING:
     from ._actor import DurableActor
@@ -92,6 +95,7 @@ class Activation:
         self._awaiting: dict[str, list[str]] = {}
         self._reload = True
         self._state_json: str | None = None
+        self._stop_requested = threading.Event()
 
     # -- commands from the runtime (on the actor's thread) ------------------------------------
 
@@ -110,6 +114,14 @@ class Activation:
             self._end()
         else:
             raise TypeError(f"unknown activation command: {command!r}")
+
+    def request_stop(self) -> None:
+        """Ask the activation to end after its current message (from any thread)."""
+        self._stop_requested.set()
+        try:
+            self.actor.actor_ref.tell(Passivate())
+        except pykka.ActorDeadError:
+            pass
 
     def died(self) -> None:
         """The pykka actor died outside a handler; tell the host so it can start another."""
@@ -161,6 +173,9 @@ class Activation:
             self._end()
             return
         while self.phase is Phase.ACTIVE:
+            if self._stop_requested.is_set():
+                self._end()
+                return
             if self._reload:
                 self._load_mailbox()
             message = self._next()
@@ -228,7 +243,19 @@ class Activation:
             self._crash(message, exc)
             return
         reached("handler.returned", message.id)
-        self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
+        done = self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
+        if done and ctx.exit is not None:
+            exit, reason = ctx.exit
+            self.phase = Phase.ENDED
+            failure: ErrorInfo | None = None
+            if exit is Exit.ESCALATED or exit is Exit.ABNORMAL:
+                failure = ErrorInfo(
+                    type="promissory.actors._supervisor.EscalationError",
+                    message=reason or exit.value,
+                    args=[reason or exit.value],
+                )
+            self.host.actor_exited(self, exit, failure)
+            self.actor.stop()
 
     def _load_journal(self, message_id: str) -> list[Promise]:
         query, params = journal_query(message_id)
@@ -242,7 +269,7 @@ class Activation:
         value: str | None,
         write_state: bool,
         state_json: str | None = None,
-    ) -> None:
+    ) -> bool:
         assert self.fence is not None
         try:
             result = self.store.execute(
@@ -257,7 +284,7 @@ class Activation:
             )
         except FencedError:
             self._end()
-            return
+            return False
         reached("message.settled", message.id)
         if result is Completion.DONE and write_state:
             self._state_json = state_json
@@ -266,6 +293,7 @@ class Activation:
             # effects on the state are not kept.
             self._restore_state()
         self._forget(message.id)
+        return result is Completion.DONE
 
     def _forget(self, message_id: str) -> None:
         self._mailbox.pop(message_id, None)

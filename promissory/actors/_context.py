@@ -37,13 +37,22 @@ import msgspec
 from .._crashpoints import reached
 from ..errors import ActorError, InvalidInputError
 from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
-from ..store._actors import Fence, now_step_op, promise_step_op, send_op, spawn_op, step_op
+from ..store._actors import (
+    Fence,
+    now_step_op,
+    promise_step_op,
+    send_op,
+    spawn_op,
+    step_op,
+    watch_op,
+)
 from ..store._validate import Timeout, check_id, timeout_parts
 from ._journal import Journal, callable_name, fingerprint
-from ._messages import encode_message, message_tags, type_name
+from ._messages import encode_message, message_tags, start_message, type_name
 from ._outcome import result_of
 from ._retry import NO_RETRY, RetryPolicy
-from ._signals import Suspend
+from ._signals import Suspend, Terminated
+from ._spec import Exit
 
 if TYPE_CHECKING:
     from ._activation import Activation
@@ -161,6 +170,7 @@ class Context:
         self.message_id = message.id
         self._journal = journal
         self._rng: random_module.Random | None = None
+        self.exit: tuple[Exit, str | None] | None = None
 
     @property
     def actor(self) -> DurableActor[Any]:
@@ -464,10 +474,36 @@ class Context:
                     state=encode(state, what="state") if state is not None else None,
                     fence=self._fence,
                     step=step,
+                    start=start_message(actor_class),
                 )
             )
             self._journal.keep(kept)
+            self._host.spawned(id, kind)
         return self._host.ref(id)
+
+    def watch(self, target: ActorRef | str) -> None:
+        """Be sent ``Terminated`` when ``target`` ends for good (at once if it has ended).
+
+        Kept as a step: a replay does not watch twice.
+        """
+        target_id = target if isinstance(target, str) else target.id
+        sid = self._journal.next()
+        fp = f"watch:{target_id}"
+        if self._journal.lookup(sid, fp) is not None:
+            return
+        status = self._store.execute(watch_op(target_id, self.actor_id))
+        self._keep_step(sid, PromiseState.RESOLVED, encode({"watching": target_id}), fp, 1)
+        if status is None or status[0] not in ("running", "restarting"):
+            down = Terminated(actor=target_id, exit=Exit.NORMAL if status else Exit.SHUTDOWN)
+            self.send(self.actor_id, down)
+
+    def stop(self, exit: Exit | str = Exit.NORMAL, reason: str | None = None) -> None:
+        """End this actor once the current message is done (its reply is still sent).
+
+        Its supervisor sees ``exit`` (``normal`` by default): a transient or temporary child
+        that stops normally is not restarted. Pending messages are then rejected.
+        """
+        self.exit = (Exit(exit), reason)
 
     # -- determinism -----------------------------------------------------------------------
 

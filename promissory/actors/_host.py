@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..store import Promise, Store
+from ..store import ErrorInfo, Promise, Store
+from ..store._actors import ActorRecord
 
 if TYPE_CHECKING:
     from ._activation import Activation
     from ._ref import ActorRef
+    from ._spec import Exit
 
 T = TypeVar("T")
 
@@ -59,4 +61,26 @@ class Host(Protocol):
 
     def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
         """A handler raised: the actor failed while handling ``message`` (left pending)."""
+        ...
+
+    def actor_exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:
+        """A handler asked the actor to end (``ctx.stop``) and its message is settled."""
+        ...
+
+    def spawned(self, actor_id: str, kind: str) -> None:
+        """An actor was created from a handler; remember its kind."""
+        ...
+
+    def restarted(self, record: ActorRecord) -> None:
+        """An actor's next incarnation was recorded: activate it now, or at its restart time."""
+        ...
+
+    def shutdown_activation(self, actor_id: str, timeout: float | None) -> None:
+        """Let the actor's activation here finish its current message, for at most ``timeout``
+        seconds (``None``: as long as it takes; 0: not at all), and hold new deliveries.
+        """
+        ...
+
+    def forget(self, actor_id: str) -> None:
+        """The actor ended for good: drop what this node knows of it."""
         ...

@@ -30,3 +30,16 @@ def message_tags(msg: Any, tags: dict[str, str] | None = None) -> dict[str, str]
 def encode_message(msg: Any) -> str:
     """Encode a message as JSON, or raise ``EncodeError`` naming its type (nothing is written)."""
     return encode(msg, what=f"message ({type_name(msg)})")
+
+
+def start_message(actor_class: type) -> tuple[str, str] | None:
+    """The message a new incarnation of ``actor_class`` is sent, encoded with its tags.
+
+    An actor class asks for one with a ``start_message()`` classmethod (supervisors do: it
+    starts their children); ``None`` for the rest.
+    """
+    make = getattr(actor_class, "start_message", None)
+    msg = make() if make is not None else None
+    if msg is None:
+        return None
+    return encode_message(msg), encode(message_tags(msg), what="tags")

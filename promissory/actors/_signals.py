@@ -1,6 +1,16 @@
-"""Control-flow signals: raised through user code, never caught by ``except Exception``."""
+"""Control-flow signals and the messages the runtime sends on an actor's behalf.
+
+``Suspend`` is raised through user code (a ``BaseException``, so ``except Exception`` cannot
+swallow it). ``ChildExit`` and ``Terminated`` are messages: a supervisor receives the first
+when a child ends, a watcher the second when the actor it watches ends.
+"""
 
 from __future__ import annotations
+
+import msgspec
+
+from ..store import ErrorInfo
+from ._spec import Exit
 
 
 class Suspend(BaseException):  # noqa: N818 - a signal, not an error
@@ -19,3 +29,35 @@ class Suspend(BaseException):  # noqa: N818 - a signal, not an error
         super().__init__(awaiting, wait_all)
         self.awaiting = awaiting
         self.wait_all = wait_all
+
+
+class ChildExit(msgspec.Struct, frozen=True, kw_only=True):
+    """Sent to a supervisor when one of its children ended (crashed, stopped, escalated).
+
+    Attributes:
+        child: the child's actor id.
+        exit: how it ended.
+        error: the failure, for an abnormal or escalated exit.
+        epoch: the child's epoch after the exit was recorded (older exits are stale).
+
+    """
+
+    child: str
+    exit: Exit
+    error: ErrorInfo | None = None
+    epoch: int = 0
+
+
+class Terminated(msgspec.Struct, frozen=True, kw_only=True):
+    """Sent to each watcher when the actor it watches has ended for good.
+
+    Attributes:
+        actor: the id of the actor that ended.
+        exit: how it ended.
+        error: its failure, if it failed.
+
+    """
+
+    actor: str
+    exit: Exit
+    error: ErrorInfo | None = None

@@ -14,14 +14,16 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pykka
 
-from ..actors import ActorRef, DurableActor
+from ..actors import ActorRef, DurableActor, Exit
 from ..actors._activation import Activation, Binding, Passivate, Poke
 from ..actors._actor import start_activation
-from ..store import Promise, Store, Subscription
+from ..store import ErrorInfo, Promise, Store, Subscription, error_info
+from ..store._actors import ActorRecord, ActorStatus, due_restart_op
 from ._loop import LoopThread, Timer
 
 log = logging.getLogger("promissory.runtime")
@@ -40,7 +42,8 @@ class Slot:
         "suspended",
         "subscription",
         "idle_timer",
-        "crashing",
+        "held",
+        "restart_timer",
     )
 
     def __init__(self, kind: str | None) -> None:
@@ -51,7 +54,9 @@ class Slot:
         self.suspended: tuple[str, list[str], bool] | None = None
         self.subscription: Subscription | None = None
         self.idle_timer: Timer | None = None
-        self.crashing = False
+        self.restart_timer: Timer | None = None
+        self.held = False
+        """Deliveries wait in the mailbox: a failure is being handled, or a shutdown is on."""
 
 
 class NodeHost:
@@ -65,14 +70,14 @@ class NodeHost:
         *,
         suspend_after: float,
         idle_timeout: float,
-        on_crash: Callable[[Activation, Promise, BaseException], None],
+        on_exit: Callable[[str, int, Exit, ErrorInfo | None], None],
     ) -> None:
         self.store = store
         self.loop = loop
         self.node_id = node_id
         self.suspend_after = suspend_after
         self.idle_timeout = idle_timeout
-        self._on_crash = on_crash
+        self._on_exit = on_exit
         self._lock = threading.RLock()
         self._slots: dict[str, Slot] = {}
         self._classes: dict[str, type[DurableActor[Any]]] = {}
@@ -115,7 +120,7 @@ class NodeHost:
             slot = self._slots.get(actor_id)
             if slot is None:
                 slot = self._slots[actor_id] = Slot(None)
-            if slot.suspended is not None or slot.crashing:
+            if slot.suspended is not None or slot.held:
                 return  # the message waits in the durable mailbox
             if slot.kind is None:
                 kind = self._kind_of(actor_id)
@@ -275,31 +280,113 @@ class NodeHost:
 
     def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
         """A handler raised: hand the failure to supervision (off the actor's thread)."""
+        self._exited(activation, Exit.ABNORMAL, error_info(error))
+
+    def actor_exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:
+        """A handler ended its actor (``ctx.stop``): hand the exit to supervision."""
+        self._exited(activation, exit, error)
+
+    def _exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:
         actor_id = activation.actor_id
         with self._lock:
             slot = self._slots.get(actor_id)
             if slot is not None and slot.activation is activation:
                 slot.activation = slot.ref = None
-                slot.crashing = True
-        self.executor.submit(self._crashed, activation, message, error)
+            if slot is not None:
+                slot.held = True
+        epoch = activation.fence.epoch if activation.fence is not None else -1
+        self.executor.submit(self._handle_exit, actor_id, epoch, exit, error)
 
-    def _crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
+    def _handle_exit(self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None) -> None:
         try:
-            self._on_crash(activation, message, error)
+            self._on_exit(actor_id, epoch, exit, error)
         except Exception:
-            log.exception("promissory: supervision failed for actor %s", activation.actor_id)
+            log.exception("promissory: supervision failed for actor %s", actor_id)
+            self.release(actor_id)
 
-    def crash_handled(self, actor_id: str, *, restart: bool) -> None:
-        """Supervision decided: start a new activation (restart) or forget the actor."""
+    def release(self, actor_id: str) -> None:
+        """Let deliveries through again (after a failure was handled) and look at the mailbox."""
         with self._lock:
             slot = self._slots.get(actor_id)
             if slot is None:
                 return
-            slot.crashing = False
-            if not restart:
-                del self._slots[actor_id]
-                return
+            slot.held = False
         self.deliver(actor_id, None)
+
+    def spawned(self, actor_id: str, kind: str) -> None:
+        """An actor was created (from a handler or the API): remember its kind, and deliver."""
+        self.note_kind(actor_id, kind)
+
+    def restarted(self, record: ActorRecord) -> None:
+        """An actor's next incarnation was recorded: activate it now, or at its restart time."""
+        with self._lock:
+            slot = self._slots.get(record.id)
+            if slot is None:
+                slot = self._slots[record.id] = Slot(record.kind)
+            slot.kind = record.kind
+            slot.held = False
+            slot.suspended = None
+            if slot.subscription is not None:
+                slot.subscription.cancel()
+                slot.subscription = None
+            if slot.restart_timer is not None:
+                slot.restart_timer.cancel()
+                slot.restart_timer = None
+            if record.status is ActorStatus.RESTARTING and record.restart_at is not None:
+                delay = max(0.0, (record.restart_at - datetime.now(UTC)).total_seconds())
+                slot.restart_timer = self.loop.call_later(
+                    delay + 0.002, self._restart_due, record.id
+                )
+                return
+        self.deliver(record.id, None)
+
+    def _restart_due(self, actor_id: str) -> None:
+        self.executor.submit(self._restart_now, actor_id)
+
+    def _restart_now(self, actor_id: str) -> None:
+        record = self.store.execute(due_restart_op(actor_id))
+        if record is None:
+            # Not due yet by the database's clock (or no longer restarting): look again.
+            current = self.store.read(
+                lambda conn: conn.execute(
+                    "SELECT status, extract(epoch FROM restart_at - clock_timestamp()) "
+                    "FROM actors WHERE id = %s",
+                    (actor_id,),
+                ).fetchone()
+            )
+            if current is not None and current[0] == "restarting" and current[1] is not None:
+                with self._lock:
+                    slot = self._slots.get(actor_id)
+                    if slot is not None:
+                        slot.restart_timer = self.loop.call_later(
+                            max(0.0, float(current[1])) + 0.005, self._restart_due, actor_id
+                        )
+            return
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if slot is not None:
+                slot.restart_timer = None
+        self.deliver(actor_id, None)
+
+    def shutdown_activation(self, actor_id: str, timeout: float | None) -> None:
+        """Let the activation here finish its current message (for at most ``timeout`` s)."""
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if slot is None:
+                return
+            slot.held = True
+            activation, ref = slot.activation, slot.ref
+            slot.activation = slot.ref = None
+            if slot.idle_timer is not None:
+                slot.idle_timer.cancel()
+                slot.idle_timer = None
+        if activation is None or ref is None:
+            return
+        activation.request_stop()
+        if timeout is None:
+            ref.actor_stopped.wait()
+        elif timeout > 0:
+            ref.actor_stopped.wait(timeout)
 
     def forget(self, actor_id: str) -> None:
         """Drop an actor that stopped or failed; its activation, if any, is told to end."""
@@ -309,6 +396,8 @@ class NodeHost:
             return
         if slot.subscription is not None:
             slot.subscription.cancel()
+        if slot.restart_timer is not None:
+            slot.restart_timer.cancel()
         if slot.ref is not None:
             try:
                 slot.ref.tell(Passivate())

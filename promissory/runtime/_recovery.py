@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from ..store import Store
+from ..store._actors import ACTOR_COLUMNS, actor_from_row
 from ..store._nodes import adopt_dead_nodes
 from ._host import NodeHost
 
@@ -33,6 +34,9 @@ class RecoveryReport(msgspec.Struct, frozen=True):
 _LIVE = (
     "SELECT id, kind FROM actors WHERE status = 'running' AND (node IS NULL OR node = %s) "
     "ORDER BY seq"
+)
+_RESTARTING = (
+    f"SELECT {ACTOR_COLUMNS} FROM actors WHERE status = 'restarting' AND restart_at IS NOT NULL"
 )
 _PENDING = """
 SELECT DISTINCT ON (p.recipient) p.recipient, p.id, p.awaiting
@@ -72,6 +76,9 @@ def recover(store: Store, host: NodeHost) -> RecoveryReport:
     for actor_id in kinds:
         if actor_id in runnable:
             host.deliver(actor_id, None)
+    # Actors waiting out a restart backoff: restart them when it ends (at once if it has).
+    for record in store.read(lambda conn: conn.execute(_RESTARTING).fetchall()):
+        host.restarted(actor_from_row(record))
     # Suspended actors whose promise settled while nothing ran: wake them now.
     for recipient, _, awaiting in heads:
         if awaiting and recipient in kinds:

@@ -13,15 +13,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..actors import ActorRef, ChildSpec, DurableActor
-from ..actors._activation import Activation
-from ..actors._outcome import ActorFailure
-from ..actors._spec import Exit, intensity_allows, should_restart
+from ..actors import ActorRef, ChildSpec, DurableActor, Exit, Restart
+from ..actors._messages import start_message
 from ..errors import PromissoryError
-from ..store import Promise, PromiseState, Store, decode, encode, error_info, resolve_dsn
-from ..store._actors import ActorStatus, end_actor_op, restart_op, spawn_op
+from ..store import Store, encode, resolve_dsn
+from ..store._actors import spawn_op
 from ..store._nodes import NodeLease
 from ..store._validate import check_id
+from ._exits import Exits
 from ._host import NodeHost
 from ._loop import LoopThread
 from ._recovery import RecoveryReport, recover
@@ -88,8 +87,9 @@ class Runtime:
             self.node_id,
             suspend_after=self._suspend_after,
             idle_timeout=self._idle_timeout,
-            on_crash=self._on_crash,
+            on_exit=lambda *args: self.exits.handle(*args),
         )
+        self.exits = Exits(store, self.host)
         for cls in self._actor_classes:
             self.host.register(cls)
         self._message_sub = store.subscribe(
@@ -133,7 +133,11 @@ class Runtime:
     ) -> ActorRef:
         """Create a top-level actor (or find it: spawning an existing id is idempotent).
 
-        An actor of that id that was stopped or failed is brought back with ``state``.
+        An actor of that id that was stopped or failed is brought back with ``state``. Its
+        ``spec`` (default: transient, intensity 1 in 5 s) says how the runtime, the root of
+        every tree, treats its failures: a crashed transient actor is restarted and the
+        message it failed on handled again; past the intensity it is given up and its pending
+        messages are rejected with its error.
 
         Raises:
             ActorExistsError: an actor with this id exists, of another class.
@@ -147,11 +151,14 @@ class Runtime:
             id,
             parent=None,
             kind=kind,
-            spec=encode(spec or ChildSpec(), what="child spec"),
+            spec=encode(spec or ChildSpec(restart=Restart.TRANSIENT), what="child spec"),
             state=encode(state, what="state") if state is not None else None,
+            start=start_message(actor_class),
         )
-        store.execute(op)
-        self.host.note_kind(id, kind)
+        record, created, _ = store.execute(op)
+        self.host.spawned(id, kind)
+        if created:
+            self.host.deliver(id, None)
         return self.host.ref(id)
 
     def ref(self, id: str) -> ActorRef:
@@ -159,68 +166,17 @@ class Runtime:
         self._store()
         return self.host.ref(id)
 
-    def stop(self, id: str, reason: str = "stopped") -> bool:
-        """Stop an actor: its pending messages are rejected (``ActorStoppedError``).
-
-        Returns whether it was alive.
+    def stop(self, id: str) -> bool:
+        """Stop an actor and everything under it, children first; pending messages are
+        rejected with ``ActorStoppedError`` and watchers are told. Returns whether it was alive.
         """
         store = self._store()
-        failure = ActorFailure(
-            type="promissory.errors.ActorStoppedError",
-            message=f"actor {id!r} was stopped: {reason}",
-            args=[f"actor {id!r} was stopped: {reason}"],
-        )
-        ended, rejected = store.execute(
-            end_actor_op(
-                id,
-                status=ActorStatus.STOPPED,
-                reason=encode({"exit": Exit.SHUTDOWN.value, "reason": reason}),
-                reject_state=PromiseState.REJECTED,
-                reject_value=encode(failure),
-            )
-        )
-        self.host.forget(id)
-        return ended is not None
-
-    # -- crashes (the root of every tree) ---------------------------------------------------------
-
-    def _on_crash(self, activation: Activation, message: Promise, error: BaseException) -> None:
-        store = self._store()
-        record = activation.record
-        actor_id = activation.actor_id
-        if record is None:
-            self.host.crash_handled(actor_id, restart=True)
-            return
-        spec = decode(record.spec, ChildSpec) if bytes(record.spec) != b"{}" else ChildSpec()
-        history: list[float] = decode(record.history, list[float])
-        now = _db_now(store)
-        allowed, history = intensity_allows(history, now, spec.intensity, spec.period)
-        info = error_info(error)
-        reason = encode({"exit": Exit.ABNORMAL.value, "error": info})
-        if should_restart(spec.restart, Exit.ABNORMAL) and allowed:
-            log.info("restarting actor %s after %s", actor_id, info.type)
-            store.execute(restart_op(actor_id, history=encode(history), reason=reason))
-            self.host.crash_handled(actor_id, restart=True)
-            return
-        log.warning("actor %s failed and is given up: %s: %s", actor_id, info.type, info.message)
-        failure = ActorFailure(
-            type=info.type,
-            message=info.message,
-            args=info.args,
-            traceback=info.traceback,
-            failed_actor=actor_id,
-        )
-        store.execute(
-            end_actor_op(
-                actor_id,
-                status=ActorStatus.FAILED,
-                reason=reason,
-                reject_state=PromiseState.REJECTED,
-                reject_value=encode(failure),
-                history=encode(history),
-            )
-        )
-        self.host.crash_handled(actor_id, restart=False)
+        query = "SELECT status FROM actors WHERE id = %s"
+        row = store.read(lambda conn: conn.execute(query, (id,)).fetchone())
+        if row is None or row[0] not in ("running", "restarting"):
+            return False
+        self.exits.end_tree(id, Exit.SHUTDOWN, None)
+        return True
 
     # -- plumbing ------------------------------------------------------------------------------
 

@@ -60,6 +60,8 @@ class ActorRecord(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
     created_at: datetime
     updated_at: datetime
+    restart_at: datetime | None = None
+    watchers: list[str] = []
 
 
 class Fence(msgspec.Struct, frozen=True):
@@ -71,7 +73,7 @@ class Fence(msgspec.Struct, frozen=True):
 
 ACTOR_COLUMNS = (
     "id, parent, kind, spec, state, status, epoch, node, restarts, history, reason, seq, "
-    "created_at, updated_at"
+    "created_at, updated_at, restart_at, watchers"
 )
 _STATUS_OF = {s.value: s for s in ActorStatus}
 
@@ -93,6 +95,8 @@ def actor_from_row(row: Sequence[Any]) -> ActorRecord:
         seq=row[11],
         created_at=row[12],
         updated_at=row[13],
+        restart_at=row[14],
+        watchers=list(row[15] or ()),
     )
 
 
@@ -110,14 +114,22 @@ def _fence_sql(fence: Fence | None) -> str:
 # -- spawn -------------------------------------------------------------------------------------
 
 _SPAWN = f"""
-INSERT INTO actors (id, parent, kind, spec, state)
-SELECT %(id)s, %(parent)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb
-WHERE {{fence}}
-ON CONFLICT (id) DO UPDATE
-    SET status = 'running', state = EXCLUDED.state, spec = EXCLUDED.spec, reason = NULL,
-        parent = EXCLUDED.parent, updated_at = clock_timestamp()
-    WHERE actors.status IN ('stopped', 'failed') AND actors.kind = EXCLUDED.kind
-RETURNING {ACTOR_COLUMNS}
+WITH s AS (
+    INSERT INTO actors (id, parent, kind, spec, state)
+    SELECT %(id)s, %(parent)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb
+    WHERE {{fence}}
+    ON CONFLICT (id) DO UPDATE
+        SET status = 'running', state = EXCLUDED.state, spec = EXCLUDED.spec, reason = NULL,
+            parent = EXCLUDED.parent, restart_at = NULL, updated_at = clock_timestamp()
+        WHERE actors.status IN ('stopped', 'failed') AND actors.kind = EXCLUDED.kind
+    RETURNING {ACTOR_COLUMNS}
+), started AS (
+    INSERT INTO promises (id, param, tags, kind, recipient)
+    SELECT s.id || '/started/' || s.epoch, %(start)s::jsonb, %(start_tags)s::jsonb, 'message', s.id
+    FROM s WHERE %(start)s::jsonb IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT * FROM s
 """
 _GET_ACTOR = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s"
 
@@ -131,11 +143,14 @@ def spawn_op(
     state: str | None,
     fence: Fence | None = None,
     step: Op | None = None,
+    start: tuple[str, str] | None = None,
 ) -> Op:
     """The op that creates an actor, or finds it.
 
     A stopped or failed actor of the same kind is brought back with the given state. With
     ``step``, that step is kept in the same transaction (a spawn made from inside a handler).
+    With ``start`` (an encoded message and its tags), a created or revived actor is sent that
+    message in the same transaction (a supervisor's order to start its children).
     """
     params = {
         "id": id,
@@ -143,6 +158,8 @@ def spawn_op(
         "kind": kind,
         "spec": spec,
         "state": state,
+        "start": start[0] if start else None,
+        "start_tags": start[1] if start else "{}",
         **_fence_params(fence),
     }
     statements: list[Any] = [
@@ -445,7 +462,7 @@ def suspend_op(message_id: str, fence: Fence, awaiting: Sequence[str]) -> Op:
 
 _CLAIM = f"""
 UPDATE actors SET epoch = epoch + 1, node = %(node)s, updated_at = clock_timestamp()
-WHERE id = %(id)s AND status IN ('running', 'restarting')
+WHERE id = %(id)s AND status = 'running'
   AND (node IS NULL OR node = %(node)s OR %(force)s)
 RETURNING {ACTOR_COLUMNS}
 """
@@ -495,32 +512,11 @@ def decode_spec(record: ActorRecord) -> dict[str, Any]:
 
 # -- failure: restart or give up ---------------------------------------------------------------
 
-_RESTART = f"""
-UPDATE actors SET epoch = epoch + 1, restarts = restarts + 1, history = %(history)s::jsonb,
-                  status = 'running', reason = %(reason)s::jsonb, updated_at = clock_timestamp()
-WHERE id = %(id)s AND status IN ('running', 'restarting')
-RETURNING {ACTOR_COLUMNS}
-"""
-
-
-def restart_op(actor_id: str, *, history: str, reason: str | None) -> Op:
-    """The op that restarts a failed actor; a new epoch fences off the old activation.
-
-    Its pending messages (the one it failed on first) stay, for the new incarnation.
-    """
-    params = {"id": actor_id, "history": history, "reason": reason}
-
-    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
-        return actor_from_row(rows[0][0]) if rows[0] else None
-
-    return Op([(_RESTART, params)], finish)
-
-
 _LOCK_ACTOR = "SELECT id FROM actors WHERE id = %(id)s FOR UPDATE"
 _END_ACTOR = f"""
 UPDATE actors SET status = %(status)s, reason = %(reason)s::jsonb, epoch = epoch + 1,
                   history = coalesce(%(history)s::jsonb, history), node = NULL,
-                  updated_at = clock_timestamp()
+                  restart_at = NULL, updated_at = clock_timestamp()
 WHERE id = %(id)s AND status IN ('running', 'restarting')
 RETURNING {ACTOR_COLUMNS}
 """
@@ -530,6 +526,18 @@ UPDATE promises SET state = %(state)s, value = %(value)s::jsonb, settled_at = cl
 WHERE recipient = %(id)s AND state = 'pending'
 RETURNING id
 """
+_NOTIFY_WATCHERS = """
+INSERT INTO promises (id, param, tags, kind, recipient)
+SELECT w.id || '/down/' || %(id)s || '/' || e.epoch, %(down)s::jsonb, %(down_tags)s::jsonb,
+       'message', w.id
+FROM (SELECT watchers, epoch FROM actors WHERE id = %(id)s) e,
+     LATERAL unnest(e.watchers) AS u(watcher)
+     JOIN actors w ON w.id = u.watcher AND w.status IN ('running', 'restarting')
+WHERE %(down)s::jsonb IS NOT NULL
+ON CONFLICT (id) DO NOTHING
+RETURNING recipient
+"""
+_DELETE_ACTOR = "DELETE FROM actors WHERE id = %(id)s AND %(delete)s AND status <> 'running'"
 
 
 def end_actor_op(
@@ -540,11 +548,17 @@ def end_actor_op(
     reject_state: PromiseState,
     reject_value: str,
     history: str | None = None,
+    down: str | None = None,
+    down_tags: str = "{}",
+    delete: bool = False,
 ) -> Op:
     """The op that stops or fails an actor and rejects every message still in its mailbox.
 
     The actor's row is locked first (``FOR UPDATE``), which waits out any sender that has
-    locked it to insert a message, so no message is left behind the end (invariant 6).
+    locked it to insert a message, so no message is left behind the end (invariant 6). With
+    ``down`` (an encoded message) each alive watcher is sent it; with ``delete`` the row goes
+    too (a temporary child's spec is not kept). The result is the ended row (``None`` if it
+    had ended already), the rejected message ids, and the watchers told.
     """
     params = {
         "id": actor_id,
@@ -553,15 +567,189 @@ def end_actor_op(
         "history": history,
         "state": reject_state.value,
         "value": reject_value,
+        "down": down,
+        "down_tags": down_tags,
+        "delete": delete,
     }
 
-    def finish(rows: list[Rows], xid: int | None) -> tuple[ActorRecord | None, list[str]]:
+    def finish(
+        rows: list[Rows], xid: int | None
+    ) -> tuple[ActorRecord | None, list[str], list[str]]:
         ended = actor_from_row(rows[1][0]) if rows[1] else None
-        return ended, [r[0] for r in rows[2]]
+        return ended, [r[0] for r in rows[2]], [r[0] for r in rows[3]]
 
-    def events(result: tuple[ActorRecord | None, list[str]]) -> list[Event]:
+    def events(result: tuple[ActorRecord | None, list[str], list[str]]) -> list[Event]:
         return [("settled", id) for id in result[1]]
 
     return Op(
-        [(_LOCK_ACTOR, params), (_END_ACTOR, params), (_REJECT_MAILBOX, params)], finish, events
+        [
+            (_LOCK_ACTOR, params),
+            (_END_ACTOR, params),
+            (_REJECT_MAILBOX, params),
+            (_NOTIFY_WATCHERS, params),
+            (_DELETE_ACTOR, params),
+        ],
+        finish,
+        events,
     )
+
+
+# -- supervision: exits, restarts, bounces ------------------------------------------------------
+
+_EXIT = f"""
+WITH child AS (
+    UPDATE actors SET status = 'restarting', epoch = epoch + 1, reason = %(reason)s::jsonb,
+                      restart_at = NULL, updated_at = clock_timestamp()
+    WHERE id = %(id)s AND epoch = %(epoch)s AND status = 'running'
+    RETURNING epoch
+), parent AS (
+    SELECT status FROM actors WHERE id = %(parent)s FOR KEY SHARE
+)
+INSERT INTO promises (id, param, tags, kind, recipient)
+SELECT %(message_id)s || '/' || child.epoch,
+       jsonb_set(%(param)s::jsonb, '{{epoch}}', to_jsonb(child.epoch)), %(tags)s::jsonb, 'message',
+       %(parent)s
+FROM child, parent WHERE parent.status IN ('running', 'restarting')
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+
+
+def exit_op(
+    actor_id: str, epoch: int, *, parent: str, message_id: str, param: str, tags: str, reason: str
+) -> Op:
+    """The op that records a supervised child's failure and tells its supervisor.
+
+    The child goes to ``restarting`` (no activation starts until the supervisor decides) with
+    a new epoch that fences off the failed activation, and the supervisor is sent ``param``
+    as message ``{message_id}/{new epoch}``. Its result is that message, or ``None`` when the
+    child was not the running incarnation ``epoch`` any more or the supervisor is not alive.
+    """
+    params = {
+        "id": actor_id,
+        "epoch": epoch,
+        "parent": parent,
+        "message_id": message_id,
+        "param": param,
+        "tags": tags,
+        "reason": reason,
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> Promise | None:
+        return promise_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_EXIT, params)], finish)
+
+
+_REVIVE = f"""
+WITH r AS (
+    UPDATE actors SET
+        status = CASE WHEN %(delay)s::float8 IS NULL THEN 'running' ELSE 'restarting' END,
+        restart_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
+                          ELSE clock_timestamp() + %(delay)s::float8 * interval '1 second' END,
+        epoch = epoch + 1, restarts = restarts + 1, node = NULL, reason = NULL,
+        updated_at = clock_timestamp(),
+        state = CASE WHEN %(state)s::jsonb IS NULL THEN state ELSE %(state)s::jsonb END,
+        history = coalesce(
+            %(history)s::jsonb,
+            (SELECT coalesce(jsonb_agg(h ORDER BY n), '[]'::jsonb) FROM (
+                SELECT h, n FROM jsonb_array_elements(
+                    history || to_jsonb(extract(epoch FROM clock_timestamp())::float8)
+                ) WITH ORDINALITY AS e(h, n) ORDER BY n DESC LIMIT 20) last))
+    WHERE id = %(id)s AND (%(from_stopped)s OR status IN ('running', 'restarting'))
+    RETURNING {ACTOR_COLUMNS}
+), started AS (
+    INSERT INTO promises (id, param, tags, kind, recipient)
+    SELECT r.id || '/started/' || r.epoch, %(start)s::jsonb, %(start_tags)s::jsonb, 'message', r.id
+    FROM r WHERE %(start)s::jsonb IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT * FROM r
+"""
+
+
+def revive_op(
+    actor_id: str,
+    *,
+    delay: float | None = None,
+    from_stopped: bool = False,
+    state: str | None = None,
+    history: str | None = None,
+    start: tuple[str, str] | None = None,
+) -> Op:
+    """The op that starts an actor's next incarnation (now, or after ``delay`` seconds).
+
+    A new epoch fences off any activation left from before; the mailbox and the state
+    snapshot carry over (``state`` replaces the snapshot when given). ``from_stopped`` also
+    brings back a stopped or failed actor (``restart_child``). The restart's time is added to
+    the actor's ``history`` (the last 20 are kept), unless ``history`` replaces it. ``start``
+    is sent to the new incarnation, as with ``spawn_op``. Its result is the row, or ``None``
+    when there is no such actor.
+    """
+    params = {
+        "id": actor_id,
+        "delay": delay,
+        "from_stopped": from_stopped,
+        "state": state,
+        "history": history,
+        "start": start[0] if start else None,
+        "start_tags": start[1] if start else "{}",
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
+        return actor_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_REVIVE, params)], finish)
+
+
+_BOUNCE = f"""
+UPDATE actors SET epoch = epoch + 1, node = NULL, updated_at = clock_timestamp()
+WHERE id = %(id)s
+RETURNING {ACTOR_COLUMNS}
+"""
+
+
+def bounce_op(actor_id: str) -> Op:
+    """The op that fences off an actor's activation (a new epoch) without ending the actor."""
+
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
+        return actor_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_BOUNCE, {"id": actor_id})], finish)
+
+
+_DUE_RESTART = f"""
+UPDATE actors SET status = 'running', restart_at = NULL, updated_at = clock_timestamp()
+WHERE id = %(id)s AND status = 'restarting' AND restart_at <= clock_timestamp()
+RETURNING {ACTOR_COLUMNS}
+"""
+
+
+def due_restart_op(actor_id: str) -> Op:
+    """The op that ends an actor's backoff once its restart time has come."""
+
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
+        return actor_from_row(rows[0][0]) if rows[0] else None
+
+    return Op([(_DUE_RESTART, {"id": actor_id})], finish)
+
+
+_WATCH = """
+UPDATE actors SET watchers = array_append(watchers, %(watcher)s::text)
+WHERE id = %(id)s AND NOT (%(watcher)s::text = ANY(watchers))
+"""
+_WATCHED = "SELECT status, epoch FROM actors WHERE id = %(id)s"
+
+
+def watch_op(actor_id: str, watcher: str) -> Op:
+    """The op that adds ``watcher`` to the actors told when ``actor_id`` ends.
+
+    Its result is the watched actor's status and epoch (``None`` if there is no such actor),
+    so a watcher of an actor that has ended already can be told at once.
+    """
+    params = {"id": actor_id, "watcher": watcher}
+
+    def finish(rows: list[Rows], xid: int | None) -> tuple[str, int] | None:
+        return (rows[1][0][0], rows[1][0][1]) if rows[1] else None
+
+    return Op([(_WATCH, params), (_WATCHED, params)], finish)

@@ -88,6 +88,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 restarts    integer NOT NULL DEFAULT 0,
                 history     jsonb NOT NULL DEFAULT '[]',
                 reason      jsonb,
+                restart_at  timestamptz,
+                watchers    text[] COLLATE "C" NOT NULL DEFAULT '{}',
                 seq         bigint GENERATED ALWAYS AS IDENTITY,
                 created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
                 updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -97,6 +99,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "child spec, state snapshot, status and activation epoch'",
             "CREATE INDEX actors_parent ON actors (parent, seq)",
             "CREATE INDEX actors_node ON actors (node) WHERE node IS NOT NULL",
+            "CREATE INDEX actors_restarting ON actors (restart_at) WHERE status = 'restarting'",
             """
             CREATE TABLE nodes (
                 id          text PRIMARY KEY,

@@ -1,0 +1,589 @@
+"""``Supervisor``: an actor that starts children, and restarts or gives them up, as OTP does.
+
+A supervisor declares its flags as class attributes and its static children in ``children()``;
+they are started in order when it is spawned or restarted. When a child ends, the supervisor
+receives ``ChildExit`` in its mailbox and decides with ``plan_exit`` (OTP's rules, see
+``_strategy``); the plan and each action are journaled steps, so a crash in the middle of a
+restart finishes the job on replay. The restart history (the intensity window) is part of the
+supervisor's state in the store, so a crash loop that spans process restarts still counts.
+
+Dynamic children are managed with messages, answered with OTP's results: ``StartChild``,
+``TerminateChild``, ``RestartChild``, ``DeleteChild``, ``WhichChildren``, ``CountChildren``
+(``SupervisorRef`` wraps them as methods).
+
+Example:
+    >>> class Team(Supervisor):
+    ...     strategy = Strategy.ONE_FOR_ALL
+    ...     intensity, period = 3, 10.0
+    ...     def children(self):
+    ...         return [child(Researcher, id="a"), child(Writer, id="w", restart="transient")]
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import msgspec
+
+from ..errors import PromissoryError
+from ..store import ErrorInfo, PromiseState, encode
+from ..store._actors import (
+    ACTOR_COLUMNS,
+    ActorRecord,
+    ActorStatus,
+    actor_from_row,
+    bounce_op,
+    end_actor_op,
+    revive_op,
+    spawn_op,
+)
+from ._actor import DurableActor, handler
+from ._context import Context
+from ._messages import start_message
+from ._outcome import ActorFailure
+from ._ref import ActorRef
+from ._signals import ChildExit, Terminated
+from ._spec import Backoff, ChildSpec, Exit, Restart
+from ._strategy import (
+    Action,
+    AutoShutdown,
+    Bounce,
+    ChildView,
+    Escalate,
+    Remove,
+    Revive,
+    ShutDown,
+    Strategy,
+    plan_exit,
+)
+
+__all__ = [
+    "ChildDef",
+    "ChildInfo",
+    "ChildResult",
+    "Counts",
+    "Supervisor",
+    "SupervisorRef",
+    "SupervisorStarted",
+    "child",
+]
+
+
+class ChildDef(msgspec.Struct, frozen=True, kw_only=True):
+    """A child as a supervisor starts it: its id (local to the supervisor), class and spec."""
+
+    id: str
+    kind: str
+    spec: ChildSpec = ChildSpec()
+    state: msgspec.Raw | None = None
+
+
+def child(
+    actor_class: type[DurableActor[Any]],
+    *,
+    id: str,
+    state: Any = None,
+    restart: Restart | str = Restart.PERMANENT,
+    shutdown: float | None = 5.0,
+    significant: bool = False,
+    backoff: Backoff | None = None,
+) -> ChildDef:
+    """A child spec: ``actor_class`` started as ``{supervisor id}/{id}``.
+
+    Args:
+        restart: ``permanent``, ``transient`` or ``temporary``.
+        shutdown: seconds it may take to finish its current message when stopped (0: brutal
+            kill, ``None``: as long as it takes).
+        significant: its normal end counts for the supervisor's ``auto_shutdown``.
+        backoff: wait between its restarts.
+
+    """
+    spec = ChildSpec(
+        restart=Restart(restart), shutdown=shutdown, significant=significant, backoff=backoff
+    )
+    raw = msgspec.Raw(encode(state, what="state").encode()) if state is not None else None
+    return ChildDef(id=id, kind=actor_class.kind(), spec=spec, state=raw)
+
+
+class SupervisorStarted(msgspec.Struct, frozen=True):
+    """Sent to a supervisor at each (re)start: start the static children, in order."""
+
+    epoch: int = 0
+
+
+class StartChild(msgspec.Struct, frozen=True):
+    """Start a dynamic child (for a pool, ``id`` may be omitted: a fresh one is chosen)."""
+
+    child: ChildDef
+
+
+class TerminateChild(msgspec.Struct, frozen=True):
+    """Stop a child and keep its spec (OTP's ``terminate_child``)."""
+
+    id: str
+
+
+class RestartChild(msgspec.Struct, frozen=True):
+    """Start a terminated child again (OTP's ``restart_child``)."""
+
+    id: str
+
+
+class DeleteChild(msgspec.Struct, frozen=True):
+    """Forget a terminated child's spec (OTP's ``delete_child``)."""
+
+    id: str
+
+
+class WhichChildren(msgspec.Struct, frozen=True):
+    """List the children, in start order."""
+
+
+class CountChildren(msgspec.Struct, frozen=True):
+    """Count the children."""
+
+
+class ChildResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An answer to a child-administration message, as OTP's results.
+
+    ``ok`` is ``True`` on success; otherwise ``error`` is ``"already_started"``,
+    ``"already_present"``, ``"running"``, ``"restarting"``, ``"not_found"`` or a reason.
+    ``actor`` is the child's actor id when there is one.
+    """
+
+    ok: bool
+    error: str | None = None
+    actor: str | None = None
+
+
+class ChildInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One child as ``which_children`` lists it."""
+
+    id: str
+    actor: str
+    kind: str
+    status: str
+    supervisor: bool
+    restarts: int
+    restart: Restart
+
+
+class Counts(msgspec.Struct, frozen=True, kw_only=True):
+    """``count_children``: specs kept, children alive, of which supervisors and workers."""
+
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+class SupervisorState(msgspec.Struct, kw_only=True):
+    """What a supervisor keeps: the times of its recent restarts (the intensity window)."""
+
+    history: list[float] = []
+    started: int = 0
+
+
+class EscalationError(PromissoryError):
+    """A supervisor's children failed more often than its intensity allows."""
+
+
+class Supervisor(DurableActor[SupervisorState]):
+    """An actor that supervises children with OTP's strategies (see the module docstring).
+
+    Attributes:
+        strategy: ``one_for_one`` (default), ``one_for_all``, ``rest_for_one`` or
+            ``simple_one_for_one``.
+        intensity: restarts allowed within ``period`` seconds (default 1 in 5, as OTP).
+        auto_shutdown: ``never`` (default), ``any_significant`` or ``all_significant``.
+
+    """
+
+    strategy: ClassVar[Strategy] = Strategy.ONE_FOR_ONE
+    intensity: ClassVar[int] = 1
+    period: ClassVar[float] = 5.0
+    auto_shutdown: ClassVar[AutoShutdown] = AutoShutdown.NEVER
+
+    def children(self) -> Sequence[ChildDef]:
+        """The static children, in start order (none by default)."""
+        return ()
+
+    @classmethod
+    def start_message(cls) -> Any:
+        """The message each new incarnation of a supervisor is sent: start the children."""
+        return SupervisorStarted()
+
+    # -- starting ----------------------------------------------------------------------------
+
+    @handler
+    def started(self, ctx: Context, msg: SupervisorStarted) -> None:
+        """Start the static children in order, and bring back the dynamic ones."""
+        static = list(self.children())
+        if static and self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise EscalationError("a simple_one_for_one supervisor has no static children")
+        for spec in static:
+            ctx.step(self._ensure_child, spec, name="start_child")
+        ctx.step(self._revive_dynamic, [s.id for s in static], name="revive_children")
+        self.state = SupervisorState(history=self.state.history, started=self.state.started + 1)
+
+    def _ensure_child(self, spec: ChildDef) -> str:
+        actor_id = f"{self.id}/{spec.id}"
+        store = self._activation.store
+        host = self._activation.host
+        start = start_message(host.resolve_class(spec.kind))
+        record, created, _ = store.execute(
+            spawn_op(
+                actor_id,
+                parent=self.id,
+                kind=spec.kind,
+                spec=encode(spec.spec),
+                state=bytes(spec.state).decode() if spec.state is not None else None,
+                start=start,
+            )
+        )
+        if created:
+            host.spawned(actor_id, spec.kind)
+        elif record.status is not ActorStatus.RUNNING:
+            revived = store.execute(revive_op(actor_id, from_stopped=True, start=start))
+            if revived is not None:
+                host.restarted(revived)
+        return actor_id
+
+    def _revive_dynamic(self, static: list[str]) -> int:
+        # Unlike OTP, dynamic children outlive a restart of their supervisor: bring back every
+        # one that is not temporary.
+        store = self._activation.store
+        host = self._activation.host
+        revived = 0
+        for record in self._child_records():
+            local = record.id.removeprefix(self.id + "/")
+            if local in static or record.status is ActorStatus.RUNNING:
+                continue
+            if _spec_of(record).restart is Restart.TEMPORARY:
+                continue
+            start = start_message(host.resolve_class(record.kind))
+            again = store.execute(revive_op(record.id, from_stopped=True, start=start))
+            if again is not None:
+                host.restarted(again)
+                revived += 1
+        return revived
+
+    # -- a child ended -------------------------------------------------------------------------
+
+    @handler
+    def child_exit(self, ctx: Context, msg: ChildExit) -> None:
+        """Apply OTP's rules to a child's exit."""
+        plan = ctx.step(self._plan, msg, name="plan")
+        if plan is None:
+            return  # a stale exit: that incarnation was already dealt with
+        actions = msgspec.convert(plan["actions"], list[Action])
+        for action in actions:
+            if isinstance(action, Escalate):
+                ctx.stop(Exit.ESCALATED, action.reason)
+                break
+            if isinstance(action, ShutDown):
+                ctx.stop(Exit.SHUTDOWN, action.reason)
+                break
+            ctx.step(self._apply, action, msg, name=f"apply:{type(action).__name__.lower()}")
+        self.state = SupervisorState(history=plan["history"], started=self.state.started)
+
+    def _plan(self, msg: ChildExit) -> dict[str, Any] | None:
+        records = self._child_records()
+        failed = next((r for r in records if r.id == msg.child), None)
+        if failed is None or failed.epoch != msg.epoch:
+            return None
+        views = [
+            _view(r) for r in records if r.status is not ActorStatus.STOPPED or r.id == msg.child
+        ]
+        now = _db_now(self._activation.store)
+        actions, history = plan_exit(
+            strategy=self.strategy,
+            intensity=self.intensity,
+            period=self.period,
+            auto_shutdown=self.auto_shutdown,
+            children=views,
+            child=msg.child,
+            exit=msg.exit,
+            history=list(self.state.history),
+            now=now,
+        )
+        return {"actions": msgspec.to_builtins(actions), "history": history}
+
+    def _apply(self, action: Action, exit: ChildExit) -> bool:
+        store = self._activation.store
+        host = self._activation.host
+        if isinstance(action, Bounce):
+            host.shutdown_activation(action.child, action.shutdown)
+            return store.execute(bounce_op(action.child)) is not None
+        if isinstance(action, Revive):
+            kind = self._kind_of(action.child)
+            start = start_message(host.resolve_class(kind)) if kind is not None else None
+            record = store.execute(revive_op(action.child, delay=action.delay, start=start))
+            if record is not None:
+                host.restarted(record)
+            return record is not None
+        if isinstance(action, Remove):
+            host.shutdown_activation(action.child, action.shutdown)
+            error = exit.error if action.child == exit.child else None
+            end_child(store, action.child, action.exit, error, delete=action.delete)
+            host.forget(action.child)
+            return True
+        raise TypeError(f"not an action to apply: {action!r}")
+
+    def _kind_of(self, actor_id: str) -> str | None:
+        record = next((r for r in self._child_records() if r.id == actor_id), None)
+        return record.kind if record is not None else None
+
+    def _child_records(self) -> list[ActorRecord]:
+        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE parent = %s ORDER BY seq"
+        rows = self._activation.store.read(lambda conn: conn.execute(query, (self.id,)).fetchall())
+        return [actor_from_row(r) for r in rows]
+
+    # -- dynamic children ----------------------------------------------------------------------
+
+    @handler
+    def start_child(self, ctx: Context, msg: StartChild) -> ChildResult:
+        """Start a dynamic child: ``already_started`` / ``already_present`` if its id is taken."""
+        result = ctx.step(self._start_child, msg.child, name="start_child")
+        return msgspec.convert(result, ChildResult)
+
+    def _start_child(self, spec: ChildDef) -> ChildResult:
+        actor_id = f"{self.id}/{spec.id}"
+        start = start_message(self._activation.host.resolve_class(spec.kind))
+        record, created, _ = self._activation.store.execute(
+            spawn_op(
+                actor_id,
+                parent=self.id,
+                kind=spec.kind,
+                spec=encode(spec.spec),
+                state=bytes(spec.state).decode() if spec.state is not None else None,
+                start=start,
+            )
+        )
+        if created:
+            self._activation.host.spawned(actor_id, spec.kind)
+            return ChildResult(ok=True, actor=actor_id)
+        if record.status is ActorStatus.RUNNING:
+            return ChildResult(ok=False, error="already_started", actor=actor_id)
+        return ChildResult(ok=False, error="already_present", actor=actor_id)
+
+    @handler
+    def terminate_child(self, ctx: Context, msg: TerminateChild) -> ChildResult:
+        """Stop a child, keeping its spec (a temporary child's spec goes)."""
+        return msgspec.convert(
+            ctx.step(self._terminate, msg.id, name="terminate_child"), ChildResult
+        )
+
+    def _terminate(self, id: str) -> ChildResult:
+        record = self._child(id)
+        if record is None:
+            return ChildResult(ok=False, error="not_found")
+        spec = _spec_of(record)
+        host = self._activation.host
+        host.shutdown_activation(record.id, spec.shutdown)
+        end_child(
+            self._activation.store,
+            record.id,
+            Exit.SHUTDOWN,
+            None,
+            delete=spec.restart is Restart.TEMPORARY,
+        )
+        host.forget(record.id)
+        return ChildResult(ok=True, actor=record.id)
+
+    @handler
+    def restart_child(self, ctx: Context, msg: RestartChild) -> ChildResult:
+        """Start a terminated child again: ``running`` / ``restarting`` if it is not stopped."""
+        return msgspec.convert(ctx.step(self._restart, msg.id, name="restart_child"), ChildResult)
+
+    def _restart(self, id: str) -> ChildResult:
+        record = self._child(id)
+        if record is None:
+            return ChildResult(ok=False, error="not_found")
+        if record.status is ActorStatus.RUNNING:
+            return ChildResult(ok=False, error="running", actor=record.id)
+        if record.status is ActorStatus.RESTARTING:
+            return ChildResult(ok=False, error="restarting", actor=record.id)
+        start = start_message(self._activation.host.resolve_class(record.kind))
+        revived = self._activation.store.execute(
+            revive_op(record.id, from_stopped=True, start=start)
+        )
+        if revived is not None:
+            self._activation.host.restarted(revived)
+        return ChildResult(ok=True, actor=record.id)
+
+    @handler
+    def delete_child(self, ctx: Context, msg: DeleteChild) -> ChildResult:
+        """Forget a terminated child: ``running`` / ``restarting`` if it is not stopped."""
+        return msgspec.convert(ctx.step(self._delete, msg.id, name="delete_child"), ChildResult)
+
+    def _delete(self, id: str) -> ChildResult:
+        record = self._child(id)
+        if record is None:
+            return ChildResult(ok=False, error="not_found")
+        if record.status is ActorStatus.RUNNING:
+            return ChildResult(ok=False, error="running")
+        if record.status is ActorStatus.RESTARTING:
+            return ChildResult(ok=False, error="restarting")
+        query = "DELETE FROM actors WHERE id = %s AND status IN ('stopped', 'failed')"
+        self._activation.store.read(lambda conn: conn.execute(query, (record.id,)))
+        return ChildResult(ok=True)
+
+    @handler
+    def which_children(self, ctx: Context, msg: WhichChildren) -> list[ChildInfo]:
+        """The children in start order, with status and restart count."""
+        host = self._activation.host
+        out = []
+        for record in self._child_records():
+            cls = _class_or_none(host, record.kind)
+            out.append(
+                ChildInfo(
+                    id=record.id.removeprefix(self.id + "/"),
+                    actor=record.id,
+                    kind=record.kind,
+                    status=record.status.value,
+                    supervisor=cls is not None and issubclass(cls, Supervisor),
+                    restarts=record.restarts,
+                    restart=_spec_of(record).restart,
+                )
+            )
+        return out
+
+    @handler
+    def count_children(self, ctx: Context, msg: CountChildren) -> Counts:
+        """How many children: specs kept, alive, supervisors and workers among the alive."""
+        children = self.which_children(ctx, WhichChildren())
+        alive = [c for c in children if c.status in ("running", "restarting")]
+        supervisors = sum(1 for c in alive if c.supervisor)
+        return Counts(
+            specs=len(children),
+            active=sum(1 for c in children if c.status == "running"),
+            supervisors=supervisors,
+            workers=len(alive) - supervisors,
+        )
+
+    def _child(self, id: str) -> ActorRecord | None:
+        actor_id = id if id.startswith(self.id + "/") else f"{self.id}/{id}"
+        return next((r for r in self._child_records() if r.id == actor_id), None)
+
+
+class SupervisorRef:
+    """A supervisor's ref with OTP's child-administration API as methods (each an ``ask``).
+
+    Example:
+        >>> sup = SupervisorRef(rt.spawn(Pool, id="pool"))  # doctest: +SKIP
+        >>> sup.start_child(child(Worker, id="w1", restart="transient"))  # doctest: +SKIP
+        ChildResult(ok=True, actor='pool/w1')
+
+    """
+
+    def __init__(self, ref: ActorRef, timeout: float = 30.0) -> None:
+        self.ref = ref
+        self.timeout = timeout
+
+    def _ask(self, msg: Any, type: Any) -> Any:
+        return self.ref.ask(msg).get(self.timeout, type=type)
+
+    def start_child(self, spec: ChildDef) -> ChildResult:
+        """Start a dynamic child."""
+        result: ChildResult = self._ask(StartChild(spec), ChildResult)
+        return result
+
+    def terminate_child(self, id: str) -> ChildResult:
+        """Stop a child, keeping its spec."""
+        result: ChildResult = self._ask(TerminateChild(id), ChildResult)
+        return result
+
+    def restart_child(self, id: str) -> ChildResult:
+        """Start a terminated child again."""
+        result: ChildResult = self._ask(RestartChild(id), ChildResult)
+        return result
+
+    def delete_child(self, id: str) -> ChildResult:
+        """Forget a terminated child."""
+        result: ChildResult = self._ask(DeleteChild(id), ChildResult)
+        return result
+
+    def which_children(self) -> list[ChildInfo]:
+        """The children in start order."""
+        result: list[ChildInfo] = self._ask(WhichChildren(), list[ChildInfo])
+        return result
+
+    def count_children(self) -> Counts:
+        """How many children, by kind."""
+        result: Counts = self._ask(CountChildren(), Counts)
+        return result
+
+
+def end_child(
+    store: Any, actor_id: str, exit: Exit, error: ErrorInfo | None, *, delete: bool = False
+) -> list[str]:
+    """End an actor for good: reject its mailbox (with its failure, if it failed), tell its
+    watchers, and with ``delete`` drop its row. Returns the ids of the rejected messages.
+    """
+    if error is not None:
+        failure = ActorFailure(
+            type=error.type,
+            message=error.message,
+            args=error.args,
+            traceback=error.traceback,
+            failed_actor=actor_id,
+        )
+        status = ActorStatus.FAILED
+    else:
+        text = f"actor {actor_id!r} was stopped ({exit.value})"
+        failure = ActorFailure(
+            type="promissory.errors.ActorStoppedError", message=text, args=[text]
+        )
+        status = ActorStatus.STOPPED
+    down = Terminated(actor=actor_id, exit=exit, error=error)
+    _, rejected, _ = store.execute(
+        end_actor_op(
+            actor_id,
+            status=status,
+            reason=encode({"exit": exit.value, "error": error}),
+            reject_state=PromiseState.REJECTED,
+            reject_value=encode(failure),
+            down=encode(down),
+            down_tags=encode({"promissory:type": "Terminated"}),
+            delete=delete,
+        )
+    )
+    return list(rejected)
+
+
+def _view(record: ActorRecord) -> ChildView:
+    spec = _spec_of(record)
+    running_for = None
+    return ChildView(
+        id=record.id,
+        restart=spec.restart,
+        significant=spec.significant,
+        shutdown=spec.shutdown,
+        backoff=spec.backoff,
+        alive=record.status in (ActorStatus.RUNNING, ActorStatus.RESTARTING),
+        epoch=record.epoch,
+        restarts=record.restarts,
+        running_for=running_for,
+    )
+
+
+def _spec_of(record: ActorRecord) -> ChildSpec:
+    raw = bytes(record.spec)
+    return msgspec.json.decode(raw, type=ChildSpec) if raw not in (b"{}", b"") else ChildSpec()
+
+
+def _class_or_none(host: Any, kind: str) -> type | None:
+    try:
+        cls: type = host.resolve_class(kind)
+        return cls
+    except Exception:
+        return None
+
+
+def _db_now(store: Any) -> float:
+    query = "SELECT extract(epoch FROM clock_timestamp())"
+    row = store.read(lambda conn: conn.execute(query).fetchone())
+    return float(row[0])

@@ -1,0 +1,152 @@
+"""Where an actor's exit goes: to its supervisor's mailbox, or to the root policy.
+
+An actor whose parent is a ``Supervisor`` is set to ``restarting`` and its supervisor is sent
+``ChildExit``, in one transaction; the supervisor decides. Any other actor (top-level, or the
+child of a plain actor or an agent) is handled here by its own child spec: OTP's restart table
+and intensity window, over the restart times kept in its row, so a crash loop that spans
+process restarts still counts. An actor given up ends with its whole subtree (children first,
+in reverse start order): every pending message under it is rejected, and its watchers told.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..actors import ChildSpec, Exit
+from ..actors._messages import TYPE_TAG, start_message
+from ..actors._signals import ChildExit
+from ..actors._spec import intensity_allows, should_restart
+from ..actors._supervisor import Supervisor, end_child
+from ..store import ErrorInfo, Store, decode, encode
+from ..store._actors import (
+    ACTOR_COLUMNS,
+    ActorRecord,
+    ActorStatus,
+    actor_from_row,
+    exit_op,
+    revive_op,
+)
+
+if TYPE_CHECKING:
+    from ._host import NodeHost
+
+log = logging.getLogger("promissory.runtime")
+
+_SUBTREE = f"""
+WITH RECURSIVE tree AS (
+    SELECT id, 1 AS depth FROM actors WHERE parent = %s
+    UNION ALL
+    SELECT a.id, t.depth + 1 FROM actors a JOIN tree t ON a.parent = t.id
+)
+SELECT {ACTOR_COLUMNS} FROM actors a JOIN tree USING (id)
+WHERE a.status IN ('running', 'restarting')
+ORDER BY tree.depth DESC, a.seq DESC
+"""
+
+
+class Exits:
+    """Routes exits for one node."""
+
+    def __init__(self, store: Store, host: NodeHost) -> None:
+        self.store = store
+        self.host = host
+
+    def handle(self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None) -> None:
+        """Handle the exit of ``actor_id``'s activation ``epoch``."""
+        record = self._record(actor_id)
+        if record is None or record.status is not ActorStatus.RUNNING or record.epoch != epoch:
+            # Another incarnation took over, or the actor ended meanwhile: nothing to do.
+            self.host.release(actor_id)
+            return
+        if record.parent is not None and self._is_supervisor(record.parent):
+            self._to_supervisor(record, exit, error)
+            return
+        self._root_policy(record, exit, error)
+
+    def _to_supervisor(self, record: ActorRecord, exit: Exit, error: ErrorInfo | None) -> None:
+        assert record.parent is not None
+        notice = ChildExit(child=record.id, exit=exit, error=error)
+        sent = self.store.execute(
+            exit_op(
+                record.id,
+                record.epoch,
+                parent=record.parent,
+                message_id=f"{record.parent}/exit/{record.id}",
+                param=encode(notice),
+                tags=encode({TYPE_TAG: "ChildExit"}),
+                reason=encode({"exit": exit.value, "error": error}),
+            )
+        )
+        if sent is None:
+            log.warning("actor %s exited but its supervisor is gone; ending it", record.id)
+            self.end_tree(record.id, exit, error)
+            return
+        self.host.deliver(record.parent, sent)
+
+    def _root_policy(self, record: ActorRecord, exit: Exit, error: ErrorInfo | None) -> None:
+        spec = spec_of(record)
+        history: list[float] = decode(record.history, list[float])
+        now = self._db_now()
+        allowed, window = intensity_allows(history, now, spec.intensity, spec.period)
+        if should_restart(spec.restart, exit) and allowed:
+            delay = spec.backoff.delay(len(window)) if spec.backoff is not None else None
+            log.info("restarting actor %s after %s exit", record.id, exit.value)
+            revived = self.store.execute(
+                revive_op(
+                    record.id,
+                    delay=delay,
+                    history=encode(window),
+                    start=start_message(self.host.resolve_class(record.kind)),
+                )
+            )
+            if revived is not None:
+                self.host.restarted(revived)
+            return
+        if error is not None:
+            log.warning(
+                "actor %s failed and is given up: %s: %s", record.id, error.type, error.message
+            )
+        self.end_tree(record.id, exit, error)
+
+    def end_tree(self, actor_id: str, exit: Exit, error: ErrorInfo | None) -> None:
+        """End an actor and every actor under it, children first, rejecting their mailboxes."""
+        rows = self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall())
+        for row in rows:
+            child = actor_from_row(row)
+            self.host.shutdown_activation(child.id, spec_of(child).shutdown)
+            end_child(self.store, child.id, Exit.SHUTDOWN, None)
+            self.host.forget(child.id)
+        self.host.shutdown_activation(actor_id, 0)
+        end_child(self.store, actor_id, exit, error)
+        self.host.forget(actor_id)
+
+    def _record(self, actor_id: str) -> ActorRecord | None:
+        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s"
+        row = self.store.read(lambda conn: conn.execute(query, (actor_id,)).fetchone())
+        return actor_from_row(row) if row else None
+
+    def _is_supervisor(self, actor_id: str) -> bool:
+        record = self._record(actor_id)
+        if record is None:
+            return False
+        try:
+            return issubclass(self.host.resolve_class(record.kind), Supervisor)
+        except Exception:
+            return False
+
+    def _db_now(self) -> float:
+        query = "SELECT extract(epoch FROM clock_timestamp())"
+        row = self.store.read(lambda conn: conn.execute(query).fetchone())
+        assert row is not None
+        return float(row[0])
+
+
+def spec_of(record: ActorRecord) -> ChildSpec:
+    """An actor's child spec (the defaults when none was stored)."""
+    raw = bytes(record.spec)
+    if raw in (b"", b"{}"):
+        return ChildSpec()
+    return msgspec.json.decode(raw, type=ChildSpec)
