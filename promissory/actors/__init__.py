@@ -9,22 +9,46 @@ from ._context import Context, DurablePromise, StepInfo, current_step
 from ._host import Host
 from ._ref import ActorRef, Reply
 from ._retry import RetryPolicy
+from ._signals import ChildExit, Terminated
 from ._spec import Backoff, ChildSpec, Exit, Restart
+from ._strategy import AutoShutdown, Strategy
+from ._supervisor import (
+    ChildDef,
+    ChildInfo,
+    ChildResult,
+    Counts,
+    EscalationError,
+    Supervisor,
+    SupervisorRef,
+    child,
+)
 
 __all__ = [
     "ActorRef",
+    "AutoShutdown",
     "Backoff",
+    "ChildDef",
+    "ChildExit",
+    "ChildInfo",
+    "ChildResult",
     "ChildSpec",
     "Context",
+    "Counts",
     "DurableActor",
     "DurablePromise",
+    "EscalationError",
     "Exit",
     "Host",
     "Reply",
     "Restart",
     "RetryPolicy",
     "StepInfo",
+    "Strategy",
+    "Supervisor",
+    "SupervisorRef",
+    "Terminated",
     "UnknownMessageError",
+    "child",
     "current_step",
     "handler",
 ]
