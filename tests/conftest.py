@@ -22,13 +22,20 @@ from promissory.store import EmbeddedServer, Store
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The DSN of the PostgreSQL server the suite runs against."""
     dsn = os.environ.get("PROMISSORY_TEST_DSN")
     if dsn:
-        return dsn
+        yield dsn
+        return
     home = tmp_path_factory.mktemp("promissory-home")
-    return EmbeddedServer.at(Path(home) / "pgdata").dsn
+    server = EmbeddedServer.at(Path(home) / "pgdata")
+    try:
+        yield server.dsn
+    finally:
+        # The embedded server outlives its process by design; a test run must not leave one
+        # running per run in the temporary directory.
+        server.stop()
 
 
 def dsn_with_schema(server_dsn: str, schema: str) -> str:
