@@ -12,6 +12,7 @@ Example:
     >>> with Runtime() as rt:  # doctest: +SKIP
     ...     rt.spawn(Greeter, id="greeter").ask("ada").get(timeout=5)
     'HELLO, ADA'
+
 """
 
 from . import errors

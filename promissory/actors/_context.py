@@ -28,7 +28,7 @@ import random as random_module
 import threading
 import time
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Context", "DurablePromise", "StepInfo", "current_step"]
+__all__ = ["Context", "DurablePromise", "StepCall", "StepInfo", "StepOutcome", "current_step"]
 
 
 class StepInfo(msgspec.Struct, frozen=True):
@@ -204,41 +204,46 @@ class Context:
             BaseException: the step's final error, rebuilt from its record.
 
         """
+        return self._plan_step(fn, args, kwargs, name, retry, returns).run()
+
+    def step_many(
+        self, calls: Sequence[StepCall], *, max_concurrency: int = 4
+    ) -> list[StepOutcome]:
+        """Run several steps at once (at most ``max_concurrency`` together); keep each.
+
+        Each call gets its position in the order given, so ids and replay do not depend on
+        which finishes first. Outcomes come back in the order given; a step's final error is
+        its outcome's ``error`` rather than raised.
+        """
+        planned = [
+            self._plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns) for c in calls
+        ]
+        if len(planned) <= 1 or max_concurrency <= 1:
+            return [p.outcome() for p in planned]
+        outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
+        suspends = [o.error for o in outcomes if isinstance(o.error, Suspend)]
+        if suspends:
+            awaiting = [id for s in suspends for id in s.awaiting]  # type: ignore[union-attr]
+            raise Suspend(awaiting, wait_all=False)
+        return outcomes
+
+    def _plan_step(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+        retry: RetryPolicy | None,
+        returns: Any,
+    ) -> _PlannedStep:
         sid = self._journal.next()
         label = name or callable_name(fn)
         fp = fingerprint("step", label, [list(args), kwargs] if kwargs else list(args))
         rtype = returns if returns is not None else _return_type(fn)
-        policy = retry or NO_RETRY
         record = self._journal.lookup(sid, fp)
-        attempt = 1
-        if record is not None:
-            if record.state.settled:
-                return self._step_value(record, rtype)  # type: ignore[no-any-return]
-            attempt = record.attempt + 1
-            self._wait_for_retry(sid, record.attempt, record.next_attempt_at)
-        while True:
-            reached("step.started", sid)
-            try:
-                value = self._invoke(fn, args, kwargs, StepInfo(sid, attempt))
-            except Exception as exc:
-                delay = policy.delay(attempt) if policy.retries(exc) else None
-                if delay is None:
-                    info = error_info(exc)
-                    kept = self._keep_step(
-                        sid, PromiseState.REJECTED, encode(info, what="error"), fp, attempt
-                    )
-                    raise rebuild_error(kept.error() or info) from exc
-                next_at = datetime.now(UTC) + timedelta(seconds=delay)
-                kept = self._keep_step(sid, PromiseState.PENDING, None, fp, attempt, next_at)
-                if kept.state.settled:  # kept by another activation meanwhile
-                    return self._step_value(kept, rtype)  # type: ignore[no-any-return]
-                self._wait_for_retry(sid, attempt, next_at)
-                attempt += 1
-                continue
-            kept = self._keep_step(
-                sid, PromiseState.RESOLVED, encode(value, what=f"result of {label}"), fp, attempt
-            )
-            return self._step_value(kept, rtype)  # type: ignore[no-any-return]
+        return _PlannedStep(
+            self, sid, label, fp, fn, args, kwargs, retry or NO_RETRY, rtype, record
+        )
 
     def _invoke(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], info: StepInfo
@@ -590,3 +595,96 @@ def _satisfied(
 async def _with_step(info: StepInfo, awaitable: Any) -> Any:
     _current_step.set(info)
     return await awaitable
+
+
+class StepCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One step for ``Context.step_many``: the function, its arguments and options."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    name: str | None = None
+    retry: RetryPolicy | None = None
+    returns: Any = None
+
+
+class StepOutcome(msgspec.Struct, frozen=True):
+    """How one step of ``step_many`` ended: its value, or the error it failed with."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the step succeeded."""
+        return self.error is None
+
+
+class _PlannedStep:
+    """A step with its id and journal record fixed, ready to run (or to replay)."""
+
+    __slots__ = ("ctx", "sid", "label", "fp", "fn", "args", "kwargs", "policy", "rtype", "record")
+
+    def __init__(
+        self,
+        ctx: Context,
+        sid: str,
+        label: str,
+        fp: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy,
+        rtype: Any,
+        record: Promise | None,
+    ) -> None:
+        self.ctx = ctx
+        self.sid = sid
+        self.label = label
+        self.fp = fp
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.policy = policy
+        self.rtype = rtype
+        self.record = record
+
+    def outcome(self) -> StepOutcome:
+        try:
+            return StepOutcome(value=self.run())
+        except (Exception, Suspend) as exc:
+            return StepOutcome(error=exc)
+
+    def run(self) -> Any:
+        ctx, sid, fp = self.ctx, self.sid, self.fp
+        record = self.record
+        attempt = 1
+        if record is not None:
+            if record.state.settled:
+                return ctx._step_value(record, self.rtype)
+            attempt = record.attempt + 1
+            ctx._wait_for_retry(sid, record.attempt, record.next_attempt_at)
+        while True:
+            reached("step.started", sid)
+            try:
+                value = ctx._invoke(self.fn, self.args, self.kwargs, StepInfo(sid, attempt))
+            except Exception as exc:
+                delay = self.policy.delay(attempt) if self.policy.retries(exc) else None
+                if delay is None:
+                    info = error_info(exc)
+                    kept = ctx._keep_step(
+                        sid, PromiseState.REJECTED, encode(info, what="error"), fp, attempt
+                    )
+                    raise rebuild_error(kept.error() or info) from exc
+                # A server's own "retry after" is a floor for the backoff.
+                delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
+                next_at = datetime.now(UTC) + timedelta(seconds=delay)
+                kept = ctx._keep_step(sid, PromiseState.PENDING, None, fp, attempt, next_at)
+                if kept.state.settled:  # kept by another activation meanwhile
+                    return ctx._step_value(kept, self.rtype)
+                ctx._wait_for_retry(sid, attempt, next_at)
+                attempt += 1
+                continue
+            value_json = encode(value, what=f"result of {self.label}")
+            kept = ctx._keep_step(sid, PromiseState.RESOLVED, value_json, fp, attempt)
+            return ctx._step_value(kept, self.rtype)

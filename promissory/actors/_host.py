@@ -8,6 +8,7 @@ reports that it went idle, suspended, ended or crashed.
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..store import ErrorInfo, Promise, Store
@@ -28,6 +29,8 @@ class Host(Protocol):
     node_id: str
     suspend_after: float
     """Seconds a handler waits in its thread for a pending promise before suspending."""
+    parallel: Executor
+    """Threads for ``Context.step_many``."""
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the runtime's event loop and block the calling thread for its result."""

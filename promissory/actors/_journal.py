@@ -93,7 +93,10 @@ class Journal:
         return self._records.get(id)
 
     def keep(self, record: Promise) -> None:
-        """Remember a record just written, so a later lookup in this run finds it."""
+        """Remember a record just written, so a later lookup in this run finds it.
+
+        Safe from several threads (``step_many``): a dict item assignment is atomic.
+        """
         self._records[record.id] = record
 
 

@@ -22,7 +22,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         max_interval: intervals stop growing here.
         jitter: each interval is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
         non_retryable: names of exception types (``"ValueError"`` or
-            ``"module.QualName"``) that fail the step at once; subclasses match too.
+            ``"module.QualName"``) that fail the step at once; subclasses match too. An
+            exception with ``retryable = False`` fails at once too, and one with a
+            ``retry_after`` (seconds) waits at least that long.
 
     Example:
         >>> RetryPolicy(max_attempts=5, initial_interval=0.5, non_retryable=("ValueError",))
@@ -51,6 +53,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         """Whether ``exc`` is of a kind this policy retries at all."""
         if not isinstance(exc, Exception):
             return False
+        if getattr(exc, "retryable", True) is False:
+            return False  # the error says so itself (a model's 400, a bad API key)
         names = {n for cls in type(exc).__mro__ for n in (cls.__name__, _qualified(cls))}
         return not names.intersection(self.non_retryable)
 

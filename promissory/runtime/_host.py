@@ -83,6 +83,7 @@ class NodeHost:
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="promissory-host")
+        self.parallel = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promissory-step")
 
     # -- the Host protocol ---------------------------------------------------------------------
 
@@ -437,3 +438,4 @@ class NodeHost:
             except (pykka.ActorDeadError, pykka.Timeout):
                 pass
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.parallel.shutdown(wait=False, cancel_futures=True)
