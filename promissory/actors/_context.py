@@ -204,7 +204,8 @@ class Context:
             BaseException: the step's final error, rebuilt from its record.
 
         """
-        return self._plan_step(fn, args, kwargs, name, retry, returns).run()
+        result: T = self._plan_step(fn, args, kwargs, name, retry, returns).run()
+        return result
 
     def step_many(
         self, calls: Sequence[StepCall], *, max_concurrency: int = 4
@@ -223,7 +224,7 @@ class Context:
         outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
         suspends = [o.error for o in outcomes if isinstance(o.error, Suspend)]
         if suspends:
-            awaiting = [id for s in suspends for id in s.awaiting]  # type: ignore[union-attr]
+            awaiting = [id for s in suspends for id in s.awaiting]
             raise Suspend(awaiting, wait_all=False)
         return outcomes
 
