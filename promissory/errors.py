@@ -23,7 +23,8 @@ The tree::
     │   ├── ActorExistsError       an actor with that id exists, of another kind
     │   └── ActorStoppedError      the actor was stopped, or given up by its supervisor
     ├── ChildFailed                a child actor failed and its supervisor gave it up
-    └── ChildCancelled             a child actor's work was canceled
+    ├── ChildCancelled             a child actor's work was canceled
+    └── ModelError                 a model call failed (with its kind, and whether to retry)
 
 Control-flow signals derive from ``BaseException`` so that a user's ``except Exception``
 cannot swallow them; they are not errors and are not in this tree.
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidIdError",
     "InvalidInputError",
     "InvalidTagsError",
+    "ModelError",
     "NondeterminismError",
     "PromiseCanceledError",
     "PromiseFailedError",
@@ -212,3 +214,30 @@ class ChildCancelled(PromissoryError):
     def __init__(self, message: str, child_id: str | None = None) -> None:
         super().__init__(message, child_id)
         self.child_id = child_id
+
+
+class ModelError(PromissoryError):
+    """A model call failed.
+
+    Attributes:
+        kind: ``rate_limit``, ``timeout``, ``server``, ``bad_request``, ``auth``,
+            ``context_length``, ``malformed_output`` or ``connection``.
+        retryable: whether trying again may succeed (a step's ``RetryPolicy`` honours it).
+        retry_after: seconds the provider asked to wait, if it said.
+        status: the HTTP status, if there was one.
+
+    """
+
+    def __init__(
+        self,
+        message: str,
+        kind: str = "server",
+        retryable: bool = True,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, kind, retryable, retry_after, status)
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status

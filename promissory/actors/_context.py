@@ -52,7 +52,7 @@ from ._messages import encode_message, message_tags, start_message, type_name
 from ._outcome import result_of
 from ._retry import NO_RETRY, RetryPolicy
 from ._signals import Suspend, Terminated
-from ._spec import Exit
+from ._spec import ChildSpec, Exit
 
 if TYPE_CHECKING:
     from ._activation import Activation
@@ -456,9 +456,15 @@ class Context:
         *,
         id: str,
         state: Any = None,
-        spec: Mapping[str, Any] | None = None,
+        spec: ChildSpec | None = None,
     ) -> ActorRef:
-        """Create a child actor (once: a replay finds it kept) and return its ref."""
+        """Create a child actor (once: a replay finds it kept) and return its ref.
+
+        ``spec`` says how its failures are handled: by this actor's supervisor logic when this
+        actor is a ``Supervisor``, else by the runtime with the child's own spec (restart type,
+        intensity, backoff); a child given up rejects its pending messages, so a ``call`` to it
+        raises ``ChildFailed`` here.
+        """
         check_id(id, what="actor id")
         kind = actor_class.kind()
         sid = self._journal.next()
@@ -476,7 +482,7 @@ class Context:
                     id,
                     parent=self.actor_id,
                     kind=kind,
-                    spec=encode(dict(spec or {}), what="child spec"),
+                    spec=encode(spec or ChildSpec(), what="child spec"),
                     state=encode(state, what="state") if state is not None else None,
                     fence=self._fence,
                     step=step,

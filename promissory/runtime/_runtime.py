@@ -1,6 +1,6 @@
 """``Runtime``: the composition root of a node, and the API users hold.
 
-Starting a runtime opens the store (the embedded server when no DSN is configured), starts the
+Opening a runtime opens the store (the embedded server when no DSN is configured), starts the
 event loop thread, takes a node lease, runs the recovery pass, starts the timer service, and
 only then accepts work. Closing it drains: no new work, in-flight handlers finish their
 current message (or are left to the next recovery), the lease is handed back.
@@ -71,8 +71,8 @@ class Runtime:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> Runtime:
-        """Open the store, recover, and start serving. Idempotent."""
+    def open(self) -> Runtime:
+        """Open the store, recover, and start serving (``with Runtime()`` calls it). Idempotent."""
         if self._started:
             return self
         started = time.monotonic()
@@ -116,7 +116,7 @@ class Runtime:
         self.store.close()
 
     def __enter__(self) -> Runtime:
-        return self.start()
+        return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -161,6 +161,25 @@ class Runtime:
             self.host.deliver(id, None)
         return self.host.ref(id)
 
+    def run(
+        self, runnable: Any, input: Any, *, id: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """Run an agent (or anything with ``start(rt, input, id=)``) and return its output.
+
+        Example:
+            >>> answer = rt.run(lead, "Compare X and Y", id="agent/run/42")  # doctest: +SKIP
+
+        """
+        return self.start(runnable, input, id=id).result(timeout)
+
+    def start(self, runnable: Any, input: Any, *, id: str | None = None) -> Any:
+        """Start an agent run and return its handle, to wait on now, later, or elsewhere."""
+        self._store()
+        start = getattr(runnable, "start", None)
+        if start is None:
+            raise TypeError(f"{runnable!r} cannot be run: it has no start(rt, input, id=...)")
+        return start(self, input, id=id)
+
     def ref(self, id: str) -> ActorRef:
         """A ref to the actor ``id`` (which need not be hosted by this node)."""
         self._store()
@@ -187,7 +206,7 @@ class Runtime:
 
     def _store(self) -> Store:
         if not self._started or self.store is None:
-            raise PromissoryError("the runtime is not started (use `with Runtime() as rt:`)")
+            raise PromissoryError("the runtime is not open (use `with Runtime() as rt:`)")
         return self.store
 
 
