@@ -1,0 +1,172 @@
+"""Helpers and actors shared by the actor and runtime tests, importable by child processes.
+
+Actor classes that a child process must resolve by kind (``tests.actors.kit:Echo``) live here;
+the rest of the tests define theirs at module level next to the tests that use them.
+Counters are per process: a test reads what its own process ran.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import psycopg
+
+from promissory.actors import Context, DurableActor, current_step, handler
+from promissory.runtime import Runtime
+from promissory.testing import effect
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The project's root, the working directory of child processes."""
+
+
+class Tally:
+    """Thread-safe counts and logs, keyed by whatever a test chooses (a message or step id)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.logs: defaultdict[str, list[Any]] = defaultdict(list)
+
+    def hit(self, key: str) -> int:
+        with self._lock:
+            self.counts[key] += 1
+            return self.counts[key]
+
+    def log(self, key: str, value: Any) -> None:
+        with self._lock:
+            self.logs[key].append(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.counts.clear()
+            self.logs.clear()
+
+
+TALLY = Tally()
+
+
+@contextmanager
+def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
+    """A started ``Runtime`` on ``dsn``, closed afterwards."""
+    rt = Runtime(dsn, **options).open()
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run ``query`` on a connection of its own (not the runtime's) and return the rows."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+def one(dsn: str, query: str, *params: Any) -> Any:
+    """The single value ``query`` returns."""
+    rows = sql(dsn, query, *params)
+    assert len(rows) == 1, f"{query!r} returned {rows!r}"
+    return rows[0][0] if len(rows[0]) == 1 else rows[0]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy; for states nothing signals."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {what or check}")
+        time.sleep(0.005)
+
+
+def python(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> str:
+    """Run ``python args…`` in the project's root and return its stdout (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"child failed ({done.returncode}):\n{done.stderr}"
+    return done.stdout
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+class Ping(msgspec.Struct):
+    text: str = ""
+
+
+class Pong(msgspec.Struct):
+    text: str
+    pid: int
+    node: str
+
+
+class Nap(msgspec.Struct):
+    seconds: float
+
+
+class Item(msgspec.Struct):
+    n: int
+
+
+class Items(msgspec.Struct):
+    items: list[int] = []
+
+
+# -- actors ------------------------------------------------------------------------------------
+
+
+class Echo(DurableActor):
+    """Answers where it ran: the process and the node that hosted the activation."""
+
+    @handler
+    def ping(self, ctx: Context, msg: Ping) -> Pong:
+        return Pong(msg.text, os.getpid(), self._activation.host.node_id)
+
+
+class Sleeper(DurableActor[Items]):
+    """Sleeps durably, then keeps one step that counts as an effect."""
+
+    @handler
+    def nap(self, ctx: Context, msg: Nap) -> str:
+        ctx.sleep(msg.seconds)
+        return ctx.step(woke, ctx.message_id)
+
+
+def woke(message_id: str) -> str:
+    TALLY.hit(f"woke:{message_id}")
+    effect("woke", message_id)
+    return f"woke {message_id}"
+
+
+class Appender(DurableActor[Items]):
+    """Appends each item to its state with one step per message; the step is an effect."""
+
+    @handler
+    def item(self, ctx: Context, msg: Item) -> list[int]:
+        ctx.step(handled, msg.n)
+        self.state = Items([*self.state.items, msg.n])
+        return self.state.items
+
+
+def handled(n: int) -> int:
+    step = current_step()
+    assert step is not None
+    TALLY.hit(f"handled:{step.id}")
+    effect("handled", step.id)
+    return n

@@ -1,0 +1,77 @@
+"""Bad input to the actor API is refused before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from promissory.actors import Context, DurableActor, handler
+from promissory.errors import ActorExistsError, EncodeError, InvalidIdError
+from promissory.runtime import Runtime
+from tests.actors.kit import Echo, Item, Items, one, runtime
+
+
+@pytest.fixture
+def rt(dsn: str) -> Iterator[Runtime]:
+    with runtime(dsn) as rt:
+        yield rt
+
+
+class Loose(msgspec.Struct):
+    payload: Any
+
+
+class Counter(DurableActor[Items]):
+    @handler
+    def item(self, ctx: Context, msg: Item) -> list[int]:
+        self.state = Items([*self.state.items, msg.n])
+        return self.state.items
+
+    @handler
+    def loose(self, ctx: Context, msg: Loose) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "message",
+    [object(), Loose(payload=1j), Loose(payload=lambda: 1), {"key": object()}],
+    ids=["object", "complex", "function", "nested"],
+)
+def test_a_message_that_cannot_be_encoded_is_refused_at_send_and_nothing_is_written(
+    rt: Runtime, dsn: str, message: Any
+) -> None:
+    ref = rt.spawn(Counter, id="counter")
+    with pytest.raises(EncodeError, match="cannot be encoded"):
+        ref.tell(message)
+    with pytest.raises(EncodeError, match="cannot be encoded"):
+        ref.ask(message)
+    assert one(dsn, "SELECT count(*) FROM promises") == 0
+    assert ref.ask(Item(1)).get(timeout=5) == [1], "the actor is not affected"
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["", "tab\there", "nul\x00", "x" * 100_000, "\ud800"], ids=lambda v: repr(v)[:12]
+)
+def test_spawn_with_a_bad_id_is_refused_and_nothing_is_written(
+    rt: Runtime, dsn: str, bad_id: str
+) -> None:
+    with pytest.raises(InvalidIdError):
+        rt.spawn(Counter, id=bad_id)
+    assert one(dsn, "SELECT count(*) FROM actors") == 0
+
+
+def test_spawning_an_existing_id_with_another_class_is_refused(rt: Runtime, dsn: str) -> None:
+    ref = rt.spawn(Counter, id="taken")
+    assert ref.ask(Item(1)).get(timeout=5) == [1]
+    with pytest.raises(ActorExistsError, match="taken"):
+        rt.spawn(Echo, id="taken")
+    assert one(dsn, "SELECT kind, state FROM actors WHERE id = 'taken'") == (
+        Counter.kind(),
+        {"items": [1]},
+    )
+    # The same class again is idempotent: the existing actor, its state untouched.
+    again = rt.spawn(Counter, id="taken", state=Items([99]))
+    assert again.ask(Item(2)).get(timeout=5) == [1, 2]

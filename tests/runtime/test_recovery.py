@@ -1,0 +1,114 @@
+"""Recovery: work left by a runtime that closed is picked up by the next one, exactly once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from promissory.actors import ActorRef, Reply
+from promissory.store import Store
+from promissory.testing import read_effects
+from tests.actors.kit import (
+    ROOT,
+    TALLY,
+    Appender,
+    Item,
+    Nap,
+    Sleeper,
+    eventually,
+    one,
+    runtime,
+    sql,
+)
+
+
+def test_a_timer_that_came_due_while_no_runtime_ran_fires_right_after_the_next_start(
+    dsn: str,
+) -> None:
+    TALLY.clear()
+    with runtime(dsn, suspend_after=0.02) as rt:
+        reply = rt.spawn(Sleeper, id="sleeper").ask(Nap(1.0), id="sleeper/nap")
+        eventually(lambda: rt.host.suspended_count() == 1, what="the nap suspended")
+        assert one(dsn, "SELECT awaiting FROM promises WHERE id = %s", reply.id) == [
+            "sleeper/nap/1"
+        ]
+    # Nothing runs while the timer comes due.
+    left = one(
+        dsn,
+        "SELECT extract(epoch FROM timeout_at - clock_timestamp()) FROM promises WHERE id = %s",
+        "sleeper/nap/1",
+    )
+    time.sleep(max(0.0, float(left)) + 0.05)
+    assert one(dsn, "SELECT state FROM promises WHERE id = 'sleeper/nap'") == "pending"
+    started = time.monotonic()
+    with runtime(dsn) as rt:
+        assert rt.recovery is not None and rt.recovery.suspended == 1
+        assert rt.store is not None
+        assert Reply("sleeper/nap", rt.store).get(timeout=5) == "woke sleeper/nap"
+        assert time.monotonic() - started < 0.5
+    assert TALLY.counts["woke:sleeper/nap"] == 1
+
+
+def test_two_runtimes_started_at_once_on_pending_work_handle_each_message_exactly_once(
+    dsn: str, tmp_path: Path
+) -> None:
+    actors = [f"appenders/{k}" for k in range(4)]
+    with runtime(dsn) as rt:
+        for actor_id in actors:
+            rt.spawn(Appender, id=actor_id)
+    # Messages written with no runtime up: they wait in the mailboxes.
+    with Store(dsn) as store:
+        ids = [
+            ActorRef(actor_id, store).tell(Item(n), id=f"{actor_id}/m{n:02}")
+            for actor_id in actors
+            for n in range(10)
+        ]
+    assert one(dsn, "SELECT count(*) FROM promises WHERE state = 'pending'") == 40
+    effects = tmp_path / "effects"
+    env = {**os.environ, "PROMISSORY_DSN": dsn, "PROMISSORY_EFFECTS": str(effects)}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.runtime.proc", "serve", *ids],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = [child.communicate(timeout=30) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    for child, (_, err) in zip(children, results, strict=True):
+        assert child.returncode == 0, err
+    nodes = {msgspec.json.decode(out.strip().splitlines()[-1])["node"] for out, _ in results}
+    assert len(nodes) == 2
+    counts = read_effects(effects)
+    assert {key for (_, key) in counts} == {f"{id}/1" for id in ids}
+    assert set(counts.values()) == {1}, "no message was handled twice"
+    for actor_id in actors:
+        replies = sql(
+            dsn,
+            "SELECT value FROM promises WHERE recipient = %s ORDER BY id",
+            actor_id,
+        )
+        assert [r[0] for r in replies] == [list(range(n + 1)) for n in range(10)]
+        assert one(dsn, "SELECT state FROM actors WHERE id = %s", actor_id) == {
+            "items": list(range(10))
+        }

@@ -1,0 +1,103 @@
+"""The runtime as its users see it: passivation, other processes, replies by id, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import msgspec
+
+from promissory.actors import Reply
+from promissory.store import Store
+from tests.actors.kit import (
+    Appender,
+    Echo,
+    Item,
+    Nap,
+    Ping,
+    Pong,
+    Sleeper,
+    eventually,
+    one,
+    python,
+    runtime,
+)
+
+
+def test_an_idle_activation_is_passivated_and_a_new_message_reactivates_it(dsn: str) -> None:
+    with runtime(dsn, idle_timeout=0.2) as rt:
+        ref = rt.spawn(Appender, id="appender")
+        assert ref.ask(Item(1)).get(timeout=5) == [1]
+        idle_since = time.monotonic()
+        assert rt.host.live_activations() == 1
+        epoch = one(dsn, "SELECT epoch FROM actors WHERE id = 'appender'")
+        eventually(lambda: rt.host.live_activations() == 0, what="the activation passivated")
+        assert time.monotonic() - idle_since >= 0.15
+        assert ref.ask(Item(2)).get(timeout=5) == [1, 2], "the state came back from its row"
+        assert rt.host.live_activations() == 1
+        assert one(dsn, "SELECT epoch FROM actors WHERE id = 'appender'") == epoch + 1
+
+
+def test_a_process_with_only_a_runtime_can_ask_an_actor_hosted_here(dsn: str) -> None:
+    with runtime(dsn) as rt:
+        ref = rt.spawn(Echo, id="echo")
+        here = ref.ask(Ping("local")).get(timeout=5, type=Pong)
+        assert here == Pong("local", os.getpid(), rt.node_id)
+        out = python(
+            "-m", "tests.runtime.proc", "ask", "echo", "remote", env={"PROMISSORY_DSN": dsn}
+        )
+        result = msgspec.json.decode(out.strip().splitlines()[-1])
+        assert result["pid"] != os.getpid() and result["node"] != rt.node_id
+        # Handled here, by this test's runtime, and answered to the other process.
+        assert result["pong"] == {"text": "remote", "pid": os.getpid(), "node": rt.node_id}
+        assert rt.store is not None
+        assert Reply(result["reply"], rt.store, Pong).get(timeout=5) == Pong(
+            "remote", os.getpid(), rt.node_id
+        )
+
+
+def test_a_reply_rebuilt_from_its_id_gives_the_same_answer_anywhere(dsn: str) -> None:
+    with runtime(dsn, suspend_after=0.02) as rt:
+        ref = rt.spawn(Echo, id="echo")
+        reply = ref.ask(Ping("hello"))
+        pong = reply.get(timeout=5, type=Pong)
+        with Store(dsn) as store:
+            again = Reply(reply.id, store, Pong)
+            assert again.done()
+            assert again.get(timeout=5) == pong
+            assert again.promise().state == "resolved"
+        out = python("-m", "tests.runtime.proc", "reply", reply.id, env={"PROMISSORY_DSN": dsn})
+        assert msgspec.json.decode(out.strip().splitlines()[-1], type=Pong) == pong
+        # A reply still pending can be rebuilt too, and waited on.
+        pending = rt.spawn(Sleeper, id="sleeper").ask(Nap(0.2))
+        assert Reply(pending.id, rt.store).get(timeout=5) == f"woke {pending.id}"
+
+
+def test_awaiting_replies_in_asyncio_does_not_block_the_event_loop(dsn: str) -> None:
+    with runtime(dsn, suspend_after=0.02) as rt:
+        sleepers = [rt.spawn(Sleeper, id=f"sleepers/{k}") for k in range(3)]
+
+        async def main() -> tuple[list[str], list[str], int, float]:
+            ticks = 0
+            stop = asyncio.Event()
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not stop.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            started = time.monotonic()
+            replies = [s.ask(Nap(0.3)) for s in sleepers]
+            values = await asyncio.gather(*replies)
+            elapsed = time.monotonic() - started
+            stop.set()
+            await task
+            return [r.id for r in replies], list(values), ticks, elapsed
+
+        ids, values, ticks, elapsed = asyncio.run(main())
+        assert values == [f"woke {id}" for id in ids]
+        assert elapsed >= 0.3
+        assert ticks >= 15, f"the loop ran only {ticks} ticks in {elapsed:.2f} s"
