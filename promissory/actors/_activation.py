@@ -91,6 +91,8 @@ class Activation:
         self.record: ActorRecord | None = None
         self.fence: Fence | None = None
         self.pokes = 0
+        self.max_seq = 0
+        """The highest seq of a message this activation has seen (read by the host)."""
         self._mailbox: dict[str, Promise] = {}
         self._awaiting: dict[str, list[str]] = {}
         self._reload = True
@@ -107,6 +109,7 @@ class Activation:
             self.pokes += 1
             if command.message is not None:
                 self._mailbox.setdefault(command.message.id, command.message)
+                self.max_seq = max(self.max_seq, command.message.seq)
             else:
                 self._reload = True
             self._drain()
@@ -157,6 +160,7 @@ class Activation:
         known = set(self._mailbox)
         for row in rows:
             promise = promise_from_row(row)
+            self.max_seq = max(self.max_seq, promise.seq)
             if promise.id not in known:
                 self._mailbox[promise.id] = promise
             if row[15] is not None:
@@ -337,7 +341,7 @@ class Activation:
 
 
 def _seq_key(p: Promise) -> Any:
-    return p.created_at
+    return p.seq
 
 
 def _ready(suspend: Suspend, settled: list[str]) -> bool:

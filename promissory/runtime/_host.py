@@ -85,6 +85,14 @@ class NodeHost:
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="promissory-host")
         self.parallel = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promissory-step")
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the host's worker threads (dropped once the host is closing)."""
+        try:
+            self.executor.submit(fn, *args)
+        except RuntimeError:
+            if not self._closing:
+                raise
+
     # -- the Host protocol ---------------------------------------------------------------------
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -130,6 +138,17 @@ class NodeHost:
                     return
                 slot.kind = kind
             self._poke(actor_id, slot, message)
+
+    def nudge(self, actor_id: str, seq: int | None) -> None:
+        """A message for ``actor_id`` was committed somewhere (NOTIFY): deliver it unless the
+        activation here has it already (our own messages come back this way too).
+        """
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            activation = slot.activation if slot is not None else None
+            if activation is not None and seq is not None and activation.max_seq >= seq:
+                return
+        self.deliver(actor_id, None)
 
     def _poke(self, actor_id: str, slot: Slot, message: Promise | None) -> None:
         if slot.idle_timer is not None:
@@ -236,7 +255,7 @@ class NodeHost:
     def wake_soon(self, actor_id: str) -> None:
         """Check soon whether a suspended actor can go on (off the calling thread)."""
         # Subscription callbacks run on the store's threads and must not block.
-        self.executor.submit(self._wake, actor_id)
+        self.submit(self._wake, actor_id)
 
     def _wake(self, actor_id: str) -> None:
         with self._lock:
@@ -296,7 +315,7 @@ class NodeHost:
             if slot is not None:
                 slot.held = True
         epoch = activation.fence.epoch if activation.fence is not None else -1
-        self.executor.submit(self._handle_exit, actor_id, epoch, exit, error)
+        self.submit(self._handle_exit, actor_id, epoch, exit, error)
 
     def _handle_exit(self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None) -> None:
         try:
@@ -342,7 +361,7 @@ class NodeHost:
         self.deliver(record.id, None)
 
     def _restart_due(self, actor_id: str) -> None:
-        self.executor.submit(self._restart_now, actor_id)
+        self.submit(self._restart_now, actor_id)
 
     def _restart_now(self, actor_id: str) -> None:
         record = self.store.execute(due_restart_op(actor_id))

@@ -485,7 +485,7 @@ def claim_op(actor_id: str, node: str, *, force: bool = False) -> Op:
 # -- reads -------------------------------------------------------------------------------------
 
 MAILBOX = f"""
-SELECT {COLUMNS}, seq, awaiting FROM promises
+SELECT {COLUMNS}, awaiting FROM promises
 WHERE recipient = %s AND state = 'pending' AND seq > %s
 ORDER BY seq LIMIT %s
 """

@@ -1,8 +1,9 @@
 """LISTEN for what other processes did to the store, and publish it in this one.
 
 One thread holds one connection that LISTENs on the store's channel. The trigger on
-``promises`` sends ``s<id>`` when a promise settles, ``m<actor id>`` when a message is created
-for an actor, and ``t`` when a promise with a timeout is created. When the connection is lost
+``promises`` sends ``s<id>`` when a promise settles, ``m<actor id><TAB><seq>`` when a message is
+created for an actor (so a node can tell a message it already has from a new one), and ``t``
+when a promise with a timeout is created. When the connection is lost
 the thread reconnects with backoff, LISTENs again and asks every subscriber to re-check.
 """
 

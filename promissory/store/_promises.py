@@ -27,7 +27,7 @@ COLUMNS = (
     f"CASE WHEN {_EXPIRED} THEN {_TIMEOUT_STATE} ELSE state END AS state, "
     "param, value, tags, timeout_at, created_at, "
     f"CASE WHEN {_EXPIRED} THEN timeout_at ELSE settled_at END AS settled_at, "
-    "kind, recipient, attempt, next_attempt_at, fingerprint, xmin::text"
+    "kind, recipient, attempt, next_attempt_at, fingerprint, xmin::text, seq"
 )
 """The columns every read returns, in the order ``promise_from_row`` expects."""
 
@@ -52,6 +52,7 @@ def promise_from_row(row: Sequence[Any]) -> Promise:
         attempt=row[10],
         next_attempt_at=row[11],
         fingerprint=row[12],
+        seq=row[14],
     )
 
 
@@ -138,7 +139,7 @@ def settle_op(id: str, state: PromiseState, value: str | None) -> Op:
         updated, selected = rows
         if updated:
             row = updated[0]
-            return Outcome(promise_from_row(row), not row[14])
+            return Outcome(promise_from_row(row), not row[15])
         if not selected:
             raise PromiseNotFoundError(f"no promise has the id {id!r}", id)
         row = selected[0]
@@ -251,7 +252,7 @@ def search_query(
     if after_seq is not None:
         where.append(sql.SQL("seq > %s"))
         params.append(after_seq)
-    query = sql.SQL("SELECT {cols}, seq FROM promises {where} ORDER BY seq LIMIT %s").format(
+    query = sql.SQL("SELECT {cols} FROM promises {where} ORDER BY seq LIMIT %s").format(
         cols=sql.SQL(COLUMNS),
         where=sql.SQL("WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL(""),
     )

@@ -87,6 +87,7 @@ class Promise(msgspec.Struct, frozen=True, kw_only=True):
         attempt: how many attempts a step has made so far.
         next_attempt_at: when a retrying step may try again.
         fingerprint: for a step, what it asked for (kind, name, hash of arguments).
+        seq: creation order (``ORDER BY seq`` lists promises as they were made).
 
     """
 
@@ -103,6 +104,7 @@ class Promise(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     next_attempt_at: datetime | None = None
     fingerprint: str | None = None
+    seq: int = 0
 
     def param_as(self, type: type[T] = Any) -> T:  # type: ignore[assignment]
         """Decode ``param`` as ``type`` (default: plain JSON values).

@@ -116,7 +116,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                     PERFORM pg_notify(TG_ARGV[0], 's' || NEW.id);
                 ELSE
                     IF NEW.recipient IS NOT NULL THEN
-                        PERFORM pg_notify(TG_ARGV[0], 'm' || NEW.recipient);
+                        PERFORM pg_notify(TG_ARGV[0], 'm' || NEW.recipient || chr(9) || NEW.seq);
                     END IF;
                     IF NEW.timeout_at IS NOT NULL THEN
                         PERFORM pg_notify(TG_ARGV[0], 't');

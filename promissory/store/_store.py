@@ -318,8 +318,9 @@ class Store:
     def subscribe(self, kind: str, keys: Iterable[str], callback: Callback) -> Subscription:
         """Call ``callback(kind, key, resync)`` on events of ``kind`` for ``keys``.
 
-        Kinds: ``"settled"`` (key: promise id), ``"message"`` (key: recipient actor id),
-        ``"timer"`` (key: ``""``). ``keys=[""]`` subscribes to every key of the kind.
+        Kinds: ``"settled"`` (key: promise id), ``"message"`` (key: recipient actor id, a tab,
+        and the message's seq), ``"timer"`` (key: ``""``). ``keys=[""]`` subscribes to every
+        key of the kind.
         Callbacks run on the store's threads and must not block.
         """
         if self._closed:
