@@ -223,7 +223,8 @@ class Activation:
         except PromissoryError as exc:
             self._complete(message, PromiseState.REJECTED, encode(error_info(exc)), False)
             return
-        journal = Journal(message.id, [p for p in rows if p.id != message.id])
+        retry_step = self.record.retry_step if self.record is not None else None
+        journal = Journal(message.id, [p for p in rows if p.id != message.id], retry_step)
         ctx = Context(self, message, journal)
         method = getattr(self.actor, spec.method)
         try:

@@ -237,11 +237,10 @@ class Context:
         retry: RetryPolicy | None,
         returns: Any,
     ) -> _PlannedStep:
-        sid = self._journal.next()
         label = name or callable_name(fn)
         fp = fingerprint("step", label, [list(args), kwargs] if kwargs else list(args))
         rtype = returns if returns is not None else _return_type(fn)
-        record = self._journal.lookup(sid, fp)
+        sid, record = self._journal.attempt(self._journal.next(), fp)
         return _PlannedStep(
             self, sid, label, fp, fn, args, kwargs, retry or NO_RETRY, rtype, record
         )
@@ -289,7 +288,7 @@ class Context:
         info = record.error()
         if info is None:
             raise ActorError(f"step {record.id} is {record.state.value} with no error recorded")
-        raise rebuild_error(info)
+        raise _from_step(rebuild_error(info), record.id)
 
     def _wait_for_retry(self, sid: str, attempt: int, next_at: datetime | None) -> None:
         if next_at is None:
@@ -682,7 +681,7 @@ class _PlannedStep:
                     kept = ctx._keep_step(
                         sid, PromiseState.REJECTED, encode(info, what="error"), fp, attempt
                     )
-                    raise rebuild_error(kept.error() or info) from exc
+                    raise _from_step(rebuild_error(kept.error() or info), sid) from exc
                 # A server's own "retry after" is a floor for the backoff.
                 delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
                 next_at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -695,3 +694,15 @@ class _PlannedStep:
             value_json = encode(value, what=f"result of {self.label}")
             kept = ctx._keep_step(sid, PromiseState.RESOLVED, value_json, fp, attempt)
             return ctx._step_value(kept, self.rtype)
+
+
+STEP_ATTRIBUTE = "promissory_step"
+"""The attribute naming the step a re-raised step failure came from (see ``Journal.attempt``)."""
+
+
+def _from_step(error: BaseException, step: str) -> BaseException:
+    try:
+        setattr(error, STEP_ATTRIBUTE, step)
+    except AttributeError:  # an exception type with __slots__ and no room for it
+        pass
+    return error

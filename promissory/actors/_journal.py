@@ -59,10 +59,16 @@ def callable_name(fn: Any) -> str:
 class Journal:
     """The kept steps of one message, by position, and the cursor of the handler run."""
 
-    __slots__ = ("message_id", "_records", "position")
+    __slots__ = ("message_id", "_records", "position", "retry_step")
 
-    def __init__(self, message_id: str, records: Iterable[Promise] | Mapping[str, Promise] = ()):
+    def __init__(
+        self,
+        message_id: str,
+        records: Iterable[Promise] | Mapping[str, Promise] = (),
+        retry_step: str | None = None,
+    ):
         self.message_id = message_id
+        self.retry_step = retry_step
         items = records.values() if isinstance(records, Mapping) else records
         self._records: dict[str, Promise] = {p.id: p for p in items}
         self.position = 0
@@ -87,6 +93,23 @@ class Journal:
             return None
         check_fingerprint(id, record.fingerprint, fp)
         return record
+
+    def attempt(self, id: str, fp: str) -> tuple[str, Promise | None]:
+        """The id a step at base id ``id`` runs under now, and the record kept there.
+
+        A step whose failure crashed the actor (``retry_step``) is tried again by the next
+        incarnation under ``{id}~1`` (then ``~2``…): its failure stays kept, as every settled
+        promise does, and later replays follow the newest attempt.
+        """
+        current, record, k = id, self._records.get(id), 0
+        while (newer := self._records.get(f"{id}~{k + 1}")) is not None:
+            k += 1
+            current, record = f"{id}~{k}", newer
+        if record is not None:
+            check_fingerprint(current, record.fingerprint, fp)
+            if record.state.rejected and current == self.retry_step:
+                return f"{id}~{k + 1}", None
+        return current, record
 
     def get(self, id: str) -> Promise | None:
         """The record kept at ``id``, unchecked."""

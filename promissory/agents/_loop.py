@@ -40,8 +40,10 @@ class AgentRun(DurableActor[None]):
 
     @handler
     def run(self, ctx: Context, task: RunTask) -> RunResult:
-        """Run the agent's loop to a stop."""
-        return _Loop(ctx, registered(task.agent), task).run()
+        """Run the agent's loop to a stop; the run's actor ends with it (and its sub-agents)."""
+        result = _Loop(ctx, registered(task.agent), task).run()
+        ctx.stop()
+        return result
 
 
 class _Loop:

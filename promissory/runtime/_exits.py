@@ -54,19 +54,31 @@ class Exits:
         self.store = store
         self.host = host
 
-    def handle(self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None) -> None:
-        """Handle the exit of ``actor_id``'s activation ``epoch``."""
+    def handle(
+        self,
+        actor_id: str,
+        epoch: int,
+        exit: Exit,
+        error: ErrorInfo | None,
+        step: str | None = None,
+    ) -> None:
+        """Handle the exit of ``actor_id``'s activation ``epoch``.
+
+        ``step``: the step whose failure escaped the handler; a restart tries it again.
+        """
         record = self._record(actor_id)
         if record is None or record.status is not ActorStatus.RUNNING or record.epoch != epoch:
             # Another incarnation took over, or the actor ended meanwhile: nothing to do.
             self.host.release(actor_id)
             return
         if record.parent is not None and self._is_supervisor(record.parent):
-            self._to_supervisor(record, exit, error)
+            self._to_supervisor(record, exit, error, step)
             return
-        self._root_policy(record, exit, error)
+        self._root_policy(record, exit, error, step)
 
-    def _to_supervisor(self, record: ActorRecord, exit: Exit, error: ErrorInfo | None) -> None:
+    def _to_supervisor(
+        self, record: ActorRecord, exit: Exit, error: ErrorInfo | None, step: str | None
+    ) -> None:
         assert record.parent is not None
         notice = ChildExit(child=record.id, exit=exit, error=error)
         sent = self.store.execute(
@@ -78,6 +90,7 @@ class Exits:
                 param=encode(notice),
                 tags=encode({TYPE_TAG: "ChildExit"}),
                 reason=encode({"exit": exit.value, "error": error}),
+                retry_step=step,
             )
         )
         if sent is None:
@@ -86,7 +99,9 @@ class Exits:
             return
         self.host.deliver(record.parent, sent)
 
-    def _root_policy(self, record: ActorRecord, exit: Exit, error: ErrorInfo | None) -> None:
+    def _root_policy(
+        self, record: ActorRecord, exit: Exit, error: ErrorInfo | None, step: str | None
+    ) -> None:
         spec = spec_of(record)
         history: list[float] = decode(record.history, list[float])
         now = self._db_now()
@@ -100,6 +115,7 @@ class Exits:
                     delay=delay,
                     history=encode(window),
                     start=start_message(self.host.resolve_class(record.kind)),
+                    retry_step=step,
                 )
             )
             if revived is not None:

@@ -22,6 +22,7 @@ import pykka
 from ..actors import ActorRef, DurableActor, Exit
 from ..actors._activation import Activation, Binding, Passivate, Poke
 from ..actors._actor import start_activation
+from ..actors._context import STEP_ATTRIBUTE
 from ..store import ErrorInfo, Promise, Store, Subscription, error_info
 from ..store._actors import ActorRecord, ActorStatus, due_restart_op
 from ._loop import LoopThread, Timer
@@ -70,7 +71,7 @@ class NodeHost:
         *,
         suspend_after: float,
         idle_timeout: float,
-        on_exit: Callable[[str, int, Exit, ErrorInfo | None], None],
+        on_exit: Callable[[str, int, Exit, ErrorInfo | None, str | None], None],
     ) -> None:
         self.store = store
         self.loop = loop
@@ -300,13 +301,20 @@ class NodeHost:
 
     def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
         """A handler raised: hand the failure to supervision (off the actor's thread)."""
-        self._exited(activation, Exit.ABNORMAL, error_info(error))
+        step = getattr(error, STEP_ATTRIBUTE, None)
+        self._exited(activation, Exit.ABNORMAL, error_info(error), step)
 
     def actor_exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:
         """A handler ended its actor (``ctx.stop``): hand the exit to supervision."""
         self._exited(activation, exit, error)
 
-    def _exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:
+    def _exited(
+        self,
+        activation: Activation,
+        exit: Exit,
+        error: ErrorInfo | None,
+        step: str | None = None,
+    ) -> None:
         actor_id = activation.actor_id
         with self._lock:
             slot = self._slots.get(actor_id)
@@ -315,11 +323,13 @@ class NodeHost:
             if slot is not None:
                 slot.held = True
         epoch = activation.fence.epoch if activation.fence is not None else -1
-        self.submit(self._handle_exit, actor_id, epoch, exit, error)
+        self.submit(self._handle_exit, actor_id, epoch, exit, error, step)
 
-    def _handle_exit(self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None) -> None:
+    def _handle_exit(
+        self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None, step: str | None
+    ) -> None:
         try:
-            self._on_exit(actor_id, epoch, exit, error)
+            self._on_exit(actor_id, epoch, exit, error, step)
         except Exception:
             log.exception("promissory: supervision failed for actor %s", actor_id)
             self.release(actor_id)

@@ -62,6 +62,7 @@ class ActorRecord(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     restart_at: datetime | None = None
     watchers: list[str] = []
+    retry_step: str | None = None
 
 
 class Fence(msgspec.Struct, frozen=True):
@@ -73,7 +74,7 @@ class Fence(msgspec.Struct, frozen=True):
 
 ACTOR_COLUMNS = (
     "id, parent, kind, spec, state, status, epoch, node, restarts, history, reason, seq, "
-    "created_at, updated_at, restart_at, watchers"
+    "created_at, updated_at, restart_at, watchers, retry_step"
 )
 _STATUS_OF = {s.value: s for s in ActorStatus}
 
@@ -97,6 +98,7 @@ def actor_from_row(row: Sequence[Any]) -> ActorRecord:
         updated_at=row[13],
         restart_at=row[14],
         watchers=list(row[15] or ()),
+        retry_step=row[16],
     )
 
 
@@ -599,7 +601,8 @@ def end_actor_op(
 _EXIT = f"""
 WITH child AS (
     UPDATE actors SET status = 'restarting', epoch = epoch + 1, reason = %(reason)s::jsonb,
-                      restart_at = NULL, updated_at = clock_timestamp()
+                      restart_at = NULL, updated_at = clock_timestamp(),
+                      retry_step = coalesce(%(retry_step)s, retry_step)
     WHERE id = %(id)s AND epoch = %(epoch)s AND status = 'running'
     RETURNING epoch
 ), parent AS (
@@ -616,7 +619,15 @@ RETURNING {COLUMNS}
 
 
 def exit_op(
-    actor_id: str, epoch: int, *, parent: str, message_id: str, param: str, tags: str, reason: str
+    actor_id: str,
+    epoch: int,
+    *,
+    parent: str,
+    message_id: str,
+    param: str,
+    tags: str,
+    reason: str,
+    retry_step: str | None = None,
 ) -> Op:
     """The op that records a supervised child's failure and tells its supervisor.
 
@@ -624,8 +635,11 @@ def exit_op(
     a new epoch that fences off the failed activation, and the supervisor is sent ``param``
     as message ``{message_id}/{new epoch}``. Its result is that message, or ``None`` when the
     child was not the running incarnation ``epoch`` any more or the supervisor is not alive.
+    ``retry_step`` names the step whose failure crashed the child: its next incarnation tries
+    that step again rather than replaying the failure.
     """
     params = {
+        "retry_step": retry_step,
         "id": actor_id,
         "epoch": epoch,
         "parent": parent,
@@ -648,7 +662,7 @@ WITH r AS (
         restart_at = CASE WHEN %(delay)s::float8 IS NULL THEN NULL
                           ELSE clock_timestamp() + %(delay)s::float8 * interval '1 second' END,
         epoch = epoch + 1, restarts = restarts + 1, node = NULL, reason = NULL,
-        updated_at = clock_timestamp(),
+        updated_at = clock_timestamp(), retry_step = coalesce(%(retry_step)s, retry_step),
         state = CASE WHEN %(state)s::jsonb IS NULL THEN state ELSE %(state)s::jsonb END,
         history = coalesce(
             %(history)s::jsonb,
@@ -676,6 +690,7 @@ def revive_op(
     state: str | None = None,
     history: str | None = None,
     start: tuple[str, str] | None = None,
+    retry_step: str | None = None,
 ) -> Op:
     """The op that starts an actor's next incarnation (now, or after ``delay`` seconds).
 
@@ -687,6 +702,7 @@ def revive_op(
     when there is no such actor.
     """
     params = {
+        "retry_step": retry_step,
         "id": actor_id,
         "delay": delay,
         "from_stopped": from_stopped,

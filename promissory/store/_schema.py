@@ -89,6 +89,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 history     jsonb NOT NULL DEFAULT '[]',
                 reason      jsonb,
                 restart_at  timestamptz,
+                retry_step  text COLLATE "C",
                 watchers    text[] COLLATE "C" NOT NULL DEFAULT '{}',
                 seq         bigint GENERATED ALWAYS AS IDENTITY,
                 created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
