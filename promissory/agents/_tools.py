@@ -119,6 +119,20 @@ class Tool:
         return f"Tool({self.name!r})"
 
 
+@typing.overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@typing.overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retry: RetryPolicy | None = None,
+    effect: Effect | str = Effect.SAFE,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
 def tool(
     fn: Callable[..., Any] | None = None,
     *,
@@ -126,7 +140,7 @@ def tool(
     description: str | None = None,
     retry: RetryPolicy | None = None,
     effect: Effect | str = Effect.SAFE,
-) -> Any:
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a ``Tool``; use bare (``@tool``) or with options.
 
     Example:

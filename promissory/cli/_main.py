@@ -88,7 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cancel", cmd_cancel, "cancel a pending promise")
     p.add_argument("id", help="the promise id")
     p.add_argument("--reason", default=None, help="why it was canceled")
-    p = command("demo", cmd_demo, "create, settle and print a few promises")
+    p = command(
+        "demo",
+        cmd_demo,
+        "run the research-team demo (resumes the newest unfinished demo run, if any)",
+    )
+    p.add_argument(
+        "--crash-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="kill this process with SIGKILL after N kept steps (run the demo again to resume)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="SPEC",
+        help="a real model for every agent, e.g. openai:gpt-4o-mini (default: offline model)",
+    )
+    p = command("run", cmd_run, "host the actors and agents of MODULE:ATTR until SIGTERM/SIGINT")
+    p.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        help="a module, and in it a function called with the runtime, or actor classes",
+    )
+    p = command("tree", cmd_tree, "print the supervision tree(s): status, restarts, pending")
+    p.add_argument("id", nargs="?", default=None, help="the root actor (default: every tree)")
+    p = command("show", cmd_show, "print a promise and the promises under it as a timeline")
+    p.add_argument("id", help="the promise id, e.g. a run id")
+    p = command("promises", cmd_promises, "list promises, oldest first")
+    p.add_argument("--state", default=None, help="pending, resolved, rejected, ...")
+    p.add_argument("--prefix", default=None, help="only ids starting with this")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     return parser
 
 
@@ -102,7 +133,7 @@ def dsn_of(args: argparse.Namespace) -> str:
 
 def open_store(args: argparse.Namespace) -> Store:
     """A store on the command's database, failing fast with one clear line."""
-    return Store(dsn_of(args), reconnect_timeout=5.0)
+    return Store(dsn_of(args), reconnect_timeout=3.0)
 
 
 def wants_json(args: argparse.Namespace) -> bool:
@@ -229,32 +260,81 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Create, settle and print a few promises (a placeholder until the agent demo lands)."""
-    import uuid
+    """Run (or resume) the research-team demo."""
+    from ._demo import run_demo
 
-    run = f"demo/{uuid.uuid4().hex[:8]}"
-    with open_store(args) as store:
-        store.create(run, param={"task": "show what a promise is"})
-        store.create(f"{run}/1", param={"step": "plan"})
-        store.resolve(f"{run}/1", {"plan": ["look", "think", "answer"]})
-        store.create(f"{run}/2", param={"step": "wait"}, timeout=0.0, timer=True)
-        store.create(f"{run}/3", param={"step": "approve"})
-        store.reject(f"{run}/3", InvalidInputError("nobody approved"))
-        store.resolve(run, {"answer": 42})
-        rows = [store.get(run)] + store.search(prefix=run + "/").items
+    summary = run_demo(args, dsn_of(args), wants_json(args))
     if wants_json(args):
-        print_json({"run_id": run, "promises": [promise_json(p) for p in rows]})
+        print_json(summary)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Host a module's actors until told to stop."""
+    from ._serve import TargetError, serve
+
+    try:
+        return serve(args.target, dsn_of(args))
+    except TargetError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def cmd_tree(args: argparse.Namespace) -> int:
+    """Print supervision trees."""
+    from ._inspect import load_trees, render_trees
+
+    with open_store(args) as store:
+        roots = load_trees(store, args.id)
+    if args.id is not None and not roots:
+        raise CommandError(f"no actor has the id {args.id!r}")
+    if wants_json(args):
+        print_json([r.as_json() for r in roots])
+    else:
+        print(render_trees(roots))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a promise and the promises under it as a timeline."""
+    from ._inspect import timeline, timeline_rows
+
+    with open_store(args) as store:
+        promises = timeline(store, args.id)
+    if not any(p.id == args.id for p in promises):
+        raise CommandError(f"no promise has the id {args.id!r}")
+    if wants_json(args):
+        print_json([promise_json(p) for p in promises])
         return 0
-    print(
-        render(
-            ["id", "state", "kind", "value"],
-            [(p.id, p.state.value, p.kind.value, cell(p.value)) for p in rows],
+    columns = ["id", "what", "state", "created", "settled", "attempt", "param / value"]
+    print(render(columns, timeline_rows(promises, args.id)))
+    return 0
+
+
+def cmd_promises(args: argparse.Namespace) -> int:
+    """List promises."""
+    if args.limit < 1:
+        raise CommandError(f"--limit must be at least 1, not {args.limit}", EXIT_USAGE)
+    with open_store(args) as store:
+        try:
+            page = store.search(prefix=args.prefix, state=args.state, limit=args.limit)
+        except InvalidInputError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    if wants_json(args):
+        print_json([promise_json(p) for p in page.items])
+        return 0
+    rows = [
+        (
+            p.id,
+            p.kind.value,
+            p.state.value,
+            p.created_at.isoformat(timespec="seconds"),
+            cell(p.value),
         )
-    )
-    print(
-        "\nRead them with SQL:  promissory sql "
-        f"\"SELECT id, state FROM promises WHERE id LIKE '{run}%'\""
-    )
+        for p in page.items
+    ]
+    print(render(["id", "kind", "state", "created", "value"], rows))
+    if page.cursor is not None:
+        print(f"(more: raise --limit to see past {args.limit})")
     return 0
 
 

@@ -1,0 +1,149 @@
+"""``promissory demo``: the research team of ``promissory.demo``, shown surviving a crash.
+
+A plain run resumes the newest unfinished demo run if there is one (the recovery pass picks it
+up) and starts a new one otherwise. While it runs, each step is printed as it is kept, read
+from the store itself; a resumed run first lists the steps kept before the crash, which are
+replayed from the store without running again. ``--crash-after N`` kills the process with
+SIGKILL once N more steps are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import _crashpoints
+from ..runtime import Runtime
+from ..store import Promise, Store
+from ..store._promises import prefix_bounds
+from ._inspect import label, load_trees, render_trees, timeline
+from ._table import cell
+
+TASK = "Compare how durable execution engines and actor systems handle failure."
+
+_UNFINISHED = """
+SELECT id FROM promises
+WHERE kind = 'message' AND state = 'pending' AND id >= %s AND id < %s
+  AND strpos(substr(id, 6), '/') = 0
+ORDER BY seq DESC LIMIT 1
+"""
+
+
+def newest_unfinished(store: Store) -> str | None:
+    """The newest demo run that has not finished, if any."""
+    low, high = prefix_bounds("demo/")
+    row = store.read(lambda conn: conn.execute(_UNFINISHED, (low, high)).fetchone())
+    return str(row[0]) if row else None
+
+
+def run_demo(args: argparse.Namespace, dsn: str, as_json: bool) -> dict[str, Any]:
+    """Run (or resume) the demo; return its summary."""
+    from ..demo import build_team
+
+    out = sys.stderr if as_json else sys.stdout
+    lead = build_team(args.model)
+    with Store(dsn, reconnect_timeout=5.0) as store:
+        run_id = newest_unfinished(store)
+        resumed = run_id is not None
+        if run_id is None:
+            run_id = "demo/" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+        before = [p for p in timeline(store, run_id) if p.state.settled and p.id != run_id]
+    if resumed:
+        print(f"Resuming {run_id}: {len(before)} steps were kept before it stopped.", file=out)
+        print("They are replayed from the store, not run again:", file=out)
+        for p in before:
+            print(f"  replayed  {_line(p, run_id)}", file=out)
+        print("Continuing from there:", file=out)
+    else:
+        print(f"Starting {run_id}: {TASK}", file=out)
+    if args.crash_after is not None:
+        print(f"(will crash with SIGKILL after {args.crash_after} more kept steps)", file=out)
+        _crashpoints.arm(f"step.kept:{args.crash_after}")
+    seen = {p.id for p in before}
+    stop = threading.Event()
+    with Runtime(dsn, suspend_after=0.05) as rt:
+        assert rt.store is not None
+        watcher = threading.Thread(
+            target=_watch, args=(rt.store, run_id, seen, stop, out), daemon=True
+        )
+        watcher.start()
+        if resumed:
+            from ..agents import RunHandle
+
+            handle = RunHandle(run_id, rt.store)
+        else:
+            handle = rt.start(lead, TASK, id=run_id)
+        details = handle.details(timeout=600)
+        time.sleep(0.1)
+        stop.set()
+        watcher.join(2)
+        _print_new(rt.store, run_id, seen, out)
+        kept = [p for p in timeline(rt.store, run_id) if p.state.settled and p.id != run_id]
+        trees = load_trees(rt.store, run_id)
+    summary = {
+        "run_id": run_id,
+        "result": details.output,
+        "steps_kept": len(kept),
+        "resumed_from": len(before),
+        "stop": details.stop,
+        "usage": details.usage,
+    }
+    if not as_json:
+        print(f"\nResult of {run_id}:\n{details.output}\n")
+        print("Supervision tree:")
+        print(render_trees(trees))
+        print(f"\n{len(kept)} steps kept ({len(before)} before this process started).")
+        print("Read the run with SQL:")
+        print(f"  promissory sql \"SELECT id, state, value FROM promises WHERE id = '{run_id}'\"")
+        print(
+            '  promissory sql "SELECT id, state, kind FROM promises '
+            f"WHERE id LIKE '{run_id}/%' ORDER BY seq\""
+        )
+        print(f"  promissory show {run_id}")
+    return summary
+
+
+def _watch(store: Store, run_id: str, seen: set[str], stop: threading.Event, out: Any) -> None:
+    while not stop.wait(0.05):
+        try:
+            _print_new(store, run_id, seen, out)
+        except Exception:
+            return
+
+
+def _print_new(store: Store, run_id: str, seen: set[str], out: Any) -> None:
+    for p in timeline(store, run_id):
+        if p.id == run_id or p.id in seen or not p.state.settled:
+            continue
+        seen.add(p.id)
+        print(f"  kept      {_line(p, run_id)}", file=out, flush=True)
+
+
+def _line(p: Promise, run_id: str) -> str:
+    rel = p.id[len(run_id) :] or p.id
+    what = label(p).replace(run_id, "…")
+    return f"{rel:<10} {what:<26} {p.state.value:<9} {summary(p)}"
+
+
+def summary(p: Promise) -> str:
+    """A step's value in a few words: a model's text or the tools it called, or the value."""
+    try:
+        value = p.value_as()
+    except Exception:
+        return cell(p.value, 60)
+    if isinstance(value, dict) and isinstance(value.get("message"), dict):
+        parts = value["message"].get("parts", [])
+        calls = [x.get("name") for x in parts if x.get("type") == "tool_call"]
+        text = "".join(x.get("text", "") for x in parts if x.get("type") == "text")
+        if calls:
+            return "calls " + ", ".join(map(str, calls))
+        return cell(text, 60)
+    if isinstance(value, dict) and "type" in value and "message" in value:
+        return cell(f"{value['type'].rsplit('.', 1)[-1]}: {value['message']}", 60)
+    if isinstance(value, dict) and "output" in value:
+        return cell(value["output"], 60)
+    return cell(p.value, 60)
