@@ -20,8 +20,7 @@ from .. import _crashpoints
 from ..runtime import Runtime
 from ..store import Promise, Store
 from ..store._promises import prefix_bounds
-from ._inspect import label, load_trees, render_trees, timeline
-from ._table import cell
+from ._inspect import label, load_trees, render_trees, summary, timeline
 
 TASK = "Compare how durable execution engines and actor systems handle failure."
 
@@ -127,23 +126,3 @@ def _line(p: Promise, run_id: str) -> str:
     rel = p.id[len(run_id) :] or p.id
     what = label(p).replace(run_id, "…")
     return f"{rel:<10} {what:<26} {p.state.value:<9} {summary(p)}"
-
-
-def summary(p: Promise) -> str:
-    """A step's value in a few words: a model's text or the tools it called, or the value."""
-    try:
-        value = p.value_as()
-    except Exception:
-        return cell(p.value, 60)
-    if isinstance(value, dict) and isinstance(value.get("message"), dict):
-        parts = value["message"].get("parts", [])
-        calls = [x.get("name") for x in parts if x.get("type") == "tool_call"]
-        text = "".join(x.get("text", "") for x in parts if x.get("type") == "text")
-        if calls:
-            return "calls " + ", ".join(map(str, calls))
-        return cell(text, 60)
-    if isinstance(value, dict) and "type" in value and "message" in value:
-        return cell(f"{value['type'].rsplit('.', 1)[-1]}: {value['message']}", 60)
-    if isinstance(value, dict) and "output" in value:
-        return cell(value["output"], 60)
-    return cell(p.value, 60)

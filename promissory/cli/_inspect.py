@@ -115,16 +115,37 @@ def timeline_rows(promises: list[Promise], root: str) -> list[tuple[Any, ...]]:
     rows = []
     for p in promises:
         rel = p.id if p.id == root else "…" + p.id[len(root) :]
-        data = p.value if p.state.settled else p.param
+        what = label(p).replace(root + "/", "…/")
+        data = summary(p) if p.state.settled else cell(p.param, 50)
         rows.append(
             (
                 rel,
-                label(p),
+                what,
                 p.state.value,
                 p.created_at.strftime("%H:%M:%S.%f")[:-3],
                 p.settled_at.strftime("%H:%M:%S.%f")[:-3] if p.settled_at else "",
                 p.attempt or "",
-                cell(data, 50),
+                data,
             )
         )
     return rows
+
+
+def summary(p: Promise) -> str:
+    """A step's value in a few words: a model's text or the tools it called, or the value."""
+    try:
+        value: Any = p.value_as()
+    except Exception:
+        return cell(p.value, 60)
+    if isinstance(value, dict) and isinstance(value.get("message"), dict):
+        parts = value["message"].get("parts", [])
+        calls = [x.get("name") for x in parts if x.get("type") == "tool_call"]
+        text = "".join(x.get("text", "") for x in parts if x.get("type") == "text")
+        if calls:
+            return "calls " + ", ".join(map(str, calls))
+        return cell(text, 60)
+    if isinstance(value, dict) and "type" in value and "message" in value:
+        return cell(f"{value['type'].rsplit('.', 1)[-1]}: {value['message']}", 60)
+    if isinstance(value, dict) and "output" in value:
+        return cell(value["output"], 60)
+    return cell(p.value, 60)
