@@ -11,7 +11,7 @@ import pytest
 from promissory.actors import Context, DurableActor, handler
 from promissory.errors import ActorExistsError, EncodeError, InvalidIdError
 from promissory.runtime import Runtime
-from tests.actors.kit import Echo, Item, Items, one, runtime
+from tests.actors.kit import Echo, Item, Items, Nap, Sleeper, one, runtime
 
 
 @pytest.fixture
@@ -75,3 +75,16 @@ def test_spawning_an_existing_id_with_another_class_is_refused(rt: Runtime, dsn:
     # The same class again is idempotent: the existing actor, its state untouched.
     again = rt.spawn(Counter, id="taken", state=Items([99]))
     assert again.ask(Item(2)).get(timeout=5) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "actor_id",
+    ["agents/ü🙂/a b", "quotes/'\"/back\\slash", "like/%_/wild*cards", "a"],
+    ids=["unicode", "quotes", "wildcards", "short"],
+)
+def test_unusual_but_valid_ids_work_end_to_end(rt: Runtime, dsn: str, actor_id: str) -> None:
+    ref = rt.spawn(Sleeper, id=actor_id)
+    reply = ref.ask(Nap(0.05))
+    assert reply.get(timeout=5) == f"woke {reply.id}"
+    assert reply.id.startswith(actor_id + "/m-")
+    assert one(dsn, "SELECT count(*) FROM promises WHERE starts_with(id, %s)", reply.id) == 3

@@ -445,3 +445,37 @@ def test_waiting_on_a_reply_that_is_still_legitimately_pending_times_out_for_the
         reply.get(timeout=0.1)
     assert not reply.done()
     assert rt.host.suspended_count() == 1
+
+
+def test_sends_racing_a_stop_are_refused_or_rejected_and_none_is_left_pending(
+    rt: Runtime, dsn: str
+) -> None:
+    ref = rt.spawn(Keeper, id="raced")
+    sent: list[Any] = []
+    refused: list[int] = []
+
+    def send_until_refused(k: int) -> None:
+        for i in range(10_000):
+            try:
+                sent.append(ref.ask(Item(k * 10_000 + i)))
+            except ActorStoppedError:
+                refused.append(k)
+                return
+
+    senders = [threading.Thread(target=send_until_refused, args=(k,)) for k in range(4)]
+    for t in senders:
+        t.start()
+    eventually(lambda: len(sent) >= 40, what="messages on their way")
+    rt.stop("raced")
+    for t in senders:
+        t.join(10)
+    assert sorted(refused) == [0, 1, 2, 3], "every sender was refused once the actor stopped"
+    outcomes = {"handled": 0, "stopped": 0}
+    for reply in sent:
+        try:
+            reply.get(timeout=5)
+            outcomes["handled"] += 1
+        except ActorStoppedError:
+            outcomes["stopped"] += 1
+    assert outcomes["handled"] + outcomes["stopped"] == len(sent)
+    assert one(dsn, "SELECT count(*) FROM promises WHERE state = 'pending'") == 0

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import msgspec
 
-from promissory.actors import ActorRef, Reply
+from promissory.actors import (
+    ActorRef,
+    Context,
+    DurableActor,
+    Reply,
+    RetryPolicy,
+    current_step,
+    handler,
+)
 from promissory.store import Store
 from promissory.testing import read_effects
 from tests.actors.kit import (
@@ -112,3 +120,43 @@ def test_two_runtimes_started_at_once_on_pending_work_handle_each_message_exactl
         assert one(dsn, "SELECT state FROM actors WHERE id = %s", actor_id) == {
             "items": list(range(10))
         }
+
+
+class Backoff(msgspec.Struct):
+    dsn: str
+
+
+def attempt_logged(dsn: str) -> str:
+    step = current_step()
+    assert step is not None
+    TALLY.log("attempts", step.attempt)
+    if step.attempt == 1:
+        raise ConnectionError("first attempt lost")
+    return f"ok on attempt {step.attempt}"
+
+
+class Retrier(DurableActor):
+    @handler
+    def backoff(self, ctx: Context, msg: Backoff) -> str:
+        policy = RetryPolicy(max_attempts=3, initial_interval=0.6, jitter=0)
+        result: str = ctx.step(attempt_logged, msg.dsn, retry=policy)
+        return result
+
+
+def test_a_retry_backoff_survives_a_restart_of_the_runtime_and_does_not_start_over(
+    dsn: str,
+) -> None:
+    TALLY.clear()
+    with runtime(dsn, suspend_after=0.02) as rt:
+        reply = rt.spawn(Retrier, id="retrier").ask(Backoff(dsn), id="retrier/b")
+        eventually(lambda: rt.host.suspended_count() == 1, what="the retry waits on its timer")
+    state, attempt, next_at = one(
+        dsn, "SELECT state, attempt, next_attempt_at FROM promises WHERE id = 'retrier/b/1'"
+    )
+    assert (state, attempt) == ("pending", 1)
+    with runtime(dsn) as rt:
+        assert rt.store is not None
+        assert Reply(reply.id, rt.store).get(timeout=5) == "ok on attempt 2"
+        finished = one(dsn, "SELECT settled_at FROM promises WHERE id = 'retrier/b/1'")
+    assert TALLY.logs["attempts"] == [1, 2], "the second attempt counted on from the first"
+    assert finished >= next_at, "and waited out the kept backoff"
