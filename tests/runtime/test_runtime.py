@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 
 import msgspec
 
-from promissory.actors import Reply
+from promissory.actors import Context, DurableActor, Reply, handler
 from promissory.store import Store
 from tests.actors.kit import (
     Appender,
     Echo,
     Item,
+    Items,
     Nap,
     Ping,
     Pong,
@@ -101,3 +103,33 @@ def test_awaiting_replies_in_asyncio_does_not_block_the_event_loop(dsn: str) -> 
         assert values == [f"woke {id}" for id in ids]
         assert elapsed >= 0.3
         assert ticks >= 15, f"the loop ran only {ticks} ticks in {elapsed:.2f} s"
+
+
+STARTED = threading.Event()
+
+
+def long_step(n: int) -> int:
+    STARTED.set()
+    time.sleep(0.2)
+    return n
+
+
+class Busy(DurableActor[Items]):
+    @handler
+    def item(self, ctx: Context, msg: Item) -> list[int]:
+        ctx.step(long_step, msg.n)
+        self.state = Items([*self.state.items, msg.n])
+        return self.state.items
+
+
+def test_closing_the_runtime_lets_the_handler_in_flight_finish_its_message(dsn: str) -> None:
+    STARTED.clear()
+    with runtime(dsn) as rt:
+        reply = rt.spawn(Busy, id="busy").ask(Item(7))
+        assert STARTED.wait(5)
+    # Closed while the step ran: the message was settled before close returned.
+    assert one(dsn, "SELECT state, value FROM promises WHERE id = %s", reply.id) == (
+        "resolved",
+        [7],
+    )
+    assert one(dsn, "SELECT state, node FROM actors WHERE id = 'busy'") == ({"items": [7]}, None)
