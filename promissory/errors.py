@@ -24,6 +24,7 @@ The tree::
     │   └── ActorStoppedError      the actor was stopped, or given up by its supervisor
     ├── ChildFailed                a child actor failed and its supervisor gave it up
     ├── ChildCancelled             a child actor's work was canceled
+    ├── StepTimedOutError          a step's attempt took longer than its timeout
     └── ModelError                 a model call failed (with its kind, and whether to retry)
 
 Control-flow signals derive from ``BaseException`` so that a user's ``except Exception``
@@ -57,6 +58,7 @@ __all__ = [
     "PromissoryError",
     "RemoteError",
     "SchemaTooNewError",
+    "StepTimedOutError",
     "StoreError",
     "StoreUnavailableError",
 ]
@@ -241,3 +243,16 @@ class ModelError(PromissoryError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+
+
+class StepTimedOutError(PromissoryError, TimeoutError):
+    """A step's attempt took longer than its timeout (or its message's deadline).
+
+    Attributes:
+        step_id: the step's id.
+
+    """
+
+    def __init__(self, message: str, step_id: str | None = None) -> None:
+        super().__init__(message, step_id)
+        self.step_id = step_id

@@ -5,6 +5,7 @@ This layer knows nothing of models or tools; the runtime hosts its activations.
 
 from ._activation import UnknownMessageError
 from ._actor import DurableActor, handler
+from ._cancel import Cancelled
 from ._context import Context, DurablePromise, StepInfo, current_step
 from ._host import Host
 from ._ref import ActorRef, Reply
@@ -27,6 +28,7 @@ __all__ = [
     "ActorRef",
     "AutoShutdown",
     "Backoff",
+    "Cancelled",
     "ChildDef",
     "ChildExit",
     "ChildInfo",

@@ -34,11 +34,13 @@ from ..store._actors import (
     Completion,
     Fence,
     claim_op,
+    cleaned_op,
     complete_op,
     journal_query,
     suspend_op,
 )
 from ..store._promises import promise_from_row
+from ._cancel import Cancelled, CancelState
 from ._journal import Journal
 from ._signals import Suspend
 from ._spec import Exit
@@ -154,9 +156,8 @@ class Activation:
         return True
 
     def _load_mailbox(self) -> None:
-        rows = self.store.read(
-            lambda conn: conn.execute(MAILBOX, (self.actor_id, 0, 1000)).fetchall()
-        )
+        params = {"actor": self.actor_id, "limit": 1000}
+        rows = self.store.read(lambda conn: conn.execute(MAILBOX, params).fetchall())
         known = set(self._mailbox)
         for row in rows:
             promise = promise_from_row(row)
@@ -187,7 +188,11 @@ class Activation:
                 self.host.activation_idle(self)
                 return
             awaiting = self._awaiting.get(message.id)
-            if awaiting is not None and not self._any_settled(awaiting):
+            if (
+                awaiting is not None
+                and not message.state.settled
+                and not self._any_settled(awaiting)
+            ):
                 # Loaded while suspended and nothing it waits on has settled: stay suspended.
                 self._suspended(message.id, awaiting, False)
                 return
@@ -204,12 +209,15 @@ class Activation:
         from ._context import Context
 
         assert self.fence is not None
-        rows = self._load_journal(message.id)
+        rows, marked = self._load_journal(message.id)
         current = next((p for p in rows if p.id == message.id), None)
-        if current is None or current.state.settled:
+        if current is None or (current.state.settled and not marked):
             # Handled already (a late poke, or another activation got there first).
             self._forget(message.id)
             return
+        cancel = CancelState(message.id, self.store, self.host.cleanup_timeout)
+        if current.state.settled:
+            cancel.requested.set()  # canceled or timed out: replay it so it can clean up
         spec = handler_for(type(self.actor), message)
         if spec is None:
             error = UnknownMessageError(
@@ -225,14 +233,29 @@ class Activation:
             return
         retry_step = self.record.retry_step if self.record is not None else None
         journal = Journal(message.id, [p for p in rows if p.id != message.id], retry_step)
-        ctx = Context(self, message, journal)
+        ctx = Context(self, message, journal, cancel)
         method = getattr(self.actor, spec.method)
-        try:
-            result = method(ctx, msg)
-            reply = encode(result, what=f"reply of {spec.method}")
-            state_json = (
-                encode(self.actor.state, what="state") if self.actor.state is not None else None
+        watch = None
+        if not cancel.requested.is_set():
+            watch = self.store.subscribe(
+                "settled", [message.id], lambda k, key, r: cancel.request()
             )
+        try:
+            try:
+                result = method(ctx, msg)
+                reply = encode(result, what=f"reply of {spec.method}")
+                state_json = (
+                    encode(self.actor.state, what="state") if self.actor.state is not None else None
+                )
+            finally:
+                if watch is not None:
+                    watch.cancel()
+            if cancel.requested.is_set():
+                raise Cancelled(cancel.reason, cancel.deadline)
+        except Cancelled:
+            self._restore_state()
+            self._canceled(message, ctx)
+            return
         except Suspend as suspend:
             self._restore_state()
             self._suspend(message, suspend)
@@ -242,6 +265,12 @@ class Activation:
             return
         except BaseException as exc:
             self._restore_state()
+            if cancel.requested.is_set():
+                log.info(
+                    "actor %s: %r while cleaning up canceled %s", self.actor_id, exc, message.id
+                )
+                self._canceled(message, ctx)
+                return
             if isinstance(exc, type(self.actor).reply_errors) and isinstance(exc, Exception):
                 self._complete(message, PromiseState.REJECTED, encode(error_info(exc)), False)
                 return
@@ -249,7 +278,12 @@ class Activation:
             return
         reached("handler.returned", message.id)
         done = self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
-        if done and ctx.exit is not None:
+        if done:
+            self._exit_if_asked(ctx)
+
+    def _exit_if_asked(self, ctx: Any) -> None:
+        """End the actor after its message if the handler asked to (``ctx.stop``)."""
+        if ctx.exit is not None and self.phase is Phase.ACTIVE:
             exit, reason = ctx.exit
             self.phase = Phase.ENDED
             failure: ErrorInfo | None = None
@@ -262,10 +296,23 @@ class Activation:
             self.host.actor_exited(self, exit, failure)
             self.actor.stop()
 
-    def _load_journal(self, message_id: str) -> list[Promise]:
+    def _load_journal(self, message_id: str) -> tuple[list[Promise], bool]:
+        """The message and its steps, and whether the message is marked for a cleanup replay."""
         query, params = journal_query(message_id)
         rows = self.store.read(lambda conn: conn.execute(query, params).fetchall())
-        return [promise_from_row(r) for r in rows]
+        marked = any(r[0] == message_id and r[15] is not None for r in rows)
+        return [promise_from_row(r) for r in rows], marked
+
+    def _canceled(self, message: Promise, ctx: Any) -> None:
+        """The message was canceled (or timed out) and its handler is done: clear its mark."""
+        assert self.fence is not None
+        try:
+            self.store.execute(cleaned_op(message.id, self.fence))
+        except FencedError:
+            self._end()
+            return
+        self._forget(message.id)
+        self._exit_if_asked(ctx)
 
     def _complete(
         self,
@@ -293,10 +340,16 @@ class Activation:
         reached("message.settled", message.id)
         if result is Completion.DONE and write_state:
             self._state_json = state_json
-        elif write_state:
+        elif result is not Completion.DONE:
             # The message was settled by someone else meanwhile (canceled, timed out): its
-            # effects on the state are not kept.
+            # effects on the state are not kept, and its cleanup mark is cleared (its handler
+            # ran to the end; there is nothing to clean up).
             self._restore_state()
+            try:
+                self.store.execute(cleaned_op(message.id, self.fence))
+            except FencedError:
+                self._end()
+                return False
         self._forget(message.id)
         return result is Completion.DONE
 

@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextvars
 import inspect
 import random as random_module
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from .._crashpoints import reached
-from ..errors import ActorError, InvalidInputError
+from ..errors import ActorError, ChildCancelled, InvalidInputError, StepTimedOutError
 from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
 from ..store._actors import (
     Fence,
@@ -47,6 +49,7 @@ from ..store._actors import (
     watch_op,
 )
 from ..store._validate import Timeout, check_id, timeout_parts
+from ._cancel import Cancelled, CancelState
 from ._journal import Journal, callable_name, fingerprint
 from ._messages import encode_message, message_tags, start_message, type_name
 from ._outcome import result_of
@@ -159,7 +162,13 @@ class Context:
 
     """
 
-    def __init__(self, activation: Activation, message: Promise, journal: Journal) -> None:
+    def __init__(
+        self,
+        activation: Activation,
+        message: Promise,
+        journal: Journal,
+        cancel: CancelState | None = None,
+    ) -> None:
         self._activation = activation
         self._host = activation.host
         self._store = activation.store
@@ -169,6 +178,7 @@ class Context:
         self.message = message
         self.message_id = message.id
         self._journal = journal
+        self._cancel = cancel or CancelState(message.id, self._store, self._host.cleanup_timeout)
         self._rng: random_module.Random | None = None
         self.exit: tuple[Exit, str | None] | None = None
 
@@ -190,6 +200,7 @@ class Context:
         name: str | None = None,
         retry: RetryPolicy | None = None,
         returns: Any = None,
+        timeout: float | None = None,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once and keep its result (or its final error).
@@ -197,14 +208,17 @@ class Context:
         Async functions run on the runtime's event loop. The result is returned as it decodes
         from the kept JSON (as ``returns``, default ``fn``'s return annotation), so the first
         run and every replay see the same value. ``current_step()`` inside ``fn`` gives the
-        step id to use as an idempotency key.
+        step id to use as an idempotency key. ``timeout`` bounds each attempt (the message's
+        deadline, if nearer, wins): an async function is cancelled at it, a sync one's result
+        arriving late counts as a failed attempt; a final timeout is kept as
+        ``rejected_timedout``.
 
         Raises:
             NondeterminismError: a replay finds a different step kept at this position.
             BaseException: the step's final error, rebuilt from its record.
 
         """
-        result: T = self._plan_step(fn, args, kwargs, name, retry, returns).run()
+        result: T = self._plan_step(fn, args, kwargs, name, retry, returns, timeout).run()
         return result
 
     def step_many(
@@ -217,11 +231,15 @@ class Context:
         its outcome's ``error`` rather than raised.
         """
         planned = [
-            self._plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns) for c in calls
+            self._plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns, c.timeout)
+            for c in calls
         ]
         if len(planned) <= 1 or max_concurrency <= 1:
             return [p.outcome() for p in planned]
         outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
+        for o in outcomes:
+            if isinstance(o.error, Cancelled):
+                raise o.error
         suspends = [o.error for o in outcomes if isinstance(o.error, Suspend)]
         if suspends:
             awaiting = [id for s in suspends for id in s.awaiting]
@@ -236,28 +254,65 @@ class Context:
         name: str | None,
         retry: RetryPolicy | None,
         returns: Any,
+        timeout: float | None = None,
     ) -> _PlannedStep:
         label = name or callable_name(fn)
         fp = fingerprint("step", label, [list(args), kwargs] if kwargs else list(args))
         rtype = returns if returns is not None else _return_type(fn)
         sid, record = self._journal.attempt(self._journal.next(), fp)
-        return _PlannedStep(
-            self, sid, label, fp, fn, args, kwargs, retry or NO_RETRY, rtype, record
-        )
+        policy = retry or NO_RETRY
+        return _PlannedStep(self, sid, label, fp, fn, args, kwargs, policy, rtype, record, timeout)
 
     def _invoke(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], info: StepInfo
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+        timeout: float | None = None,
     ) -> Any:
+        timeout = self._nearest(timeout)
+        started = time.monotonic()
         token = _current_step.set(info)
         try:
             if inspect.iscoroutinefunction(fn):
-                return self._host.run_coroutine(_with_step(info, fn(*args, **kwargs)))
-            result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
-                return self._host.run_coroutine(_with_step(info, result))
-            return result
+                result = self._run_async(fn(*args, **kwargs), info, timeout)
+            else:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = self._run_async(result, info, timeout)
         finally:
             _current_step.reset(token)
+        if timeout is not None and time.monotonic() - started > timeout:
+            # A sync function cannot be interrupted: a late result counts as a timeout.
+            raise StepTimedOutError(f"step {info.id} took longer than {timeout:.3f} s", info.id)
+        return result
+
+    def _run_async(self, awaitable: Any, info: StepInfo, timeout: float | None) -> Any:
+        future = self._host.start_coroutine(_with_step(info, awaitable, timeout))
+        self._cancel.track(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            # Cancelled because the message was: nothing is kept for this step.
+            self._cancel.gate(info.id)
+            raise Cancelled(self._cancel.reason, self._cancel.deadline) from None
+        except TimeoutError as exc:
+            if timeout is not None and isinstance(exc, asyncio.TimeoutError | TimeoutError):
+                raise StepTimedOutError(
+                    f"step {info.id} took longer than {timeout:.3f} s", info.id
+                ) from exc
+            raise
+        finally:
+            self._cancel.untrack(future)
+
+    def _nearest(self, timeout: float | None) -> float | None:
+        """The step's timeout, or less if the message's deadline comes first."""
+        deadline = self.message.timeout_at
+        if deadline is None:
+            return timeout
+        left = max(0.001, (deadline - datetime.now(UTC)).total_seconds())
+        return left if timeout is None else min(timeout, left)
 
     def _keep_step(
         self,
@@ -297,7 +352,8 @@ class Context:
         if remaining <= 0:
             return
         if remaining <= max(self._host.suspend_after, 0.0):
-            time.sleep(remaining)
+            if self._cancel.requested.wait(remaining):
+                self._cancel.gate(sid)
             return
         # A long backoff costs a timer row, not a thread: wait on a timer under the step.
         timer_id = f"{sid}/retry-{attempt}"
@@ -324,6 +380,7 @@ class Context:
         sid = self._journal.next()
         record = self._journal.lookup(sid, "sleep")
         if record is None:
+            self._cancel.gate(sid)
             record = self._store.execute(
                 promise_step_op(
                     sid, self._fence, kind="timer", fingerprint="sleep", secs=secs, at=at
@@ -353,6 +410,7 @@ class Context:
         if id is None:
             record = self._journal.lookup(sid, "promise")
             if record is None:
+                self._cancel.gate(sid)
                 record = self._store.execute(
                     promise_step_op(
                         sid,
@@ -372,6 +430,7 @@ class Context:
         kept = self._journal.lookup(sid, fp)
         if kept is not None:
             return DurablePromise(self, id, None)
+        self._cancel.gate(sid)
         outcome = self._store.create(id, param=param, timeout=timeout, tags=tags)
         self._keep_step(sid, PromiseState.RESOLVED, encode({"promise": id}), fp, 1)
         return DurablePromise(self, id, outcome.promise)
@@ -417,6 +476,7 @@ class Context:
             if record.kind is PromiseKind.STEP and record.state.rejected:
                 raise self._step_value(record, Any)
             return sid
+        self._cancel.gate(sid)
         param = encode_message(msg)
         tags = encode(message_tags(msg), what="tags")
         secs, at = timeout_parts(timeout)
@@ -469,6 +529,7 @@ class Context:
         sid = self._journal.next()
         fp = f"spawn:{kind}:{id}"
         if self._journal.lookup(sid, fp) is None:
+            self._cancel.gate(sid)
             step = step_op(
                 sid,
                 self._fence,
@@ -502,6 +563,7 @@ class Context:
         fp = f"watch:{target_id}"
         if self._journal.lookup(sid, fp) is not None:
             return
+        self._cancel.gate(sid)
         status = self._store.execute(watch_op(target_id, self.actor_id))
         self._keep_step(sid, PromiseState.RESOLVED, encode({"watching": target_id}), fp, 1)
         if status is None or status[0] not in ("running", "restarting"):
@@ -523,6 +585,7 @@ class Context:
         sid = self._journal.next()
         record = self._journal.lookup(sid, "now")
         if record is None:
+            self._cancel.gate(sid)
             record = self._store.execute(now_step_op(sid, self._fence, "now"))
             self._journal.keep(record)
         value: datetime = decode(record.value, datetime)
@@ -547,12 +610,15 @@ class Context:
         known.update(self._refresh(pending))
         if _satisfied(known, promises, wait_all):
             return known
+        self._cancel.gate(promises[0].id)
         grace = self._host.suspend_after
         if grace > 0:
             deadline = time.monotonic() + grace
             woken = threading.Event()
             pending = [p.id for p in promises if p.id not in known]
-            sub = self._store.subscribe("settled", pending, lambda k, key, r: woken.set())
+            sub = self._store.subscribe(
+                "settled", [*pending, self.message_id], lambda k, key, r: woken.set()
+            )
             try:
                 while True:
                     left = deadline - time.monotonic()
@@ -560,6 +626,8 @@ class Context:
                         break
                     woken.wait(left)
                     woken.clear()
+                    if self._cancel.requested.is_set():
+                        self._cancel.gate(promises[0].id)
                     known.update(self._refresh([p.id for p in promises if p.id not in known]))
                     if _satisfied(known, promises, wait_all):
                         return known
@@ -576,6 +644,13 @@ class Context:
     def _result(self, record: Promise, type: Any, target: str | None) -> Any:
         if record.kind is PromiseKind.TIMER and record.state is PromiseState.RESOLVED:
             return None
+        if (
+            target is not None
+            and record.state in (PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
+            and self._is_child(target)
+        ):
+            how = "canceled" if record.state is PromiseState.REJECTED_CANCELED else "timed out"
+            raise ChildCancelled(f"child {target!r} was {how} ({record.id})", target)
         return result_of(record, type, is_child=self._is_child if target else None)
 
     def _is_child(self, actor_id: str) -> bool:
@@ -598,9 +673,11 @@ def _satisfied(
     return all(i in known for i in ids)
 
 
-async def _with_step(info: StepInfo, awaitable: Any) -> Any:
+async def _with_step(info: StepInfo, awaitable: Any, timeout: float | None = None) -> Any:
     _current_step.set(info)
-    return await awaitable
+    if timeout is None:
+        return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)
 
 
 class StepCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -612,6 +689,7 @@ class StepCall(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     retry: RetryPolicy | None = None
     returns: Any = None
+    timeout: float | None = None
 
 
 class StepOutcome(msgspec.Struct, frozen=True):
@@ -629,7 +707,19 @@ class StepOutcome(msgspec.Struct, frozen=True):
 class _PlannedStep:
     """A step with its id and journal record fixed, ready to run (or to replay)."""
 
-    __slots__ = ("ctx", "sid", "label", "fp", "fn", "args", "kwargs", "policy", "rtype", "record")
+    __slots__ = (
+        "ctx",
+        "sid",
+        "label",
+        "fp",
+        "fn",
+        "args",
+        "kwargs",
+        "policy",
+        "rtype",
+        "record",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -643,7 +733,9 @@ class _PlannedStep:
         policy: RetryPolicy,
         rtype: Any,
         record: Promise | None,
+        timeout: float | None = None,
     ) -> None:
+        self.timeout = timeout
         self.ctx = ctx
         self.sid = sid
         self.label = label
@@ -658,7 +750,7 @@ class _PlannedStep:
     def outcome(self) -> StepOutcome:
         try:
             return StepOutcome(value=self.run())
-        except (Exception, Suspend) as exc:
+        except (Exception, Suspend, Cancelled) as exc:
             return StepOutcome(error=exc)
 
     def run(self) -> Any:
@@ -671,16 +763,21 @@ class _PlannedStep:
             attempt = record.attempt + 1
             ctx._wait_for_retry(sid, record.attempt, record.next_attempt_at)
         while True:
+            ctx._cancel.gate(sid)
             reached("step.started", sid)
             try:
-                value = ctx._invoke(self.fn, self.args, self.kwargs, StepInfo(sid, attempt))
+                step = StepInfo(sid, attempt)
+                value = ctx._invoke(self.fn, self.args, self.kwargs, step, self.timeout)
             except Exception as exc:
                 delay = self.policy.delay(attempt) if self.policy.retries(exc) else None
                 if delay is None:
                     info = error_info(exc)
-                    kept = ctx._keep_step(
-                        sid, PromiseState.REJECTED, encode(info, what="error"), fp, attempt
+                    state = (
+                        PromiseState.REJECTED_TIMEDOUT
+                        if isinstance(exc, StepTimedOutError)
+                        else PromiseState.REJECTED
                     )
+                    kept = ctx._keep_step(sid, state, encode(info, what="error"), fp, attempt)
                     raise _from_step(rebuild_error(kept.error() or info), sid) from exc
                 # A server's own "retry after" is a floor for the backoff.
                 delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))

@@ -8,7 +8,7 @@ reports that it went idle, suspended, ended or crashed.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..store import ErrorInfo, Promise, Store
@@ -31,9 +31,15 @@ class Host(Protocol):
     """Seconds a handler waits in its thread for a pending promise before suspending."""
     parallel: Executor
     """Threads for ``Context.step_many``."""
+    cleanup_timeout: float
+    """Seconds a canceled handler may keep running durable operations to clean up."""
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the runtime's event loop and block the calling thread for its result."""
+        ...
+
+    def start_coroutine(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start ``coro`` on the runtime's event loop; cancelling the future cancels its task."""
         ...
 
     def ref(self, actor_id: str) -> ActorRef:

@@ -9,6 +9,7 @@ promises it waits on, so a waiting actor costs a slot and a subscription, not a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
 import threading
@@ -71,6 +72,7 @@ class NodeHost:
         *,
         suspend_after: float,
         idle_timeout: float,
+        cleanup_timeout: float = 30.0,
         on_exit: Callable[[str, int, Exit, ErrorInfo | None, str | None], None],
     ) -> None:
         self.store = store
@@ -78,6 +80,7 @@ class NodeHost:
         self.node_id = node_id
         self.suspend_after = suspend_after
         self.idle_timeout = idle_timeout
+        self.cleanup_timeout = cleanup_timeout
         self._on_exit = on_exit
         self._lock = threading.RLock()
         self._slots: dict[str, Slot] = {}
@@ -99,6 +102,10 @@ class NodeHost:
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run an async step on the loop, blocking the actor's thread."""
         return self.loop.run(coro)
+
+    def start_coroutine(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start an async step on the loop; cancelling the future cancels its task."""
+        return self.loop.submit(coro)
 
     def ref(self, actor_id: str) -> ActorRef:
         """A ref that delivers in-process to actors this node hosts."""
@@ -235,7 +242,9 @@ class NodeHost:
             if slot.subscription is not None:
                 slot.subscription.cancel()
             slot.subscription = self.store.subscribe(
-                "settled", awaiting, lambda kind, key, resync: self.wake_soon(actor_id)
+                "settled",
+                [*awaiting, message_id],
+                lambda kind, key, resync: self.wake_soon(actor_id),
             )
         # Something may have settled between the suspension's own check and the subscription.
         self.wake_soon(actor_id)
@@ -250,7 +259,7 @@ class NodeHost:
                 slot = self._slots[actor_id] = Slot(kind)
             slot.suspended = (message_id, list(awaiting), False)
             slot.subscription = self.store.subscribe(
-                "settled", awaiting, lambda k, key, r: self.wake_soon(actor_id)
+                "settled", [*awaiting, message_id], lambda k, key, r: self.wake_soon(actor_id)
             )
 
     def wake_soon(self, actor_id: str) -> None:
@@ -263,10 +272,13 @@ class NodeHost:
             slot = self._slots.get(actor_id)
             if slot is None or slot.suspended is None:
                 return
-            _, awaiting, wait_all = slot.suspended
-        states = self.store.get_many(awaiting)
+            message_id, awaiting, wait_all = slot.suspended
+        states = self.store.get_many([*awaiting, message_id])
+        message = states.pop(message_id, None)
+        if message is None or message.state.settled:
+            awaiting, wait_all = [], False  # canceled or timed out: replay it to clean up
         settled = [p for p in states.values() if p.state.settled]
-        missing = len(states) < len(set(awaiting))
+        missing = len(states) < len(set(awaiting)) or not awaiting
         if wait_all:
             ready = (
                 missing

@@ -39,12 +39,16 @@ _RESTARTING = (
     f"SELECT {ACTOR_COLUMNS} FROM actors WHERE status = 'restarting' AND restart_at IS NOT NULL"
 )
 _PENDING = """
-SELECT DISTINCT ON (p.recipient) p.recipient, p.id, p.awaiting
+SELECT DISTINCT ON (p.recipient) p.recipient, p.id,
+       CASE WHEN p.state = 'pending' THEN p.awaiting END
 FROM promises p JOIN actors a ON a.id = p.recipient
-WHERE p.state = 'pending' AND p.recipient IS NOT NULL
+WHERE p.recipient IS NOT NULL
+  AND (p.state = 'pending' OR (p.state <> 'pending' AND p.awaiting IS NOT NULL))
   AND a.status = 'running' AND (a.node IS NULL OR a.node = %s)
 ORDER BY p.recipient, p.seq
 """
+"""The head of each mailbox: a pending message (with what it waits on, if suspended), or a
+canceled one still marked for its cleanup replay."""
 
 
 def recover(store: Store, host: NodeHost) -> RecoveryReport:

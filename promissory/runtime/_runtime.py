@@ -197,6 +197,33 @@ class Runtime:
         self.exits.end_tree(id, Exit.SHUTDOWN, None)
         return True
 
+    # -- cancellation ------------------------------------------------------------------------------
+
+    def cancel(self, id: str, reason: str = "canceled") -> bool:
+        """Cancel a run (a promise) or an actor, and everything under it; durably.
+
+        For a promise (an agent run, a message, an approval): it and every pending promise
+        under it are canceled in one transaction (the store does it, whoever cancels); the
+        handlers running them see ``Cancelled`` at their next durable operation and may clean
+        up. For an actor: each of its pending messages is canceled so, then the actor and its
+        children are stopped. Returns whether anything was pending to cancel.
+
+        Example:
+            >>> rt.cancel("agent/run/42", reason="the user closed the tab")  # doctest: +SKIP
+            True
+
+        """
+        store = self._store()
+        promise = store.find(id)
+        if promise is not None:
+            return bool(store.cancel(id, reason).applied)
+        query = "SELECT id FROM promises WHERE recipient = %s AND state = 'pending' ORDER BY seq"
+        messages = [r[0] for r in store.read(lambda conn: conn.execute(query, (id,)).fetchall())]
+        for message_id in messages:
+            store.cancel(message_id, reason)
+        stopped = self.stop(id)
+        return bool(messages) or stopped
+
     # -- plumbing ------------------------------------------------------------------------------
 
     def _remote_message(self, key: str, resync: bool) -> None:

@@ -433,6 +433,18 @@ def complete_op(
     return Op([(_COMPLETE, params)], finish, events)
 
 
+_CLEANED = f"""
+UPDATE promises SET awaiting = NULL
+WHERE id = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL AND {_FENCE}
+"""
+
+
+def cleaned_op(message_id: str, fence: Fence) -> Op:
+    """The op that clears a canceled message's mark once its handler has had its cleanup."""
+    params = {"id": message_id, **_fence_params(fence)}
+    return Op([(_CLEANED, params)], lambda rows, xid: None)
+
+
 _SUSPEND = f"""
 WITH m AS (
     UPDATE promises SET awaiting = %(awaiting)s
@@ -487,12 +499,15 @@ def claim_op(actor_id: str, node: str, *, force: bool = False) -> Op:
 # -- reads -------------------------------------------------------------------------------------
 
 MAILBOX = f"""
-SELECT {COLUMNS}, awaiting FROM promises
-WHERE recipient = %s AND state = 'pending' AND seq > %s
-ORDER BY seq LIMIT %s
+(SELECT {COLUMNS}, awaiting FROM promises
+ WHERE recipient = %(actor)s AND state = 'pending' ORDER BY seq LIMIT %(limit)s)
+UNION ALL
+(SELECT {COLUMNS}, awaiting FROM promises
+ WHERE recipient = %(actor)s AND state <> 'pending' AND awaiting IS NOT NULL)
+ORDER BY seq
 """
-"""Pending messages of an actor after a given seq, oldest first (the ``pending by recipient``
-index serves it)."""
+"""An actor's mailbox, oldest first: its pending messages, and the canceled or timed-out ones
+still marked for a cleanup replay (two partial indexes serve it)."""
 
 
 def journal_query(message_id: str) -> tuple[str, tuple[Any, ...]]:
@@ -500,7 +515,7 @@ def journal_query(message_id: str) -> tuple[str, tuple[Any, ...]]:
     prefix = message_id + "/"
     low, high = prefix_bounds(prefix)
     return (
-        f"SELECT {COLUMNS} FROM promises WHERE id = %s OR (id >= %s AND id < %s "
+        f"SELECT {COLUMNS}, awaiting FROM promises WHERE id = %s OR (id >= %s AND id < %s "
         "AND strpos(substr(id, %s), '/') = 0)",
         (message_id, low, high, len(prefix) + 1),
     )

@@ -75,6 +75,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE state = 'pending' AND recipient IS NOT NULL",
             "CREATE INDEX promises_suspended ON promises (recipient) "
             "WHERE state = 'pending' AND awaiting IS NOT NULL",
+            "CREATE INDEX promises_cleanup ON promises (recipient) "
+            "WHERE state <> 'pending' AND awaiting IS NOT NULL",
             """
             CREATE TABLE actors (
                 id          text COLLATE "C" PRIMARY KEY,
@@ -130,6 +132,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TRIGGER promises_settled AFTER UPDATE OF state ON promises FOR EACH ROW "
             "WHEN (OLD.state = 'pending' AND NEW.state <> 'pending') "
             "EXECUTE FUNCTION promissory_notify({channel})",
+            # Canceling or timing out a promise cancels every pending promise under it (its
+            # steps, timers, the messages it sent), in the same transaction, however it was
+            # settled: by the runtime, the CLI, or plain SQL.
+            """
+            CREATE FUNCTION promissory_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE promises SET
+                    state = 'rejected_canceled',
+                    settled_at = clock_timestamp(),
+                    value = jsonb_build_object(
+                        'type', 'promissory.errors.PromiseCanceledError',
+                        'message', 'canceled with ' || NEW.id,
+                        'args', jsonb_build_array('canceled with ' || NEW.id, id))
+                WHERE id >= NEW.id || '/' AND id < NEW.id || '0' AND state = 'pending';
+                RETURN NULL;
+            END
+            $$
+            """,
+            "CREATE TRIGGER promises_cascade AFTER UPDATE OF state ON promises FOR EACH ROW "
+            "WHEN (OLD.state = 'pending' "
+            "AND NEW.state IN ('rejected_canceled', 'rejected_timedout')) "
+            "EXECUTE FUNCTION promissory_cascade()",
+            # A message canceled or timed out keeps a mark (``awaiting`` not null) until its
+            # actor has replayed it in cancel mode, so handlers get to clean up, even when the
+            # cancel came while no process ran.
+            """
+            CREATE FUNCTION promissory_mark_canceled() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                NEW.awaiting := coalesce(OLD.awaiting, '{}');
+                RETURN NEW;
+            END
+            $$
+            """,
+            "CREATE TRIGGER promises_mark_canceled BEFORE UPDATE OF state ON promises FOR EACH ROW "
+            "WHEN (OLD.state = 'pending' AND OLD.kind = 'message' "
+            "AND NEW.state IN ('rejected_canceled', 'rejected_timedout')) "
+            "EXECUTE FUNCTION promissory_mark_canceled()",
             "CREATE TRIGGER promises_created AFTER INSERT ON promises FOR EACH ROW "
             "WHEN (NEW.state = 'pending' "
             "AND (NEW.recipient IS NOT NULL OR NEW.timeout_at IS NOT NULL)) "

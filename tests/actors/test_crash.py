@@ -131,4 +131,9 @@ def test_fifty_random_kills_leave_every_reply_and_state_as_without_them(
 def _reset(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS promises, actors, nodes, promissory_migrations CASCADE")
-        conn.execute("DROP FUNCTION IF EXISTS promissory_notify() CASCADE")
+        functions = conn.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = current_schema() AND p.proname LIKE 'promissory%%'"
+        ).fetchall()
+        for (name,) in functions:
+            conn.execute(f'DROP FUNCTION IF EXISTS "{name}"() CASCADE')

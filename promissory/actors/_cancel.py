@@ -1,0 +1,120 @@
+"""Cancellation inside a handler: ``Cancelled``, and the gate every new durable operation passes.
+
+A message is canceled by settling it ``rejected_canceled`` (``rt.cancel``, ``promissory cancel``,
+``Store.cancel`` from any process); its deadline passing settles it ``rejected_timedout``. Either
+way the store cancels every pending promise under it in the same transaction, and the handler
+running it learns of it from the settle event. Operations the journal already holds replay as
+usual; the next *new* operation raises ``Cancelled``. Code may catch it to clean up: durable
+operations are allowed again for ``cleanup_timeout`` seconds, then raise ``Cancelled`` for
+good. An async step in flight is cancelled (its task gets ``CancelledError``) and nothing is
+kept for it; a sync one finishes, and its result is kept but not acted on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+from ..store import PromiseState, Store
+
+__all__ = ["Cancelled"]
+
+
+class Cancelled(BaseException):  # noqa: N818 - a signal, named for what happened
+    """The message being handled was canceled, or its deadline passed.
+
+    Derives from ``BaseException`` so ``except Exception`` does not swallow it; catch it by name
+    to clean up.
+
+    Attributes:
+        reason: why, as recorded with the cancellation.
+        deadline: the message's deadline passed (rather than someone canceling it).
+
+    """
+
+    def __init__(self, reason: str = "canceled", deadline: bool = False) -> None:
+        super().__init__(reason, deadline)
+        self.reason = reason
+        self.deadline = deadline
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class EndOfJournal(BaseException):  # noqa: N818 - a signal
+    """A read-only replay reached the first operation its journal does not hold."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(step)
+        self.step = step
+
+
+class CancelState:
+    """Whether the message a handler runs for was canceled, and what to do about it."""
+
+    def __init__(self, message_id: str, store: Store, cleanup_timeout: float) -> None:
+        self.message_id = message_id
+        self.store = store
+        self.cleanup_timeout = cleanup_timeout
+        self.requested = threading.Event()
+        self.reason = "canceled"
+        self.deadline = False
+        self.cleanup_until: float | None = None
+        self.dry = False
+        """A read-only replay: the first operation not in the journal ends it."""
+        self._lock = threading.Lock()
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+
+    def request(self) -> None:
+        """The message was settled by someone else: cancel what runs, gate what comes."""
+        self.requested.set()
+        with self._lock:
+            futures = list(self._futures)
+        for future in futures:
+            future.cancel()
+
+    def track(self, future: concurrent.futures.Future[Any]) -> None:
+        """An async step runs as ``future``: cancel it if the message is canceled."""
+        with self._lock:
+            self._futures.add(future)
+        if self.requested.is_set():
+            future.cancel()
+
+    def untrack(self, future: concurrent.futures.Future[Any]) -> None:
+        """The async step ended."""
+        with self._lock:
+            self._futures.discard(future)
+
+    def gate(self, step: str) -> None:
+        """Pass before new durable work at ``step``; raise ``Cancelled`` if the message ended.
+
+        Raises:
+            EndOfJournal: in a read-only replay.
+            Cancelled: the message was canceled (or timed out), the first time, and again once
+                the cleanup time is over.
+
+        """
+        if self.dry:
+            raise EndOfJournal(step)
+        if not self.requested.is_set():
+            return
+        if self.cleanup_until is None:
+            self._load_reason()
+            self.cleanup_until = time.monotonic() + self.cleanup_timeout
+            raise Cancelled(self.reason, self.deadline)
+        if time.monotonic() > self.cleanup_until:
+            raise Cancelled(f"{self.reason} (and the time to clean up is over)", self.deadline)
+
+    def _load_reason(self) -> None:
+        promise = self.store.find(self.message_id)
+        if promise is None:
+            return
+        self.deadline = promise.state is PromiseState.REJECTED_TIMEDOUT
+        if self.deadline:
+            self.reason = f"the deadline of {self.message_id} passed"
+            return
+        info = promise.error()
+        if info is not None and info.message:
+            self.reason = info.message
