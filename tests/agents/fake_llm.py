@@ -1,0 +1,211 @@
+"""A fake model provider on loopback: answers POSTs from a script, records every request.
+
+``FakeProvider`` is a ``ThreadingHTTPServer`` on ``127.0.0.1:0`` in a background thread. A test
+queues answers (``answer``: a status, headers and a JSON body; ``hang``: never answer) and reads
+back what the adapter sent (``requests``: path, headers and the decoded JSON body). The helpers
+below build answers in each provider's wire format (reference/agents.md section 5).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the fake provider got."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One scripted answer."""
+
+    status: int = 200
+    body: Any = None
+    headers: tuple[tuple[str, str], ...] = ()
+    hang: bool = False
+    raw: bytes | None = None
+
+
+class FakeProvider:
+    """A loopback HTTP server that speaks whatever its script says (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self._answers: deque[Answer | Callable[[Recorded], Answer]] = deque()
+        self._lock = threading.Lock()
+        self.release = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.fake = self  # type: ignore[attr-defined]
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def openai_url(self) -> str:
+        """The base URL an OpenAI-compatible client is given."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        """The base URL an Anthropic client is given."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(
+        self, body: Any, status: int = 200, headers: dict[str, str] | None = None
+    ) -> FakeProvider:
+        """Queue an answer."""
+        with self._lock:
+            self._answers.append(Answer(status, body, tuple((headers or {}).items())))
+        return self
+
+    def answer_raw(self, data: bytes, status: int = 200) -> FakeProvider:
+        """Queue an answer whose body is ``data`` as it is (not JSON)."""
+        with self._lock:
+            self._answers.append(Answer(status, raw=data))
+        return self
+
+    def answer_with(self, fn: Callable[[Recorded], Answer]) -> FakeProvider:
+        """Queue an answer computed from the request."""
+        with self._lock:
+            self._answers.append(fn)
+        return self
+
+    def hang(self) -> FakeProvider:
+        """Queue a request that is never answered (until the server closes)."""
+        with self._lock:
+            self._answers.append(Answer(hang=True))
+        return self
+
+    def pending(self) -> int:
+        """Answers queued and not yet given."""
+        with self._lock:
+            return len(self._answers)
+
+    def _next(self, request: Recorded) -> Answer:
+        with self._lock:
+            self.requests.append(request)
+            item = self._answers.popleft() if self._answers else None
+        if item is None:
+            return Answer(500, {"error": {"message": "the fake provider has no answer queued"}})
+        return item(request) if callable(item) else item
+
+    def close(self) -> None:
+        """Stop serving; requests left hanging are let go."""
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Any
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server naming)
+        fake: FakeProvider = self.server.fake
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length)
+        body = json.loads(raw) if raw else None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        answer = fake._next(Recorded(self.path, headers, body))
+        if answer.hang:
+            fake.release.wait(30)
+            return
+        data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
+        self.send_response(answer.status)
+        kind = "text/html" if answer.raw is not None else "application/json"
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(data)))
+        for key, value in answer.headers:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# -- OpenAI Chat Completions ------------------------------------------------------------------
+
+
+def openai_answer(
+    content: str | None = None,
+    calls: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+    *,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+    model: str = "gpt-test-2025",
+) -> dict[str, Any]:
+    """A ``chat.completion`` object; ``calls`` are (id, name, arguments as a JSON string)."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = [
+            {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for id, name, arguments in calls
+        ]
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish or ("tool_calls" if calls else "stop"),
+            }
+        ],
+        "usage": usage or {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+    }
+
+
+def openai_error(message: str, type: str = "invalid_request_error", code: Any = None) -> Any:
+    """An OpenAI error body."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+# -- Anthropic Messages -----------------------------------------------------------------------
+
+
+def anthropic_answer(
+    text: str | None = None,
+    calls: list[tuple[str, str, Any]] = (),  # type: ignore[assignment]
+    *,
+    stop: str | None = None,
+    usage: dict[str, Any] | None = None,
+    model: str = "claude-test-4",
+) -> dict[str, Any]:
+    """A ``message`` object; ``calls`` are (id, name, input object)."""
+    content: list[dict[str, Any]] = []
+    if text is not None:
+        content.append({"type": "text", "text": text})
+    content.extend({"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in calls)
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop or ("tool_use" if calls else "end_turn"),
+        "stop_sequence": None,
+        "usage": usage or {"input_tokens": 11, "output_tokens": 5},
+    }
+
+
+def anthropic_error(message: str, type: str = "invalid_request_error") -> Any:
+    """An Anthropic error body."""
+    return {"type": "error", "error": {"type": type, "message": message}}
