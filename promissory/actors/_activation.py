@@ -93,8 +93,9 @@ class Activation:
         self.record: ActorRecord | None = None
         self.fence: Fence | None = None
         self.pokes = 0
-        self.max_seq = 0
-        """The highest seq of a message this activation has seen (read by the host)."""
+        self.seen: set[int] = set()
+        """The seqs of the messages this activation has had (read by the host, which skips
+        a NOTIFY for one of them)."""
         self._mailbox: dict[str, Promise] = {}
         self._awaiting: dict[str, list[str]] = {}
         self._reload = True
@@ -111,7 +112,7 @@ class Activation:
             self.pokes += 1
             if command.message is not None:
                 self._mailbox.setdefault(command.message.id, command.message)
-                self.max_seq = max(self.max_seq, command.message.seq)
+                self._saw(command.message.seq)
             else:
                 self._reload = True
             self._drain()
@@ -119,6 +120,11 @@ class Activation:
             self._end()
         else:
             raise TypeError(f"unknown activation command: {command!r}")
+
+    def _saw(self, seq: int) -> None:
+        if len(self.seen) > 4096:
+            self.seen.clear()  # forgetting only costs a mailbox read for a late echo
+        self.seen.add(seq)
 
     def request_stop(self) -> None:
         """Ask the activation to end after its current message (from any thread)."""
@@ -146,7 +152,15 @@ class Activation:
         actor_type = type(self.actor)
         if record.state is not None:
             self._state_json = bytes(record.state).decode()
-            self.actor.state = decode(record.state, actor_type.state_type or Any)
+            try:
+                self.actor.state = decode(record.state, actor_type.state_type or Any)
+            except PromissoryError as exc:
+                # A snapshot this code cannot read (an older shape): the actor cannot run.
+                # Report it as a crash, so supervision gives it up and its callers hear why.
+                self.phase = Phase.ENDED
+                self.host.actor_crashed(self, None, exc)
+                self.actor.stop()
+                return False
         else:
             self.actor.state = self.actor.initial_state()
             self._state_json = (
@@ -161,7 +175,7 @@ class Activation:
         known = set(self._mailbox)
         for row in rows:
             promise = promise_from_row(row)
-            self.max_seq = max(self.max_seq, promise.seq)
+            self._saw(promise.seq)
             if promise.id not in known:
                 self._mailbox[promise.id] = promise
             if row[15] is not None:
@@ -176,6 +190,8 @@ class Activation:
     def _drain(self) -> None:
         if self.phase is Phase.NEW and not self._claim():
             self._end()
+            return
+        if self.phase is Phase.ENDED:
             return
         while self.phase is Phase.ACTIVE:
             if self._stop_requested.is_set():
@@ -209,7 +225,14 @@ class Activation:
         from ._context import Context
 
         assert self.fence is not None
-        rows, marked = self._load_journal(message.id)
+        rows, marked, earlier = self._load_journal(message)
+        if any(p.id not in self._mailbox for p in earlier):
+            # Messages committed before this one (from another process, say) and not seen
+            # here yet: they go first (per-actor order).
+            for p in earlier:
+                self._mailbox.setdefault(p.id, p)
+                self._saw(p.seq)
+            return
         current = next((p for p in rows if p.id == message.id), None)
         if current is None or (current.state.settled and not marked):
             # Handled already (a late poke, or another activation got there first).
@@ -296,12 +319,16 @@ class Activation:
             self.host.actor_exited(self, exit, failure)
             self.actor.stop()
 
-    def _load_journal(self, message_id: str) -> tuple[list[Promise], bool]:
-        """The message and its steps, and whether the message is marked for a cleanup replay."""
-        query, params = journal_query(message_id)
+    def _load_journal(self, message: Promise) -> tuple[list[Promise], bool, list[Promise]]:
+        """The message and its steps, whether it is marked for a cleanup replay, and pending
+        messages to this actor that came before it.
+        """
+        query, params = journal_query(message.id, self.actor_id, message.seq)
         rows = self.store.read(lambda conn: conn.execute(query, params).fetchall())
-        marked = any(r[0] == message_id and r[15] is not None for r in rows)
-        return [promise_from_row(r) for r in rows], marked
+        marked = any(r[0] == message.id and r[15] is not None for r in rows if not r[16])
+        journal = [promise_from_row(r) for r in rows if not r[16]]
+        earlier = [promise_from_row(r) for r in rows if r[16]]
+        return journal, marked, earlier
 
     def _canceled(self, message: Promise, ctx: Any) -> None:
         """The message was canceled (or timed out) and its handler is done: clear its mark."""

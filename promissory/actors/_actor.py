@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pykka
 
+from ..errors import InvalidInputError, PromissoryError
 from ..store import Promise
 from ._activation import Activation, Binding
 
@@ -153,6 +154,26 @@ def start_activation(
     finally:
         _binding.current = None
         _binding.created = None
+
+
+def check_state(actor_class: type[DurableActor[Any]], state: Any) -> None:
+    """Refuse an initial ``state`` that does not fit the actor's state type.
+
+    Raises:
+        InvalidInputError: it does not encode, or does not decode as ``state_type``.
+
+    """
+    if state is None or actor_class.state_type is None:
+        return
+    from ..store import decode, encode
+
+    try:
+        decode(encode(state, what="state").encode(), actor_class.state_type)
+    except PromissoryError as exc:
+        raise InvalidInputError(
+            f"the state given to {actor_class.__qualname__} does not fit its state type "
+            f"{getattr(actor_class.state_type, '__name__', actor_class.state_type)}: {exc}"
+        ) from exc
 
 
 def handler_for(actor_class: type[DurableActor[Any]], message: Promise) -> HandlerSpec | None:

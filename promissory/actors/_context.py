@@ -48,7 +48,8 @@ from ..store._actors import (
     step_op,
     watch_op,
 )
-from ..store._validate import Timeout, check_id, timeout_parts
+from ..store._validate import MAX_ACTOR_ID_LENGTH, Timeout, check_id, timeout_parts
+from ._actor import check_state
 from ._cancel import Cancelled, CancelState
 from ._journal import Journal, callable_name, fingerprint
 from ._messages import encode_message, message_tags, start_message, type_name
@@ -524,7 +525,8 @@ class Context:
         intensity, backoff); a child given up rejects its pending messages, so a ``call`` to it
         raises ``ChildFailed`` here.
         """
-        check_id(id, what="actor id")
+        check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
+        check_state(actor_class, state)
         kind = actor_class.kind()
         sid = self._journal.next()
         fp = f"spawn:{kind}:{id}"

@@ -68,8 +68,12 @@ class Host(Protocol):
         """The activation stopped (passivated, fenced off, or after a crash was reported)."""
         ...
 
-    def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
-        """A handler raised: the actor failed while handling ``message`` (left pending)."""
+    def actor_crashed(
+        self, activation: Activation, message: Promise | None, error: BaseException
+    ) -> None:
+        """A handler raised: the actor failed while handling ``message`` (left pending), or
+        before handling any (``None``: its state snapshot could not be read).
+        """
         ...
 
     def actor_exited(self, activation: Activation, exit: Exit, error: ErrorInfo | None) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from .._crashpoints import reached
 from ..store import Promise, Store, Timeout, encode
 from ..store._actors import send_op
-from ..store._validate import check_id, timeout_parts
+from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id, timeout_parts
 from ._ids import new_message_id
 from ._messages import encode_message, message_tags
 from ._outcome import result_of
@@ -43,7 +43,7 @@ class ActorRef:
     __slots__ = ("id", "_store", "_deliver")
 
     def __init__(self, id: str, store: Store, deliver: Deliver | None = None) -> None:
-        self.id = check_id(id, what="actor id")
+        self.id = check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         self._store = store
         self._deliver = deliver
 

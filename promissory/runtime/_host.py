@@ -145,7 +145,13 @@ class NodeHost:
                     del self._slots[actor_id]
                     return
                 slot.kind = kind
-            self._poke(actor_id, slot, message)
+            try:
+                self._poke(actor_id, slot, message)
+            except (ImportError, AttributeError, TypeError) as exc:
+                # This process cannot import the actor's class: it does not host it. The
+                # message is committed; a node that can host it hears of it by NOTIFY.
+                log.info("not hosting %s here (%s): %s", actor_id, slot.kind, exc)
+                del self._slots[actor_id]
 
     def nudge(self, actor_id: str, seq: int | None) -> None:
         """A message for ``actor_id`` was committed somewhere (NOTIFY): deliver it unless the
@@ -154,7 +160,7 @@ class NodeHost:
         with self._lock:
             slot = self._slots.get(actor_id)
             activation = slot.activation if slot is not None else None
-            if activation is not None and seq is not None and activation.max_seq >= seq:
+            if activation is not None and seq is not None and seq in activation.seen:
                 return
         self.deliver(actor_id, None)
 
@@ -177,7 +183,7 @@ class NodeHost:
 
     def _start(self, actor_id: str, slot: Slot) -> None:
         assert slot.kind is not None
-        actor_class = self.resolve_class(slot.kind)
+        actor_class = self.resolve_class(slot.kind)  # raises if this process cannot host it
         slot.sent = 0
         slot.ref, slot.activation = start_activation(actor_class, Binding(actor_id, self))
 
@@ -311,7 +317,9 @@ class NodeHost:
         if lost and activation.record is not None:
             self.deliver(actor_id, None)
 
-    def actor_crashed(self, activation: Activation, message: Promise, error: BaseException) -> None:
+    def actor_crashed(
+        self, activation: Activation, message: Promise | None, error: BaseException
+    ) -> None:
         """A handler raised: hand the failure to supervision (off the actor's thread)."""
         step = getattr(error, STEP_ATTRIBUTE, None)
         self._exited(activation, Exit.ABNORMAL, error_info(error), step)
@@ -463,16 +471,14 @@ class NodeHost:
         with self._lock:
             self._closing = True
             refs = [s.ref for s in self._slots.values() if s.ref is not None]
+            activations = [s.activation for s in self._slots.values() if s.activation is not None]
             for slot in self._slots.values():
                 if slot.subscription is not None:
                     slot.subscription.cancel()
                 if slot.idle_timer is not None:
                     slot.idle_timer.cancel()
-        for ref in refs:
-            try:
-                ref.stop(block=False)
-            except pykka.ActorDeadError:
-                pass
+        for activation in activations:
+            activation.request_stop()
         for ref in refs:
             try:
                 ref.stop(block=True, timeout=timeout)

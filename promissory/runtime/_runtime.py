@@ -14,12 +14,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..actors import ActorRef, ChildSpec, DurableActor, Exit, Restart
+from ..actors._actor import check_state
 from ..actors._messages import start_message
 from ..errors import PromissoryError
 from ..store import Store, encode, resolve_dsn
 from ..store._actors import spawn_op
 from ..store._nodes import NodeLease
-from ..store._validate import check_id
+from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id
 from ._exits import Exits
 from ._host import NodeHost
 from ._loop import LoopThread
@@ -144,7 +145,8 @@ class Runtime:
 
         """
         store = self._store()
-        check_id(id, what="actor id")
+        check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
+        check_state(actor_class, state)
         self.host.register(actor_class)
         kind = actor_class.kind()
         op = spawn_op(

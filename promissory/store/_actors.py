@@ -17,9 +17,15 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ActorExistsError, ActorNotFoundError, ActorStoppedError, FencedError
+from ..errors import (
+    ActorExistsError,
+    ActorNotFoundError,
+    ActorStoppedError,
+    FencedError,
+    InvalidInputError,
+)
 from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
-from ._records import Outcome, Promise, PromiseState
+from ._records import Outcome, Promise, PromiseKind, PromiseState
 from ._writer import Event, Op, Rows
 
 __all__ = ["ActorRecord", "ActorStatus", "Fence"]
@@ -245,7 +251,14 @@ def send_op(
             return Outcome(promise_from_row(inserted[0]), True)
         if existing:
             row = existing[0]
-            return Outcome(promise_from_row(row), xid is not None and written_by(row, xid))
+            found = promise_from_row(row)
+            if found.kind is not PromiseKind.MESSAGE or found.recipient != recipient:
+                taken = f"a message to {found.recipient!r}" if found.recipient else "a promise"
+                raise InvalidInputError(
+                    f"the id {id!r} is taken by {taken}; a message to {recipient!r} needs "
+                    "another id"
+                )
+            return Outcome(found, xid is not None and written_by(row, xid))
         if not status:
             raise ActorNotFoundError(f"no actor has the id {recipient!r}")
         if status[0][0] not in ("running", "restarting"):
@@ -510,14 +523,18 @@ ORDER BY seq
 still marked for a cleanup replay (two partial indexes serve it)."""
 
 
-def journal_query(message_id: str) -> tuple[str, tuple[Any, ...]]:
-    """The query that loads a message and its steps (its direct children) in one round trip."""
+def journal_query(message_id: str, recipient: str, seq: int) -> tuple[str, tuple[Any, ...]]:
+    """The query that loads a message and its steps (its direct children) in one round trip,
+    with any pending message to the same actor that came before it (column 16 says which).
+    """
     prefix = message_id + "/"
     low, high = prefix_bounds(prefix)
     return (
-        f"SELECT {COLUMNS}, awaiting FROM promises WHERE id = %s OR (id >= %s AND id < %s "
-        "AND strpos(substr(id, %s), '/') = 0)",
-        (message_id, low, high, len(prefix) + 1),
+        f"(SELECT {COLUMNS}, awaiting, false FROM promises WHERE id = %s OR (id >= %s AND id < %s "
+        "AND strpos(substr(id, %s), '/') = 0))"
+        f" UNION ALL (SELECT {COLUMNS}, awaiting, true FROM promises "
+        "WHERE recipient = %s AND state = 'pending' AND seq < %s)",
+        (message_id, low, high, len(prefix) + 1, recipient, seq),
     )
 
 

@@ -96,11 +96,16 @@ class NodeLease:
         """End the lease; with ``release_actors`` hand this node's actors back first."""
         self._stop.set()
         if release_actors:
-            self.store.read(
-                lambda conn: conn.execute(
-                    "UPDATE actors SET node = NULL WHERE node = %s", (self.node_id,)
-                )
+            # Hand the actors back, and tell the other nodes about those with messages still
+            # waiting, so a live node takes them up now rather than at its next start.
+            release = (
+                "WITH released AS (UPDATE actors SET node = NULL WHERE node = %s RETURNING id) "
+                "SELECT pg_notify(%s, 'm' || r.id || chr(9) || '0') FROM released r "
+                "WHERE EXISTS (SELECT 1 FROM promises p "
+                "WHERE p.recipient = r.id AND p.state = 'pending')"
             )
+            params = (self.node_id, self.store.channel)
+            self.store.read(lambda conn: conn.execute(release, params).fetchall())
         self.store.read(
             lambda conn: conn.execute("DELETE FROM nodes WHERE id = %s", (self.node_id,))
         )

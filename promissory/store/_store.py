@@ -34,7 +34,7 @@ from ._events import Callback, EventHub, Subscription
 from ._listener import Listener
 from ._records import ErrorInfo, Outcome, Page, Promise, PromiseKind, PromiseState
 from ._schema import LATEST, channel_for, current_schema, migrate
-from ._validate import Timeout, check_id, check_tags, timeout_parts
+from ._validate import MAX_READ_ID_LENGTH, Timeout, check_id, check_tags, timeout_parts
 from ._writer import Event, Op, Writer
 
 T = TypeVar("T")
@@ -207,7 +207,7 @@ class Store:
 
     def find(self, id: str) -> Promise | None:
         """The promise with this id, or ``None``."""
-        check_id(id)
+        check_id(id, limit=MAX_READ_ID_LENGTH)
 
         def read(conn: psycopg.Connection[Any]) -> Promise | None:
             row = conn.execute(q._GET, (id,)).fetchone()
@@ -223,7 +223,7 @@ class Store:
 
         """
         for id in ids:
-            check_id(id)
+            check_id(id, limit=MAX_READ_ID_LENGTH)
 
         def read(conn: psycopg.Connection[Any]) -> dict[str, Promise]:
             rows = conn.execute(

@@ -18,21 +18,29 @@ Timeout = float | int | timedelta | datetime | None
 """A timeout: seconds from now, a ``timedelta`` from now, an aware ``datetime``, or ``None``."""
 
 
-def check_id(id: Any, *, what: str = "promise id") -> str:
+MAX_READ_ID_LENGTH = 2048
+"""Reads accept longer ids than writes do: ids the runtime builds under a user's id (steps,
+timers, messages of actors with long ids) add a few characters per level."""
+
+MAX_ACTOR_ID_LENGTH = 512
+"""An actor's id leaves room for the message and step ids built under it."""
+
+
+def check_id(id: Any, *, what: str = "promise id", limit: int = MAX_ID_LENGTH) -> str:
     """Return ``id`` if it is a usable id.
 
     Raises:
-        InvalidIdError: not a string, empty, longer than 1024 characters, or holding a
-            control character or a lone surrogate.
+        InvalidIdError: not a string, empty, longer than ``limit`` characters (1024 by
+            default), or holding a control character or a lone surrogate.
 
     """
     if not isinstance(id, str):
         raise InvalidIdError(f"a {what} must be a string, not {type(id).__name__}")
     if not id:
         raise InvalidIdError(f"a {what} must not be empty")
-    if len(id) > MAX_ID_LENGTH:
+    if len(id) > limit:
         raise InvalidIdError(
-            f"a {what} must be at most {MAX_ID_LENGTH} characters, not {len(id)}: {id[:40]!r}…"
+            f"a {what} must be at most {limit} characters, not {len(id)}: {id[:40]!r}…"
         )
     for ch in id:
         if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
