@@ -37,10 +37,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from .._crashpoints import reached
-from ..errors import ActorError, ChildCancelled, InvalidInputError, StepTimedOutError
+from ..errors import (
+    ActorError,
+    ChildCancelled,
+    InvalidInputError,
+    PromiseNotFoundError,
+    StepTimedOutError,
+)
 from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
 from ..store._actors import (
     Fence,
+    journal_query,
     now_step_op,
     promise_step_op,
     send_op,
@@ -48,9 +55,10 @@ from ..store._actors import (
     step_op,
     watch_op,
 )
+from ..store._promises import promise_from_row
 from ..store._validate import MAX_ACTOR_ID_LENGTH, Timeout, check_id, timeout_parts
 from ._actor import check_state
-from ._cancel import Cancelled, CancelState
+from ._cancel import Cancelled, CancelState, EndOfJournal
 from ._journal import Journal, callable_name, fingerprint
 from ._messages import encode_message, message_tags, start_message, type_name
 from ._outcome import result_of
@@ -182,6 +190,24 @@ class Context:
         self._cancel = cancel or CancelState(message.id, self._store, self._host.cleanup_timeout)
         self._rng: random_module.Random | None = None
         self.exit: tuple[Exit, str | None] | None = None
+
+    def replay_of(self, message_id: str) -> Context:
+        """A read-only context over another message's journal (of this actor or another).
+
+        Running a handler's code with it replays that message's kept operations and raises
+        ``EndOfJournal`` at the first one the journal does not hold; it writes nothing. Used to
+        rebuild where an ended message got to (``AgentRun.resume``).
+        """
+        query, params = journal_query(message_id, "", 0)
+        rows = self._store.read(lambda conn: conn.execute(query, params).fetchall())
+        records = [promise_from_row(r) for r in rows]
+        message = next((r for r in records if r.id == message_id), None)
+        if message is None:
+            raise PromiseNotFoundError(f"no promise has the id {message_id!r}", message_id)
+        cancel = CancelState(message_id, self._store, 0.0)
+        cancel.dry = True
+        steps = [r for r in records if r.id != message_id]
+        return Context(self._activation, message, Journal(message_id, steps), cancel)
 
     @property
     def actor(self) -> DurableActor[Any]:
@@ -347,6 +373,8 @@ class Context:
         raise _from_step(rebuild_error(info), record.id)
 
     def _wait_for_retry(self, sid: str, attempt: int, next_at: datetime | None) -> None:
+        if self._cancel.dry:
+            raise EndOfJournal(sid)
         if next_at is None:
             return
         remaining = (next_at - datetime.now(UTC)).total_seconds()

@@ -98,11 +98,14 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     stop: str
 
 
-class RunTask(msgspec.Struct, frozen=True, kw_only=True):
-    """The message that starts a run: which agent, and its input."""
+class RunTask(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The message that starts a run: which agent, its input, and (when it continues a
+    canceled or timed-out run) that run's id.
+    """
 
     agent: str
     input: Any
+    resume: str | None = None
 
 
 DEFAULT_MODEL_RETRY = RetryPolicy(max_attempts=4, initial_interval=1.0, max_interval=30.0)
@@ -212,14 +215,25 @@ class Agent:
         return AgentTool(self, name or self.name, description, spec, raise_errors)
 
     def start(
-        self, rt: Runtime, input: Any, *, id: str | None = None, timeout: Any = None
+        self,
+        rt: Runtime,
+        input: Any,
+        *,
+        id: str | None = None,
+        deadline: Any = None,
+        resume: str | None = None,
     ) -> RunHandle:
-        """Start a run on ``rt`` and return its handle (``rt.start`` calls this)."""
+        """Start a run on ``rt`` and return its handle (``rt.start`` calls this).
+
+        ``deadline`` (seconds, ``timedelta`` or ``datetime``) bounds the whole run, its
+        sub-agents and tools included: past it, the run times out (``rejected_timedout``).
+        """
         from ._loop import AgentRun
 
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
         ref = rt.spawn(AgentRun, id=run_id, spec=ChildSpec(restart=Restart.TEMPORARY))
-        reply = ref.ask(RunTask(agent=self.name, input=input), id=run_id, timeout=timeout)
+        task = RunTask(agent=self.name, input=input, resume=resume)
+        reply = ref.ask(task, id=run_id, timeout=deadline)
         assert rt.store is not None
         return RunHandle(reply.id, rt.store)
 

@@ -11,18 +11,28 @@ tool (after its retries), an unknown tool, or bad arguments become error results
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..actors import Context, DurableActor, DurablePromise, handler
+from ..actors import Cancelled, Context, DurableActor, DurablePromise, Exit, handler
+from ..actors._cancel import EndOfJournal
 from ..actors._context import StepCall
-from ..errors import ChildFailed, InvalidInputError, PromissoryError
-from ._agent import Agent, AgentTool, RunContext, RunResult, RunTask, registered
+from ..errors import (
+    ChildCancelled,
+    ChildFailed,
+    InvalidInputError,
+    NondeterminismError,
+    PromissoryError,
+)
+from ._agent import Agent, AgentTool, RunContext, RunHandle, RunResult, RunTask, registered
 from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolResult, Usage
 from ._model import Model
 from ._stop import RunView
 from ._tools import Tool, content_of
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
 
 __all__ = ["AgentRun", "OutputInvalidError"]
 
@@ -41,21 +51,54 @@ class AgentRun(DurableActor[None]):
     @handler
     def run(self, ctx: Context, task: RunTask) -> RunResult:
         """Run the agent's loop to a stop; the run's actor ends with it (and its sub-agents)."""
-        result = _Loop(ctx, registered(task.agent), task).run()
+        loop = _Loop(ctx, registered(task.agent), task)
+        try:
+            result = loop.run()
+        except Cancelled:
+            # Canceled or past its deadline: answer every tool call of the turn in flight (as
+            # an error), so the transcript is whole, then end as a shutdown.
+            loop.close_turn()
+            ctx.stop(Exit.SHUTDOWN)
+            raise
         ctx.stop()
         return result
 
+    @classmethod
+    def resume(cls, rt: Runtime, run_id: str) -> RunHandle:
+        """Continue a canceled or timed-out run from its last whole turn, as a new run.
+
+        The new run's id is ``{run_id}~resume{n}``; its transcript up to that turn is the old
+        run's, rebuilt from the old run's kept steps without calling anything.
+        """
+        assert rt.store is not None
+        old = rt.store.get(run_id)
+        task = old.param_as(RunTask)
+        n = 1
+        while rt.store.find(f"{run_id}~resume{n}") is not None:
+            n += 1
+        agent = registered(task.agent)
+        return agent.start(rt, task.input, id=f"{run_id}~resume{n}", resume=run_id)
+
 
 class _Loop:
-    def __init__(self, ctx: Context, agent: Agent, task: RunTask) -> None:
+    def __init__(self, ctx: Context, agent: Agent, task: RunTask, dry: bool = False) -> None:
         self.ctx = ctx
         self.agent = agent
         self.task = task
+        self.dry = dry
         text = task.input if isinstance(task.input, str) else content_of(task.input)
         self.messages: list[Message] = [Message.user(text)]
         self.usage = Usage()
         self.turns = 0
         self.corrections = 0
+        self.open_calls: list[ToolCall] = []
+        """The tool calls of the turn in flight."""
+        self.turn_results: list[ToolResult | None] = []
+        """Their results so far, in the model's order (``None``: not yet)."""
+        self.checkpoint: tuple[int, Usage, int] = (1, Usage(), 0)
+        """(messages, usage, turns) at the end of the last whole turn."""
+        if task.resume is not None and not dry:
+            self._restore(task.resume)
         output_type = agent.output_type
         self.output_schema = msgspec.json.schema(output_type) if output_type is not None else None
 
@@ -85,6 +128,7 @@ class _Loop:
                 retry=agent.retry,
                 returns=ModelResponse,
             )
+            self.open_calls = list(response.message.tool_calls)
             usage = response.usage
             if agent.prices is not None:
                 usage = msgspec.structs.replace(usage, cost=agent.prices.cost(usage))
@@ -109,10 +153,41 @@ class _Loop:
                 return RunResult(output=output, usage=self.usage, turns=self.turns, stop=reason)
             results, values = self._run_tools(calls)
             self.messages.append(Message("tool", list[Any](results)))
+            self.open_calls = []
+            self.checkpoint = (len(self.messages), self.usage, self.turns)
             reason = agent.stop.check(self._view("tools", response))
             if reason is not None:
                 output = self._tool_output(reason, calls, values)
                 return RunResult(output=output, usage=self.usage, turns=self.turns, stop=reason)
+
+    def close_turn(self) -> None:
+        """Answer the open tool calls with the cancellation, as a kept cleanup step.
+
+        Calls that finished keep their results; the others get the cancellation as an error.
+        """
+        calls = self.open_calls
+        if not calls:
+            return
+        note = "canceled: the run was canceled (or its deadline passed) before this call ended"
+        done = self.turn_results if len(self.turn_results) == len(calls) else [None] * len(calls)
+        results = [
+            r if r is not None else _error(c, note) for c, r in zip(calls, done, strict=True)
+        ]
+        self.ctx.step(_answers, results, name="canceled_calls", returns=list[ToolResult])
+        self.messages.append(Message("tool", list[Any](results)))
+        self.open_calls = []
+
+    def _restore(self, old_id: str) -> None:
+        """Rebuild the transcript of run ``old_id`` up to its last whole turn."""
+        replay = _Loop(self.ctx.replay_of(old_id), self.agent, self.task, dry=True)
+        try:
+            replay.run()
+        except (EndOfJournal, NondeterminismError, Cancelled):
+            pass  # the old run stops here: the new one goes on from its last whole turn
+        count, usage, turns = replay.checkpoint
+        self.messages = replay.messages[:count]
+        self.usage = usage
+        self.turns = turns
 
     def _view(self, phase: Any, response: ModelResponse) -> RunView:
         return RunView(
@@ -156,6 +231,7 @@ class _Loop:
 
     def _run_tools(self, calls: list[ToolCall]) -> tuple[list[ToolResult], list[Any]]:
         results: list[ToolResult | None] = [None] * len(calls)
+        self.turn_results = results
         values: list[Any] = [None] * len(calls)
         runnable: list[tuple[int, ToolCall, Tool | AgentTool, dict[str, Any]]] = []
         for i, call in enumerate(calls):
@@ -201,7 +277,12 @@ class _Loop:
         outcomes = ctx.step_many(
             [
                 StepCall(
-                    fn=t.fn, kwargs=kw, name=f"tool:{t.name}", retry=t.retry, returns=t.returns
+                    fn=t.fn,
+                    kwargs=kw,
+                    name=f"tool:{t.name}",
+                    retry=t.retry,
+                    returns=t.returns,
+                    timeout=t.timeout,
                 )
                 for _, _, t, kw in plain
             ],
@@ -227,6 +308,11 @@ class _Loop:
         for i, call, tool, promise in started:
             try:
                 child: RunResult = promise.result(RunResult)
+            except ChildCancelled as exc:
+                if self.dry:
+                    raise EndOfJournal(call.id) from None  # the old run was cut off here
+                results[i] = _error(call, f"the {tool.name} agent was canceled: {exc}")
+                continue
             except ChildFailed as exc:
                 if tool.raise_errors:
                     raise
@@ -242,6 +328,10 @@ class _Loop:
             results[i] = ToolResult(
                 call_id=call.id, name=call.name, content=content_of(child.output)
             )
+
+
+def _answers(results: list[ToolResult]) -> list[ToolResult]:
+    return results
 
 
 class _Correct:

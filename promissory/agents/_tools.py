@@ -49,6 +49,7 @@ class Tool:
         description: what it does, for the model.
         parameters: the JSON schema of its arguments.
         retry: how a failing call is retried (default: not at all).
+        timeout: seconds one call may take (the run's deadline, if nearer, wins).
         durable: it takes a ``Context`` and runs inside the agent's handler.
         effect: what running it twice would do.
 
@@ -62,8 +63,10 @@ class Tool:
         description: str | None = None,
         retry: RetryPolicy | None = None,
         effect: Effect | str = Effect.SAFE,
+        timeout: float | None = None,
     ) -> None:
         self.fn = fn
+        self.timeout = timeout
         self.name = name or fn.__name__
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.name):
             raise InvalidInputError(
@@ -130,6 +133,7 @@ def tool(
     description: str | None = None,
     retry: RetryPolicy | None = None,
     effect: Effect | str = Effect.SAFE,
+    timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -140,6 +144,7 @@ def tool(
     description: str | None = None,
     retry: RetryPolicy | None = None,
     effect: Effect | str = Effect.SAFE,
+    timeout: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a function a ``Tool``; use bare (``@tool``) or with options.
 
@@ -159,7 +164,9 @@ def tool(
     """
 
     def make(f: Callable[..., Any]) -> Tool:
-        return Tool(f, name=name, description=description, retry=retry, effect=effect)
+        return Tool(
+            f, name=name, description=description, retry=retry, effect=effect, timeout=timeout
+        )
 
     return make(fn) if fn is not None else make
 

@@ -16,8 +16,8 @@ from typing import Any
 from ..actors import ActorRef, ChildSpec, DurableActor, Exit, Restart
 from ..actors._actor import check_state
 from ..actors._messages import start_message
-from ..errors import PromissoryError
-from ..store import Store, encode, resolve_dsn
+from ..errors import InvalidInputError, PromissoryError
+from ..store import PromiseState, Store, Timeout, encode, resolve_dsn
 from ..store._actors import spawn_op
 from ..store._nodes import NodeLease
 from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id
@@ -164,23 +164,58 @@ class Runtime:
         return self.host.ref(id)
 
     def run(
-        self, runnable: Any, input: Any, *, id: str | None = None, timeout: float | None = None
+        self,
+        runnable: Any,
+        input: Any,
+        *,
+        id: str | None = None,
+        deadline: Timeout = None,
+        timeout: float | None = None,
     ) -> Any:
         """Run an agent (or anything with ``start(rt, input, id=)``) and return its output.
+
+        ``deadline`` bounds the run itself (durably: past it the run times out, whether or not
+        a process is up); ``timeout`` only bounds how long this call waits.
 
         Example:
             >>> answer = rt.run(lead, "Compare X and Y", id="agent/run/42")  # doctest: +SKIP
 
         """
-        return self.start(runnable, input, id=id).result(timeout)
+        return self.start(runnable, input, id=id, deadline=deadline).result(timeout)
 
-    def start(self, runnable: Any, input: Any, *, id: str | None = None) -> Any:
+    def start(
+        self, runnable: Any, input: Any, *, id: str | None = None, deadline: Timeout = None
+    ) -> Any:
         """Start an agent run and return its handle, to wait on now, later, or elsewhere."""
         self._store()
         start = getattr(runnable, "start", None)
         if start is None:
             raise TypeError(f"{runnable!r} cannot be run: it has no start(rt, input, id=...)")
-        return start(self, input, id=id)
+        return start(self, input, id=id, deadline=deadline)
+
+    def resume(self, id: str) -> Any:
+        """Continue a canceled or timed-out run from its last kept turn; return the new run's
+        handle. Its actor's class decides how (agent runs: ``AgentRun.resume``).
+
+        Raises:
+            PromiseNotFoundError: no run has this id.
+            InvalidInputError: it is still running, or it finished, or it cannot be resumed.
+
+        """
+        store = self._store()
+        run = store.get(id)
+        if run.state is PromiseState.PENDING:
+            raise InvalidInputError(f"{id!r} is still running; nothing to resume")
+        if run.state is PromiseState.RESOLVED or run.recipient is None:
+            raise InvalidInputError(
+                f"{id!r} is {run.state.value}; only a canceled or timed-out run can be resumed"
+            )
+        query = "SELECT kind FROM actors WHERE id = %s"
+        row = store.read(lambda conn: conn.execute(query, (run.recipient,)).fetchone())
+        resume = getattr(self.host.resolve_class(row[0]), "resume", None) if row else None
+        if resume is None:
+            raise InvalidInputError(f"{id!r} cannot be resumed: its actor does not say how")
+        return resume(self, id)
 
     def ref(self, id: str) -> ActorRef:
         """A ref to the actor ``id`` (which need not be hosted by this node)."""
