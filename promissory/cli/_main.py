@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTR",
         help="a module, and in it a function called with the runtime, or actor classes",
     )
+    p = command(
+        "resume", cmd_resume, "continue a canceled or timed-out run from its last whole turn"
+    )
+    p.add_argument("id", help="the run's id")
+    p.add_argument(
+        "--module",
+        default=None,
+        help="a module to import first, where the run's agents are defined",
+    )
     p = command("tree", cmd_tree, "print the supervision tree(s): status, restarts, pending")
     p.add_argument("id", nargs="?", default=None, help="the root actor (default: every tree)")
     p = command("show", cmd_show, "print a promise and the promises under it as a timeline")
@@ -277,6 +286,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return serve(args.target, dsn_of(args))
     except TargetError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a canceled or timed-out run, here, and print its result."""
+    from ..runtime import Runtime
+    from ._serve import TargetError, load_target
+
+    if args.module:
+        try:
+            load_target(args.module)
+        except TargetError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    with Runtime(dsn_of(args)) as rt:
+        try:
+            handle = rt.resume(args.id)
+        except PromiseNotFoundError:
+            raise CommandError(f"no run has the id {args.id!r}") from None
+        except LookupError as exc:
+            raise CommandError(f"{exc} (pass --module)") from None
+        details = handle.details()
+    if wants_json(args):
+        print_json({"run_id": handle.id, "resumed": args.id, "result": details.output})
+    else:
+        print(f"{handle.id} (resuming {args.id}):\n{details.output}")
+    return 0
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
