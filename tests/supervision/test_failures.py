@@ -169,6 +169,7 @@ def test_message_in_flight_during_restart_is_handled_once(rt: Runtime) -> None:
     wait_until(lambda: EVENTS.of("woke") == ["sup/c2"], what="the stale incarnation woke")
     wait_until(lambda: EVENTS.of("stop") == ["sup/c1", "sup/c2"], what="the stale one ended")
     assert TALLY.counts["h:before"] == 1  # kept before the restart: not run again
+    assert TALLY.counts["h:after"] == 1  # run by the new incarnation only
     assert TALLY.counts["next"] == 1
     assert actor(rt, "sup/c2").state == {"handled": ["h", "next"]}
     assert rt.ref("sup/c2").ask(Ping()).get(5)["handled"] == ["h", "next"]

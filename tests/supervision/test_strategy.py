@@ -153,8 +153,7 @@ def test_transient_abnormal() -> None:
 
 
 def test_transient_escalated() -> None:
-    """Deviation from OTP: a transient child supervisor that escalated is restarted (OTP's
-    escalation reason is ``shutdown``, which a transient spec treats as normal)."""
+    """Deviation: a transient supervisor that escalated is restarted (OTP exits with shutdown)."""
     actions, history = plan([view("sup", TR)], "sup", Exit.ESCALATED)
     assert actions == [Revive("sup")]
     assert history == [NOW]
@@ -190,8 +189,7 @@ def test_one_for_one() -> None:
 
 
 def test_one_for_all() -> None:
-    """one_for_all: the others are bounced in reverse start order, then all revived in start
-    order; one failure counts one restart."""
+    """one_for_all: others bounced in reverse start order, all revived in start order."""
     children = [view("c1"), view("c2", TR), view("c3"), view("c4")]
     actions, history = plan(children, "c2", Exit.ABNORMAL, strategy=Strategy.ONE_FOR_ALL)
     assert kinds(actions) == [
@@ -214,8 +212,7 @@ def test_one_for_all_bounce_uses_each_childs_shutdown() -> None:
 
 
 def test_one_for_all_temporary_bystander() -> None:
-    """one_for_all: a temporary sibling is stopped and removed, never restarted (OTP's
-    ``temporary_bystander``), and does not cost a restart."""
+    """one_for_all: a temporary sibling is removed, never restarted, and costs no restart."""
     children = [view("c1", TE, shutdown=1.0), view("c2"), view("c3")]
     actions, history = plan(children, "c2", Exit.ABNORMAL, strategy=Strategy.ONE_FOR_ALL)
     assert kinds(actions) == [
@@ -229,16 +226,8 @@ def test_one_for_all_temporary_bystander() -> None:
     assert history == [NOW]
 
 
-def test_one_for_all_skips_children_not_alive() -> None:
-    """one_for_all: a sibling that is not alive (terminated by the API) is not touched."""
-    children = [view("c1", alive=False), view("c2"), view("c3")]
-    actions, _ = plan(children, "c2", Exit.ABNORMAL, strategy=Strategy.ONE_FOR_ALL)
-    assert kinds(actions) == [("bounce", "c3"), ("revive", "c2"), ("revive", "c3")]
-
-
 def test_rest_for_one() -> None:
-    """rest_for_one: the children started after the failed one are bounced in reverse order,
-    then it and they are revived in start order; earlier children are untouched."""
+    """rest_for_one: later children bounced in reverse order; failed + later revived in order."""
     children = [view(f"c{i}") for i in range(1, 6)]
     actions, history = plan(children, "c3", Exit.ABNORMAL, strategy=Strategy.REST_FOR_ONE)
     assert kinds(actions) == [
@@ -280,8 +269,7 @@ def test_simple_one_for_one() -> None:
 
 @pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
 def test_no_sibling_restart_without_a_restart(strategy: Strategy) -> None:
-    """A child's end only bounces siblings if the child itself is restarted (a transient
-    child's normal exit just removes it)."""
+    """Siblings are only bounced if the failed child itself is restarted."""
     children = [view("c1", TR), view("c2"), view("c3")]
     actions, history = plan(children, "c1", Exit.NORMAL, strategy=strategy)
     assert kinds(actions) == [("remove", "c1")]
@@ -292,8 +280,7 @@ def test_no_sibling_restart_without_a_restart(strategy: Strategy) -> None:
 
 
 def test_one_for_one_escalation() -> None:
-    """Past the intensity, every alive child is stopped in reverse start order (the failed one
-    too) and the supervisor escalates."""
+    """Past the intensity: every alive child stopped in reverse start order, then Escalate."""
     children = [view("c1"), view("c2", TE), view("c3", alive=False), view("c4")]
     actions, history = plan(children, "c1", Exit.ABNORMAL, intensity=2, history=[NOW - 2, NOW - 1])
     assert kinds(actions) == [
@@ -366,8 +353,7 @@ def test_intensity_zero() -> None:
 
 
 def test_one_for_one_intensity_counts_every_child() -> None:
-    """The budget belongs to the supervisor, shared by all its children (OTP's ``one_for_one``:
-    intensity 2, a third crash of any child escalates)."""
+    """The budget is the supervisor's, shared by all children: a third crash escalates."""
     children = [view("c1"), view("c2")]
     history: list[float] = []
     for n, (failed, now) in enumerate([("c1", NOW), ("c2", NOW + 1), ("c1", NOW + 2)]):
@@ -405,8 +391,7 @@ def test_sliding_window() -> None:
 
 
 def test_window_is_a_burst_limit() -> None:
-    """More than ``intensity`` restarts within ``period`` is too many; exactly ``intensity``
-    is allowed."""
+    """Exactly ``intensity`` restarts within ``period`` are allowed; one more is too many."""
     history: list[float] = []
     for n in range(3):
         allowed, history = intensity_allows(history, NOW + n * 0.01, 3, 5.0)
@@ -434,8 +419,7 @@ def sig_children() -> list[ChildView]:
 
 
 def test_significant_temporary() -> None:
-    """any_significant: a significant temporary child that ends by itself (normally or not)
-    stops the others in reverse order and shuts the supervisor down."""
+    """any_significant: a significant temporary child's own end (any exit) shuts it all down."""
     for exit in (Exit.NORMAL, Exit.ABNORMAL):
         actions, _ = plan(
             sig_children(), "s_temp", exit, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT
@@ -450,8 +434,7 @@ def test_significant_temporary() -> None:
 
 
 def test_significant_transient() -> None:
-    """any_significant: a significant transient child that ends normally shuts the
-    supervisor down; one that crashes is just restarted."""
+    """any_significant: a significant transient child's normal end shuts down; a crash restarts."""
     actions, _ = plan(
         sig_children(), "s_trans", Exit.NORMAL, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT
     )
@@ -479,8 +462,7 @@ def test_nonsignificant_transient() -> None:
 
 
 def test_all_significant() -> None:
-    """all_significant: the supervisor shuts down only when the last alive significant child
-    has ended."""
+    """all_significant: shut down only when the last alive significant child has ended."""
     children = [view("s1", TR, significant=True), view("s2", TE, significant=True), view("p")]
     actions, _ = plan(children, "s1", Exit.NORMAL, auto_shutdown=AutoShutdown.ALL_SIGNIFICANT)
     assert kinds(actions) == [("remove", "s1")]
@@ -496,8 +478,7 @@ def test_significant_never() -> None:
 
 
 def test_significant_bystander() -> None:
-    """A significant child bounced by one_for_all is restarted and does not shut the
-    supervisor down (only ends the child makes itself count)."""
+    """A significant child bounced by one_for_all is restarted; no shutdown."""
     children = [view("s", TR, significant=True), view("crasher")]
     actions, _ = plan(
         children,
@@ -510,8 +491,7 @@ def test_significant_bystander() -> None:
 
 
 def test_significant_escalation() -> None:
-    """A significant child supervisor that shut itself down (exit shutdown) shuts down its
-    parent too, when that parent has auto_shutdown."""
+    """A significant child supervisor that shut down (exit shutdown) shuts its parent down."""
     children = [view("inner", TR, significant=True), view("other")]
     actions, _ = plan(children, "inner", Exit.SHUTDOWN, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT)
     assert kinds(actions) == [("remove", "inner"), ("remove", "other"), ("shutdown", "")]
@@ -569,8 +549,7 @@ def test_backoff_siblings_in_one_for_all() -> None:
 
 
 def test_sup_start_map() -> None:
-    """Defaults, as OTP's map specs: permanent, 5 s shutdown, not significant; supervisors are
-    one_for_one, intensity 1 in 5 s, auto_shutdown never."""
+    """Defaults: permanent, 5 s shutdown, not significant; one_for_one, 1 in 5 s, never."""
     spec = child(Worker, id="c1")
     assert spec.kind == "tests.supervision.actors:Worker"
     assert spec.spec == ChildSpec()
@@ -583,8 +562,7 @@ def test_sup_start_map() -> None:
 
 
 def test_child_specs_map() -> None:
-    """Invalid specs are refused: an unknown restart type, a significant permanent child
-    (OTP's ``bad_combination``), a negative intensity, a period that is not positive."""
+    """Bad specs are refused: unknown restart, significant permanent, intensity < 0, period <= 0."""
     with pytest.raises(ValueError):
         child(Worker, id="c1", restart="prmanent")
     with pytest.raises(ValueError, match="significant"):
