@@ -149,6 +149,14 @@ class Activation:
             return False
         self.record = record
         self.fence = Fence(record.id, record.epoch)
+        stopping = _stopping(record)
+        if stopping is not None:
+            # The last handler ended this actor and the process died before that was
+            # handled: handle it now, instead of running again.
+            self.phase = Phase.ENDED
+            self.host.actor_exited(self, stopping, None)
+            self.actor.stop()
+            return False
         actor_type = type(self.actor)
         if record.state is not None:
             self._state_json = bytes(record.state).decode()
@@ -300,7 +308,8 @@ class Activation:
             self._crash(message, exc)
             return
         reached("handler.returned", message.id)
-        done = self._complete(message, PromiseState.RESOLVED, reply, True, state_json)
+        stopping = ctx.exit[0].value if ctx.exit is not None else None
+        done = self._complete(message, PromiseState.RESOLVED, reply, True, state_json, stopping)
         if done:
             self._exit_if_asked(ctx)
 
@@ -333,8 +342,9 @@ class Activation:
     def _canceled(self, message: Promise, ctx: Any) -> None:
         """The message was canceled (or timed out) and its handler is done: clear its mark."""
         assert self.fence is not None
+        stopping = ctx.exit[0].value if ctx.exit is not None else None
         try:
-            self.store.execute(cleaned_op(message.id, self.fence))
+            self.store.execute(cleaned_op(message.id, self.fence, stopping))
         except FencedError:
             self._end()
             return
@@ -348,6 +358,7 @@ class Activation:
         value: str | None,
         write_state: bool,
         state_json: str | None = None,
+        stopping: str | None = None,
     ) -> bool:
         assert self.fence is not None
         try:
@@ -359,6 +370,7 @@ class Activation:
                     value=value,
                     actor_state=state_json if write_state else None,
                     write_state=write_state,
+                    stopping=stopping,
                 )
             )
         except FencedError:
@@ -419,6 +431,17 @@ class Activation:
         self.phase = Phase.ENDED
         self.host.activation_ended(self)
         self.actor.stop()
+
+
+def _stopping(record: ActorRecord) -> Exit | None:
+    if record.reason is None:
+        return None
+    try:
+        reason = msgspec.json.decode(record.reason)
+    except msgspec.DecodeError:
+        return None
+    value = reason.get("stopping") if isinstance(reason, dict) else None
+    return Exit(value) if value in {e.value for e in Exit} else None
 
 
 def _seq_key(p: Promise) -> Any:

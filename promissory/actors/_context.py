@@ -263,6 +263,7 @@ class Context:
         ]
         if len(planned) <= 1 or max_concurrency <= 1:
             return [p.outcome() for p in planned]
+        self._hold_places(planned)
         outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
         for o in outcomes:
             if isinstance(o.error, Cancelled):
@@ -272,6 +273,31 @@ class Context:
             awaiting = [id for s in suspends for id in s.awaiting]
             raise Suspend(awaiting, wait_all=False)
         return outcomes
+
+    def _hold_places(self, planned: list[_PlannedStep]) -> None:
+        # Steps that run together finish in any order, and a step's row is written when it
+        # finishes. Writing a pending row for each first (one group commit) keeps their rows
+        # in call order (``ORDER BY seq``) and lets a replay see they had started.
+        fresh = [p for p in planned if p.record is None]
+        if len(fresh) < 2:
+            return
+        self._cancel.gate(fresh[0].sid)
+        futures = [
+            self._store.submit(
+                step_op(
+                    p.sid,
+                    self._fence,
+                    state=PromiseState.PENDING,
+                    value=None,
+                    fingerprint=p.fp,
+                    attempt=0,
+                )
+            )
+            for p in fresh
+        ]
+        for p, future in zip(fresh, futures, strict=True):
+            p.record = future.result()
+            self._journal.keep(p.record)
 
     def _plan_step(
         self,

@@ -231,6 +231,10 @@ class Agent:
         from ._loop import AgentRun
 
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
+        assert rt.store is not None
+        if rt.store.find(run_id) is not None:
+            # The run exists (the id is its idempotency key): wait on it; never revive it.
+            return RunHandle(run_id, rt.store)
         ref = rt.spawn(AgentRun, id=run_id, spec=ChildSpec(restart=Restart.TEMPORARY))
         task = RunTask(agent=self.name, input=input, resume=resume)
         reply = ref.ask(task, id=run_id, timeout=deadline)

@@ -69,9 +69,8 @@ def error_from_response(response: httpx.Response, provider: str) -> ModelError:
     if status in (401, 403):
         return ModelError(message, "auth", False, None, status)
     lowered = detail.lower()
-    if "context" in lowered and (
-        "length" in lowered or "window" in lowered or "too long" in lowered
-    ):
+    markers = ("context length", "context window", "context_length", "prompt is too long")
+    if any(m in lowered for m in markers) or ("context" in lowered and "too long" in lowered):
         return ModelError(message, "context_length", False, None, status)
     return ModelError(message, "bad_request", False, None, status)
 

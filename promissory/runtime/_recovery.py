@@ -35,6 +35,7 @@ _LIVE = (
     "SELECT id, kind FROM actors WHERE status = 'running' AND (node IS NULL OR node = %s) "
     "ORDER BY seq"
 )
+_STOPPING = "SELECT id FROM actors WHERE status = 'running' AND reason ? 'stopping'"
 _RESTARTING = (
     f"SELECT {ACTOR_COLUMNS} FROM actors WHERE status = 'restarting' AND restart_at IS NOT NULL"
 )
@@ -77,6 +78,8 @@ def recover(store: Store, host: NodeHost) -> RecoveryReport:
             activated += 1
     # Activate in start order, so a tree comes back parents first.
     runnable = {r for r, _, a in heads if not a}
+    # Actors whose last handler ended them, by a process that died before handling that.
+    runnable.update(r[0] for r in store.read(lambda conn: conn.execute(_STOPPING).fetchall()))
     for actor_id in kinds:
         if actor_id in runnable:
             host.deliver(actor_id, None)

@@ -388,8 +388,13 @@ WITH m AS (
       AND (timeout_at IS NULL OR timeout_at > clock_timestamp()) AND {_FENCE}
     RETURNING id
 ), a AS (
-    UPDATE actors SET state = %(actor_state)s::jsonb, updated_at = clock_timestamp()
-    WHERE id = %(f_actor)s AND %(write_state)s AND EXISTS (SELECT 1 FROM m)
+    UPDATE actors SET
+        state = CASE WHEN %(write_state)s THEN %(actor_state)s::jsonb ELSE state END,
+        reason = CASE WHEN %(stopping)s::text IS NULL THEN reason
+                      ELSE jsonb_build_object('stopping', %(stopping)s::text) END,
+        updated_at = clock_timestamp()
+    WHERE id = %(f_actor)s AND EXISTS (SELECT 1 FROM m)
+      AND (%(write_state)s OR %(stopping)s::text IS NOT NULL)
     RETURNING id
 )
 SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), {_FENCE}
@@ -413,8 +418,13 @@ def complete_op(
     value: str | None,
     actor_state: str | None,
     write_state: bool = True,
+    stopping: str | None = None,
 ) -> Op:
     """The op that settles a message with its reply and writes the actor's state, together.
+
+    ``stopping`` (an exit kind) records, in the same transaction, that the handler ended its
+    actor (``ctx.stop``), so a crash before the end is handled does not leave it running: the
+    next activation finishes the job.
 
     Raises (from the future) ``FencedError`` when the activation is stale.
     """
@@ -424,6 +434,7 @@ def complete_op(
         "value": value,
         "actor_state": actor_state,
         "write_state": write_state,
+        "stopping": stopping,
         **_fence_params(fence),
     }
 
@@ -447,14 +458,21 @@ def complete_op(
 
 
 _CLEANED = f"""
-UPDATE promises SET awaiting = NULL
-WHERE id = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL AND {_FENCE}
+WITH m AS (
+    UPDATE promises SET awaiting = NULL
+    WHERE id = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL AND {_FENCE}
+    RETURNING id
+)
+UPDATE actors SET reason = jsonb_build_object('stopping', %(stopping)s::text)
+WHERE id = %(f_actor)s AND %(stopping)s::text IS NOT NULL AND {_FENCE}
 """
 
 
-def cleaned_op(message_id: str, fence: Fence) -> Op:
-    """The op that clears a canceled message's mark once its handler has had its cleanup."""
-    params = {"id": message_id, **_fence_params(fence)}
+def cleaned_op(message_id: str, fence: Fence, stopping: str | None = None) -> Op:
+    """The op that clears a canceled message's mark once its handler has had its cleanup
+    (recording, like ``complete_op``, that the handler ended its actor).
+    """
+    params = {"id": message_id, "stopping": stopping, **_fence_params(fence)}
     return Op([(_CLEANED, params)], lambda rows, xid: None)
 
 

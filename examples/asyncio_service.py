@@ -1,0 +1,105 @@
+"""Embedding promissory in a long-lived asyncio service (standard library only).
+
+A small HTTP service: ``POST /runs`` with a JSON body ``{"task": "..."}`` starts an agent run
+and answers its id at once; ``GET /runs/<id>`` answers its state, and its result once it has
+one. The runtime opens when the service starts and drains when it stops; runs in flight when
+the service is killed continue on its next start.
+
+    python examples/asyncio_service.py --port 8080
+    curl -s -X POST localhost:8080/runs -d '{"task": "summarise the news"}'
+    curl -s localhost:8080/runs/<id>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from promissory import Runtime
+from promissory.agents import Agent, FunctionModel, ModelRequest, reply
+
+summariser = Agent(
+    "summariser",
+    "Summarise the task in one line.",
+    FunctionModel(lambda request: reply(f"Summary: {_task_of(request)[:60]}")),
+)
+
+
+def _task_of(request: ModelRequest) -> str:
+    return request.messages[0].text
+
+
+class Service:
+    """The HTTP front of a runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, body = await self.route(reader)
+        except Exception as exc:  # one bad request must not take the service down
+            status, body = 500, {"error": str(exc)}
+        data = json.dumps(body).encode()
+        writer.write(
+            f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        writer.close()
+
+    async def route(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
+        request_line = (await reader.readline()).decode().split()
+        headers: dict[str, str] = {}
+        while (line := (await reader.readline()).decode().strip()) != "":
+            key, _, value = line.partition(":")
+            headers[key.lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        method, path = request_line[0], request_line[1]
+        if method == "POST" and path == "/runs":
+            task = json.loads(body or b"{}").get("task", "")
+            run_id = f"service/{uuid.uuid4().hex[:12]}"
+            # Starting a run writes two rows and returns: off the loop, it never blocks it.
+            await asyncio.to_thread(self.rt.start, summariser, task, id=run_id)
+            return 202, {"id": run_id}
+        if method == "GET" and path.startswith("/runs/"):
+            run_id = path.removeprefix("/runs/")
+            assert self.rt.store is not None
+            promise = await asyncio.to_thread(self.rt.store.find, run_id)
+            if promise is None:
+                return 404, {"error": f"no run {run_id}"}
+            answer: dict[str, Any] = {"id": run_id, "state": promise.state.value}
+            if promise.state.value == "resolved":
+                answer["result"] = promise.value_as()["output"]
+            return 200, answer
+        return 404, {"error": "not found"}
+
+
+async def serve(port: int, ready: asyncio.Event | None = None) -> None:
+    """Run the service until cancelled; the runtime's life is the service's."""
+    runtime = await asyncio.to_thread(Runtime().open)
+    try:
+        service = Service(runtime)
+        server = await asyncio.start_server(service.handle, "127.0.0.1", port)
+        async with server:
+            print(f"serving on http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+            if ready is not None:
+                ready.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+                ready.set()
+            await server.serve_forever()
+    finally:
+        await asyncio.to_thread(runtime.close)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    try:
+        asyncio.run(serve(parser.parse_args().port))
+    except KeyboardInterrupt:
+        pass
