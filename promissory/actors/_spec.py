@@ -108,9 +108,10 @@ def intensity_allows(
     """OTP's sliding window: whether one more restart may happen at ``now``.
 
     ``history`` holds the times of earlier restarts (seconds, one clock). Returns whether the
-    restart is allowed and the history to keep (with ``now`` added, and entries older than
-    ``period`` dropped). More than ``intensity`` restarts within ``period`` is too many.
+    restart is allowed and the history to keep (with ``now`` added, and entries more than
+    ``period`` old dropped; one exactly ``period`` old still counts, as in OTP). More than
+    ``intensity`` restarts within ``period`` is too many.
     """
-    recent = [t for t in history if now - t < period]
+    recent = [t for t in history if now - t <= period]
     recent.append(now)
     return len(recent) <= intensity, recent

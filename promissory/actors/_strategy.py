@@ -15,6 +15,12 @@ Differences from OTP, chosen for durable actors:
   rejected with its failure, so no caller waits on it forever.
 * Dynamic children are rows in the store; they survive a restart of their supervisor and of
   the process (OTP forgets them).
+* A child stopped with ``terminate_child`` stays stopped when its siblings are restarted by
+  ``one_for_all`` or ``rest_for_one`` (OTP restarts it with them); it comes back with
+  ``restart_child`` or a restart of the supervisor.
+* In a ``simple_one_for_one`` pool, ``terminate_child`` keeps the member's row (stopped, so
+  ``restart_child`` can bring it back) where OTP removes it, and members are stopped one after
+  another rather than all at once.
 """
 
 from __future__ import annotations

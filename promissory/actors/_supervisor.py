@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from ..errors import PromissoryError
+from ..errors import InvalidInputError, PromissoryError
 from ..store import ErrorInfo, PromiseState, encode
 from ..store._actors import (
     ACTOR_COLUMNS,
@@ -114,7 +114,7 @@ class SupervisorStarted(msgspec.Struct, frozen=True):
 
 
 class StartChild(msgspec.Struct, frozen=True):
-    """Start a dynamic child (for a pool, ``id`` may be omitted: a fresh one is chosen)."""
+    """Start a dynamic child (OTP's ``start_child``)."""
 
     child: ChildDef
 
@@ -206,6 +206,15 @@ class Supervisor(DurableActor[SupervisorState]):
     period: ClassVar[float] = 5.0
     auto_shutdown: ClassVar[AutoShutdown] = AutoShutdown.NEVER
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.intensity, int) or cls.intensity < 0:
+            raise TypeError(f"{cls.__qualname__}.intensity must be an int >= 0")
+        if not cls.period > 0:
+            raise TypeError(f"{cls.__qualname__}.period must be > 0 seconds")
+        cls.strategy = Strategy(cls.strategy)
+        cls.auto_shutdown = AutoShutdown(cls.auto_shutdown)
+
     def children(self) -> Sequence[ChildDef]:
         """The static children, in start order (none by default)."""
         return ()
@@ -223,12 +232,30 @@ class Supervisor(DurableActor[SupervisorState]):
         static = list(self.children())
         if static and self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
             raise EscalationError("a simple_one_for_one supervisor has no static children")
+        restarting = self.state.started > 0
+        if restarting:
+            # A supervisor's restart restarts its subtree (as OTP's does): its children that
+            # are still running are stopped, in reverse start order, then started again.
+            ctx.step(self._bounce_children, name="stop_children")
         for spec in static:
-            ctx.step(self._ensure_child, spec, name="start_child")
+            ctx.step(self._ensure_child, spec, restarting, name="start_child")
         ctx.step(self._revive_dynamic, [s.id for s in static], name="revive_children")
-        self.state = SupervisorState(history=self.state.history, started=self.state.started + 1)
+        # Each incarnation starts with a fresh intensity window, as in OTP.
+        self.state = SupervisorState(history=[], started=self.state.started + 1)
 
-    def _ensure_child(self, spec: ChildDef) -> str:
+    def _bounce_children(self) -> int:
+        store = self._activation.store
+        host = self._activation.host
+        bounced = 0
+        for record in reversed(self._child_records()):
+            if record.status is ActorStatus.RUNNING:
+                host.shutdown_activation(record.id, _spec_of(record).shutdown)
+                store.execute(bounce_op(record.id))
+                bounced += 1
+        return bounced
+
+    def _ensure_child(self, spec: ChildDef, restarting: bool = False) -> str:
+        self._check_spec(spec)
         actor_id = f"{self.id}/{spec.id}"
         store = self._activation.store
         host = self._activation.host
@@ -245,11 +272,21 @@ class Supervisor(DurableActor[SupervisorState]):
         )
         if created:
             host.spawned(actor_id, spec.kind)
-        elif record.status is not ActorStatus.RUNNING:
+        elif record.status is not ActorStatus.RUNNING or restarting:
             revived = store.execute(revive_op(actor_id, from_stopped=True, start=start))
             if revived is not None:
                 host.restarted(revived)
         return actor_id
+
+    def _check_spec(self, spec: ChildDef) -> None:
+        # OTP refuses these child specs; so do we, at start.
+        if spec.spec.significant and self.auto_shutdown is AutoShutdown.NEVER:
+            raise InvalidInputError(
+                f"child {spec.id!r} is significant but {type(self).__qualname__}'s auto_shutdown "
+                "is never"
+            )
+        if spec.spec.significant and self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            raise InvalidInputError("a simple_one_for_one supervisor has no significant children")
 
     def _revive_dynamic(self, static: list[str]) -> int:
         # Unlike OTP, dynamic children outlive a restart of their supervisor: bring back every
@@ -294,10 +331,12 @@ class Supervisor(DurableActor[SupervisorState]):
         failed = next((r for r in records if r.id == msg.child), None)
         if failed is None or failed.epoch != msg.epoch:
             return None
-        views = [
-            _view(r) for r in records if r.status is not ActorStatus.STOPPED or r.id == msg.child
-        ]
         now = _db_now(self._activation.store)
+        views = [
+            _view(r, now)
+            for r in records
+            if r.status is not ActorStatus.STOPPED or r.id == msg.child
+        ]
         actions, history = plan_exit(
             strategy=self.strategy,
             intensity=self.intensity,
@@ -350,6 +389,10 @@ class Supervisor(DurableActor[SupervisorState]):
         return msgspec.convert(result, ChildResult)
 
     def _start_child(self, spec: ChildDef) -> ChildResult:
+        try:
+            self._check_spec(spec)
+        except InvalidInputError as exc:
+            return ChildResult(ok=False, error=str(exc))
         actor_id = f"{self.id}/{spec.id}"
         start = start_message(self._activation.host.resolve_class(spec.kind))
         record, created, _ = self._activation.store.execute(
@@ -360,6 +403,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 spec=encode(spec.spec),
                 state=bytes(spec.state).decode() if spec.state is not None else None,
                 start=start,
+                revive=False,
             )
         )
         if created:
@@ -453,15 +497,16 @@ class Supervisor(DurableActor[SupervisorState]):
 
     @handler
     def count_children(self, ctx: Context, msg: CountChildren) -> Counts:
-        """How many children: specs kept, alive, supervisors and workers among the alive."""
+        """How many children: specs kept, running, and supervisors and workers among the specs
+        (as OTP counts them).
+        """
         children = self.which_children(ctx, WhichChildren())
-        alive = [c for c in children if c.status in ("running", "restarting")]
-        supervisors = sum(1 for c in alive if c.supervisor)
+        supervisors = sum(1 for c in children if c.supervisor)
         return Counts(
             specs=len(children),
             active=sum(1 for c in children if c.status == "running"),
             supervisors=supervisors,
-            workers=len(alive) - supervisors,
+            workers=len(children) - supervisors,
         )
 
     def _child(self, id: str) -> ActorRecord | None:
@@ -554,9 +599,11 @@ def end_child(
     return list(rejected)
 
 
-def _view(record: ActorRecord) -> ChildView:
+def _view(record: ActorRecord, now: float) -> ChildView:
     spec = _spec_of(record)
-    running_for = None
+    history: list[float] = msgspec.json.decode(bytes(record.history))
+    started = history[-1] if history else record.created_at.timestamp()
+    running_for = max(0.0, now - started)
     return ChildView(
         id=record.id,
         restart=spec.restart,

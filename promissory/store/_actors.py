@@ -130,10 +130,12 @@ WITH s AS (
         SET status = 'running', state = EXCLUDED.state, spec = EXCLUDED.spec, reason = NULL,
             parent = EXCLUDED.parent, restart_at = NULL, updated_at = clock_timestamp()
         WHERE actors.status IN ('stopped', 'failed') AND actors.kind = EXCLUDED.kind
+          AND %(revive)s
     RETURNING {ACTOR_COLUMNS}
 ), started AS (
     INSERT INTO promises (id, param, tags, kind, recipient)
-    SELECT s.id || '/started/' || s.epoch, %(start)s::jsonb, %(start_tags)s::jsonb, 'message', s.id
+    SELECT s.id || '/started/' || s.seq || '-' || s.epoch, %(start)s::jsonb,
+           %(start_tags)s::jsonb, 'message', s.id
     FROM s WHERE %(start)s::jsonb IS NOT NULL
     ON CONFLICT (id) DO NOTHING
 )
@@ -152,10 +154,12 @@ def spawn_op(
     fence: Fence | None = None,
     step: Op | None = None,
     start: tuple[str, str] | None = None,
+    revive: bool = True,
 ) -> Op:
     """The op that creates an actor, or finds it.
 
-    A stopped or failed actor of the same kind is brought back with the given state. With
+    A stopped or failed actor of the same kind is brought back with the given state (unless
+    ``revive`` is false: then it is found, as it is). With
     ``step``, that step is kept in the same transaction (a spawn made from inside a handler).
     With ``start`` (an encoded message and its tags), a created or revived actor is sent that
     message in the same transaction (a supervisor's order to start its children).
@@ -168,6 +172,7 @@ def spawn_op(
         "state": state,
         "start": start[0] if start else None,
         "start_tags": start[1] if start else "{}",
+        "revive": revive,
         **_fence_params(fence),
     }
     statements: list[Any] = [
@@ -580,9 +585,9 @@ RETURNING id
 """
 _NOTIFY_WATCHERS = """
 INSERT INTO promises (id, param, tags, kind, recipient)
-SELECT w.id || '/down/' || %(id)s || '/' || e.epoch, %(down)s::jsonb, %(down_tags)s::jsonb,
-       'message', w.id
-FROM (SELECT watchers, epoch FROM actors WHERE id = %(id)s) e,
+SELECT w.id || '/down/' || %(id)s || '/' || e.seq || '-' || e.epoch, %(down)s::jsonb,
+       %(down_tags)s::jsonb, 'message', w.id
+FROM (SELECT watchers, epoch, seq FROM actors WHERE id = %(id)s) e,
      LATERAL unnest(e.watchers) AS u(watcher)
      JOIN actors w ON w.id = u.watcher AND w.status IN ('running', 'restarting')
 WHERE %(down)s::jsonb IS NOT NULL
@@ -654,12 +659,12 @@ WITH child AS (
                       restart_at = NULL, updated_at = clock_timestamp(),
                       retry_step = coalesce(%(retry_step)s, retry_step)
     WHERE id = %(id)s AND epoch = %(epoch)s AND status = 'running'
-    RETURNING epoch
+    RETURNING epoch, seq
 ), parent AS (
     SELECT status FROM actors WHERE id = %(parent)s FOR KEY SHARE
 )
 INSERT INTO promises (id, param, tags, kind, recipient)
-SELECT %(message_id)s || '/' || child.epoch,
+SELECT %(message_id)s || '/' || child.seq || '-' || child.epoch,
        jsonb_set(%(param)s::jsonb, '{{epoch}}', to_jsonb(child.epoch)), %(tags)s::jsonb, 'message',
        %(parent)s
 FROM child, parent WHERE parent.status IN ('running', 'restarting')
@@ -724,7 +729,8 @@ WITH r AS (
     RETURNING {ACTOR_COLUMNS}
 ), started AS (
     INSERT INTO promises (id, param, tags, kind, recipient)
-    SELECT r.id || '/started/' || r.epoch, %(start)s::jsonb, %(start_tags)s::jsonb, 'message', r.id
+    SELECT r.id || '/started/' || r.seq || '-' || r.epoch, %(start)s::jsonb,
+           %(start_tags)s::jsonb, 'message', r.id
     FROM r WHERE %(start)s::jsonb IS NOT NULL
     ON CONFLICT (id) DO NOTHING
 )

@@ -386,7 +386,7 @@ def test_sliding_window() -> None:
         (6.0, True, [3.0, 6.0]),  # 0.0 slid out
         (9.0, True, [6.0, 9.0]),  # 3.0 slid out
         (9.5, False, [6.0, 9.0, 9.5]),  # three within 5 s: too many
-        (14.0, True, [9.5, 14.0]),
+        (14.0, False, [9.0, 9.5, 14.0]),  # 9.0 is exactly 5 s old: it still counts (OTP)
     ]
 
 

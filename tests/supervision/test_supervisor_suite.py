@@ -703,7 +703,7 @@ def test_terminate_child_brutal_kill(rt: Runtime) -> None:
     wait_until(lambda: "sup/brutal" in EVENTS.of("stop"), what="brutal's activation ended")
     assert steps_of(rt, reply.id) == ["brutal:begin"]
     assert actor(rt, "sup/brutal").state is None
-    assert sup.count_children() == counts(4, 3, 0, 3)
+    assert sup.count_children() == counts(4, 3, 0, 4)
     assert rt.ref("sup/long").ask(Work("k")).get(5) == ["k"]
 
 
