@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from promissory import Runtime
-from promissory import _crashpoints
+from promissory import Runtime, _crashpoints
 from promissory.agents import RunHandle
 from promissory.demo import build_team
 
@@ -29,7 +28,9 @@ def main(crash_after: int | None = None, model: str | None = None) -> str:
             _crashpoints.arm(f"step.kept:{crash_after}")
         existing = rt.store.find(RUN_ID)
         if existing is None:
-            handle = rt.start(lead, "Compare durable execution engines and actor systems", id=RUN_ID)
+            handle = rt.start(
+                lead, "Compare durable execution engines and actor systems", id=RUN_ID
+            )
         else:
             # Started before (and perhaps killed): the runtime's recovery pass has resumed
             # it already; wait for its result like any other process could.

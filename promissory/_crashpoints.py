@@ -1,10 +1,15 @@
-"""Named points where a crash test may kill the process, and nothing else.
+"""Crash tests' hooks in the runtime: named points where a test may kill the process, and the
+side-effect log.
 
 The runtime calls ``reached(point, id)`` at each boundary a crash can fall on: a message
 committed, a step about to run, a step kept, a handler returned, a message settled. Normally
 that is a no-op. A crash-test child process arms it through ``$PROMISSORY_CRASH_AT``
 (``point:n``, kill at the n-th time ``point`` is reached, counting from 1), and it then kills
 its own process with SIGKILL right there, after printing the point and id to stderr.
+
+With ``$PROMISSORY_EFFECTS`` set (a file), every step that starts running is logged there
+(``step_started``), and so is every effect code records with ``promissory.testing.effect``;
+appends of one short line are atomic and survive the writer's SIGKILL.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ POINTS = (
 )
 """Every point the runtime reports, in the order a message passes them; ``effect.ran`` is
 reported by ``promissory.testing.effect``, from inside a step's function."""
+
+EFFECTS_ENV = "PROMISSORY_EFFECTS"
 
 _lock = threading.Lock()
 _armed: tuple[str, int] | None = None
@@ -52,6 +59,25 @@ def reached(point: str, id: str) -> None:
         sys.stderr.write(f"promissory crash point {point} #{count} at {id}\n")
         sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def log_effect(*fields: str) -> None:
+    """Append one tab-separated line to the effects file, if a crash test set one."""
+    path = os.environ.get(EFFECTS_ENV)
+    if not path:
+        return
+    line = ("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def step_started(label: str, id: str) -> None:
+    """A step is about to run its function: log it (for crash tests) and report the point."""
+    log_effect("step", label, id)
+    reached("step.started", id)
 
 
 arm(os.environ.get("PROMISSORY_CRASH_AT"))

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from .._crashpoints import reached
+from .._crashpoints import reached, step_started
 from ..errors import (
     ActorError,
     ChildCancelled,
@@ -820,7 +820,7 @@ class _PlannedStep:
             ctx._wait_for_retry(sid, record.attempt, record.next_attempt_at)
         while True:
             ctx._cancel.gate(sid)
-            reached("step.started", sid)
+            step_started(self.label, sid)
             try:
                 step = StepInfo(sid, attempt)
                 value = ctx._invoke(self.fn, self.args, self.kwargs, step, self.timeout)

@@ -2,9 +2,11 @@
 
 ``python -m promissory.testing._child MODULE:FUNCTION`` runs ``FUNCTION(rt)`` with a
 ``Runtime`` on ``$PROMISSORY_DSN``; the function starts work (with fixed ids, so that running
-it again resumes rather than repeats) and returns a JSON-able outcome, printed as the last line
-of stdout after ``OUTCOME ``. ``$PROMISSORY_CRASH_AT`` arms a crash point (see
-``promissory._crashpoints``).
+it again resumes rather than repeats) and returns a JSON-able outcome, printed as a line of
+stdout after ``OUTCOME ``. ``$PROMISSORY_CRASH_AT`` arms a crash point (see
+``promissory._crashpoints``). With ``$PROMISSORY_CHECK_REPLAY`` set, every finished message is
+then replayed from its journal alone (``REPLAY`` line: the problems found). A ``TOOLS`` line
+gives the effect class of every tool of the agents defined.
 """
 
 from __future__ import annotations
@@ -27,8 +29,26 @@ def main(argv: list[str]) -> int:
     with Runtime(os.environ.get("PROMISSORY_DSN")) as rt:
         print(f"RECOVERY {msgspec.json.encode(rt.recovery).decode()}", flush=True)
         outcome = scenario(rt)
-    print(MARK + msgspec.json.encode(outcome).decode(), flush=True)
+        print(f"TOOLS {msgspec.json.encode(tool_effects()).decode()}", flush=True)
+        print(MARK + msgspec.json.encode(outcome).decode(), flush=True)
+        if os.environ.get("PROMISSORY_CHECK_REPLAY"):
+            from ._replay import check_replays
+
+            print(f"REPLAY {msgspec.json.encode(check_replays(rt)).decode()}", flush=True)
     return 0
+
+
+def tool_effects() -> dict[str, str]:
+    """``tool:<name>`` -> effect class, for the tools of every agent defined in this process."""
+    from ..agents._agent import _registry
+    from ..agents._tools import Tool
+
+    return {
+        f"tool:{tool.name}": tool.effect.value
+        for agent in list(_registry.values())
+        for tool in agent.tools.values()
+        if isinstance(tool, Tool)
+    }
 
 
 if __name__ == "__main__":

@@ -1,43 +1,62 @@
-"""Side effects counted across processes: each effect appends one line to a shared file.
+"""Side effects counted across processes, for crash tests.
 
-A crash test gives its child processes ``$PROMISSORY_EFFECTS`` (a file path); scenario code
-calls ``effect(name, key)`` where it does something that must not happen twice. The parent
-reads the file after the run to count how often each effect ran, across every crash and
-restart. Appends of one short line are atomic, and survive the writer's SIGKILL.
+A crash test gives its child processes ``$PROMISSORY_EFFECTS`` (a file path). The runtime logs
+every step that starts running there; scenario code calls ``effect(name, key)`` where it does
+something that must not happen twice. The parent reads the file to see how often each ran,
+across every crash and restart.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 from pathlib import Path
 
-from .._crashpoints import reached
+import msgspec
 
-ENV = "PROMISSORY_EFFECTS"
+from .._crashpoints import EFFECTS_ENV as ENV
+from .._crashpoints import log_effect, reached
+from ..actors import current_step
+
+__all__ = ["ENV", "EffectRecord", "effect", "read_effects", "read_log"]
 
 
 def effect(name: str, key: str = "") -> None:
-    """Record that effect ``name`` ran for ``key`` (a no-op outside a crash test)."""
-    path = os.environ.get(ENV)
-    if not path:
-        return
-    line = f"{name}\t{key}\n".encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    """Record that effect ``name`` ran for ``key`` (a no-op outside a crash test).
+
+    Inside a step, the step's id is recorded with it, so the harness can check that a tool
+    keyed its effect by its idempotency key.
+    """
+    step = current_step()
+    log_effect("effect", name, key, step.id if step is not None else "")
     reached("effect.ran", f"{name}:{key}")
 
 
-def read_effects(path: str | Path) -> collections.Counter[tuple[str, str]]:
-    """How many times each (name, key) effect ran, from an effects file."""
-    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+class EffectRecord(msgspec.Struct, frozen=True):
+    """One line of the effects log: a step started, or an effect recorded."""
+
+    what: str
+    """``"step"`` or ``"effect"``."""
+    name: str
+    """The step's label (``tool:search``, ``model:lead``, ``module.function``) or effect name."""
+    key: str
+    """The step's id, or the effect's key."""
+    step: str = ""
+    """For an effect: the step it ran in, if any."""
+
+
+def read_log(path: str | Path) -> list[EffectRecord]:
+    """Every record of an effects file, in order."""
     p = Path(path)
     if not p.exists():
-        return counts
+        return []
+    records = []
     for line in p.read_text().splitlines():
-        name, _, key = line.partition("\t")
-        counts[(name, key)] += 1
-    return counts
+        fields = line.split("\t")
+        if fields[0] in ("step", "effect") and len(fields) >= 3:
+            records.append(EffectRecord(*fields[:4]))
+    return records
+
+
+def read_effects(path: str | Path) -> collections.Counter[tuple[str, str]]:
+    """How many times each recorded effect ran, by (name, key)."""
+    return collections.Counter((r.name, r.key) for r in read_log(path) if r.what == "effect")

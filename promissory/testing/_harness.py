@@ -78,6 +78,8 @@ class CrashTest:
     def run(self, *, crash_at: str | None = None, kill_after: float | None = None) -> Run:
         """Run the scenario once in a child process; see the module docstring."""
         env = dict(os.environ)
+        # The child imports the scenario as this process would: give it the same path.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update(self.env)
         env["PROMISSORY_DSN"] = self.dsn
         env[ENV] = str(self.effects_file)

@@ -1,0 +1,84 @@
+"""Scenarios for the crash suite's own tests: one sound, three with a defect each."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from promissory import Context, DurableActor, Runtime, current_step, handler
+from promissory.agents import Agent, RunHandle, ScriptedModel, call, reply, tool
+from promissory.testing import effect
+
+
+def _run(rt: Runtime, agent: Agent, run_id: str) -> Any:
+    assert rt.store is not None
+    if rt.store.find(run_id) is None:
+        return rt.start(agent, "go", id=run_id).result(timeout=60)
+    return RunHandle(run_id, rt.store).result(timeout=60)
+
+
+@tool(effect="idempotent")
+def charge(amount: int) -> str:
+    """Charge once per idempotency key."""
+    step = current_step()
+    assert step is not None
+    effect("charge", step.idempotency_key)
+    return f"charged {amount}"
+
+
+@tool(effect="idempotent")
+def sloppy_charge(amount: int) -> str:
+    """Charge, keyed by something that is not the idempotency key."""
+    effect("charge", f"amount-{amount}")
+    return f"charged {amount}"
+
+
+@tool(effect="at_most_once")
+def launch(target: str) -> str:
+    """Must never happen twice."""
+    time.sleep(0.2)  # a crash in the middle is likely
+    return f"launched at {target}"
+
+
+def _agent(name: str, tools: list[Any], script: list[Any]) -> Agent:
+    return Agent(name, "x", ScriptedModel(script), tools=tools)
+
+
+sound_agent = _agent(
+    "sound",
+    [charge],
+    [reply("", call("charge", "a", amount=5)), reply("", call("charge", "b", amount=7)), "done"],
+)
+sloppy_agent = _agent(
+    "sloppy", [sloppy_charge], [reply("", call("sloppy_charge", "a", amount=5)), "done"]
+)
+launching_agent = _agent(
+    "launcher", [launch], [reply("", call("launch", "a", target="mars")), "ok"]
+)
+
+
+def sound(rt: Runtime) -> Any:
+    return _run(rt, sound_agent, "runs/sound")
+
+
+def sloppy(rt: Runtime) -> Any:
+    return _run(rt, sloppy_agent, "runs/sloppy")
+
+
+def launching(rt: Runtime) -> Any:
+    return _run(rt, launching_agent, "runs/launch")
+
+
+class Dice(DurableActor):
+    @handler
+    def roll(self, ctx: Context, sides: int) -> int:
+        # Non-deterministic control flow outside any step: a replay may ask for another step.
+        if random.random() < 0.5:
+            return ctx.step(lambda: 1, name="low")
+        return ctx.step(lambda: sides, name="high")
+
+
+def dice(rt: Runtime) -> Any:
+    ref = rt.spawn(Dice, id="dice")
+    return ref.ask(6, id="dice/roll").get(timeout=30)
