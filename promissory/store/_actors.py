@@ -180,7 +180,10 @@ def spawn_op(
         (_GET_ACTOR, (id,)),
     ]
     if step is not None:
+        # A spawn is rare: run the step's read-back statement always, inside the batch.
         statements.extend(step.statements)
+        if step.reread is not None:
+            statements.append(step.reread)
 
     def finish(rows: list[Rows], xid: int | None) -> tuple[ActorRecord, bool, Any]:
         written, existing = rows[0], rows[1]
@@ -321,13 +324,13 @@ def step_op(
         "next": next_attempt_at,
         **_fence_params(fence),
     }
-    return Op([(_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+    return Op([(_STEP, params)], _finish_step(id, fence), keys=(id,), reread=(_GET, (id,)))
 
 
 def now_step_op(id: str, fence: Fence, fingerprint: str) -> Op:
     """The op that keeps the database's clock as a step's value."""
     params = {"id": id, "fp": fingerprint, **_fence_params(fence)}
-    return Op([(_NOW_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+    return Op([(_NOW_STEP, params)], _finish_step(id, fence), keys=(id,), reread=(_GET, (id,)))
 
 
 def _finish_step(id: str, fence: Fence) -> Any:
@@ -380,7 +383,7 @@ def promise_step_op(
         "fp": fingerprint,
         **_fence_params(fence),
     }
-    return Op([(_PROMISE_STEP, params), (_GET, (id,))], _finish_step(id, fence))
+    return Op([(_PROMISE_STEP, params)], _finish_step(id, fence), keys=(id,), reread=(_GET, (id,)))
 
 
 # -- completing, suspending and claiming -------------------------------------------------------

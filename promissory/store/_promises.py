@@ -103,7 +103,7 @@ def create_op(
         "kind": kind.value,
         "recipient": recipient,
     }
-    return Op([(_CREATE, params), (_GET, (id,))], _finish_create, keys=(id,))
+    return Op([(_CREATE, params)], _finish_create, keys=(id,), reread=(_GET, (id,)))
 
 
 def _finish_create(rows: list[Rows], xid: int | None) -> Outcome:
@@ -146,7 +146,7 @@ def settle_op(id: str, state: PromiseState, value: str | None) -> Op:
         applied = xid is not None and written_by(row, xid) and row[1] == state.value
         return Outcome(promise_from_row(row), applied)
 
-    return Op([(_SETTLE, params), (_GET, (id,))], finish, _settled_events, keys=(id,))
+    return Op([(_SETTLE, params)], finish, _settled_events, keys=(id,), reread=(_GET, (id,)))
 
 
 def _settled_events(outcome: Outcome) -> list[Event]:

@@ -26,9 +26,12 @@ from concurrent.futures import Future
 from typing import Any
 
 import psycopg
+from psycopg.pq import ExecStatus
 
 from ..errors import StoreError, StoreUnavailableError
 from ._connection import backoff_delay, connect, is_disconnect, is_transient
+
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 log = logging.getLogger("promissory.store")
 
@@ -49,9 +52,14 @@ class Op:
     ``keys`` name the rows the op writes (promise ids, say). Ops that share a key never share a
     batch: then a row whose ``xmin`` is the batch's transaction was written by the one op of the
     batch that names it, and a re-read says ``applied`` for that op alone.
+
+    ``reread`` is a query run after the commit, only when the op's first statement returned no
+    row (its write did nothing: the row existed, or a fence held) or when reading back after an
+    unknown outcome; its rows are passed to ``finish`` after the statements' own. Most writes
+    return their row, so most ops cost one statement.
     """
 
-    __slots__ = ("statements", "finish", "events", "keys", "future")
+    __slots__ = ("statements", "finish", "events", "keys", "future", "reread")
 
     def __init__(
         self,
@@ -60,12 +68,14 @@ class Op:
         events: Callable[[Any], Sequence[Event]] | None = None,
         *,
         keys: Sequence[str] = (),
+        reread: Statement | None = None,
     ) -> None:
         self.statements = statements
         self.finish = finish
         self.events = events
         self.keys = tuple(keys)
         self.future: Future[Any] = Future()
+        self.reread = reread
 
 
 class _Stop:
@@ -342,13 +352,18 @@ class Writer:
             return
 
 
+def _rows(cur: psycopg.Cursor[Any]) -> Rows:
+    # Cheaper than cur.description, which builds column objects on each call.
+    result = cur.pgresult
+    return cur.fetchall() if result is not None and result.status == _TUPLES_OK else []
+
+
 def _begin(conn: psycopg.Connection[Any]) -> int:
     """Open the batch's transaction and return its id, before any write is sent."""
-    with conn.pipeline() as pipeline:
-        conn.execute("BEGIN")
-        cur = conn.execute("SELECT txid_current()")
-        pipeline.sync()
-        row = cur.fetchone()
+    # One simple-protocol query: no parameters, so no pipeline to set up.
+    cur = conn.execute("BEGIN; SELECT txid_current()")
+    cur.nextset()
+    row = cur.fetchone()
     assert row is not None
     return int(row[0])
 
@@ -375,12 +390,18 @@ def _run_ops(
     results: list[Any] = []
     for op, curs in zip(batch, cursors, strict=True):
         try:
-            op_rows = [cur.fetchall() if cur.description else [] for cur in curs]
+            op_rows = [_rows(cur) for cur in curs]
         except psycopg.Error as exc:
             err = StoreError(f"the write was committed but its result could not be read: {exc}")
             err.__cause__ = exc
             results.append(err)
             continue
+        if op.reread is not None:
+            if xid is None and op_rows[0]:
+                op_rows.append([])
+            else:
+                # idempotent replay, not found, or reading back after an unknown outcome
+                op_rows.append(conn.execute(*op.reread).fetchall())
         try:
             results.append(op.finish(op_rows, xid))
         except BaseException as exc:
