@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import uuid
 from typing import Any
 
@@ -96,10 +97,19 @@ async def serve(port: int, ready: asyncio.Event | None = None) -> None:
         await asyncio.to_thread(runtime.close)
 
 
+async def main(port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then drain the runtime and exit cleanly."""
+    task = asyncio.create_task(serve(port))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
-    try:
-        asyncio.run(serve(parser.parse_args().port))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(main(parser.parse_args().port))

@@ -7,6 +7,7 @@ Every subcommand takes ``--dsn`` (else ``$PROMISSORY_DSN``, else the embedded se
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         result = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except CommandError as exc:
         print(f"promissory: {exc}", file=sys.stderr)
         return exc.status
@@ -98,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="kill this process with SIGKILL after N kept steps (run the demo again to resume)",
+        help="kill this process with SIGKILL after N more model and tool steps are kept "
+        "(run the demo again to resume)",
     )
     p.add_argument(
         "--model",
@@ -140,9 +148,13 @@ def dsn_of(args: argparse.Namespace) -> str:
     return resolve_dsn(getattr(args, "dsn", None))
 
 
+CONNECT_TIMEOUT = 3.0
+"""Seconds a command waits for its database before it says it cannot reach it."""
+
+
 def open_store(args: argparse.Namespace) -> Store:
     """A store on the command's database, failing fast with one clear line."""
-    return Store(dsn_of(args), reconnect_timeout=3.0)
+    return Store(dsn_of(args), reconnect_timeout=CONNECT_TIMEOUT)
 
 
 def wants_json(args: argparse.Namespace) -> bool:
@@ -283,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ._serve import TargetError, serve
 
     try:
-        return serve(args.target, dsn_of(args))
+        return serve(args.target, dsn_of(args), connect_timeout=CONNECT_TIMEOUT)
     except TargetError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
 
@@ -298,7 +310,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
             load_target(args.module)
         except TargetError as exc:
             raise CommandError(str(exc), EXIT_USAGE) from None
-    with Runtime(dsn_of(args)) as rt:
+    with Runtime(dsn_of(args), connect_timeout=CONNECT_TIMEOUT) as rt:
         try:
             handle = rt.resume(args.id)
         except PromiseNotFoundError:

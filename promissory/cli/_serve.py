@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import types
 from typing import Any
 
 from ..actors import DurableActor
@@ -44,16 +45,26 @@ def load_target(spec: str) -> Any:
     return obj
 
 
-def serve(spec: str, dsn: str, *, ready: Any = None) -> int:
-    """Host ``spec``'s actors until SIGTERM or SIGINT; return the exit status."""
+def serve(spec: str, dsn: str, *, ready: Any = None, connect_timeout: float = 30.0) -> int:
+    """Host ``spec``'s actors until SIGTERM or SIGINT; return the exit status.
+
+    The database must answer within ``connect_timeout`` seconds at start; once serving, the
+    node rides out outages (its store reconnects with backoff).
+    """
     target = load_target(spec)
+    if not (isinstance(target, types.ModuleType) or callable(target) or _actor_classes(target)):
+        raise TargetError(
+            f"{spec} is a {type(target).__name__}: expected a module, a function taking the "
+            "runtime, or actor classes"
+        )
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     classes = _actor_classes(target)
     try:
-        with Runtime(dsn, actors=classes) as rt:
+        rt = Runtime(dsn, actors=classes, connect_timeout=connect_timeout)
+        with rt:
             if callable(target) and not isinstance(target, type):
                 target(rt)
             report = rt.recovery

@@ -43,6 +43,7 @@ class Runtime:
             suspends and frees the thread.
         idle_timeout: seconds an idle activation keeps its thread before it is passivated.
         reconnect_timeout: how long store operations wait for a lost database.
+        connect_timeout: how long opening waits for the database (default: the same).
 
     Example:
         >>> with Runtime() as rt:  # doctest: +SKIP
@@ -60,12 +61,14 @@ class Runtime:
         suspend_after: float = 0.1,
         idle_timeout: float = 2.0,
         reconnect_timeout: float = 30.0,
+        connect_timeout: float | None = None,
     ) -> None:
         self._dsn_arg = dsn
         self._actor_classes = list(actors)
         self._suspend_after = suspend_after
         self._idle_timeout = idle_timeout
         self._reconnect_timeout = reconnect_timeout
+        self._connect_timeout = connect_timeout
         self._started = False
         self.store: Store | None = None
         self.recovery: RecoveryReport | None = None
@@ -78,7 +81,9 @@ class Runtime:
             return self
         started = time.monotonic()
         dsn = resolve_dsn(self._dsn_arg)
-        self.store = store = Store(dsn, reconnect_timeout=self._reconnect_timeout)
+        self.store = store = Store(
+            dsn, reconnect_timeout=self._reconnect_timeout, connect_timeout=self._connect_timeout
+        )
         self.loop = LoopThread()
         self.lease = NodeLease(store)
         self.node_id = self.lease.node_id

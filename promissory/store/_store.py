@@ -52,6 +52,8 @@ class Store:
         pool_size: connections kept for reads.
         migrate: bring the schema up to date on open (the default). With ``False`` the store
             only checks the version.
+        connect_timeout: how long opening waits for the database (default:
+            ``reconnect_timeout``); a command line tool wants to give up sooner than a node.
 
     Example:
         >>> with Store("postgresql://localhost/app") as store:  # doctest: +SKIP
@@ -69,11 +71,13 @@ class Store:
         reconnect_timeout: float = 30.0,
         pool_size: int = 8,
         migrate: bool = True,
+        connect_timeout: float | None = None,
     ) -> None:
         self.dsn = dsn
         self.reconnect_timeout = reconnect_timeout
         self._read_only: str | None = None
-        conn = connect(dsn, deadline=time.monotonic() + reconnect_timeout, what="the promise store")
+        first = connect_timeout if connect_timeout is not None else reconnect_timeout
+        conn = connect(dsn, deadline=time.monotonic() + first, what="the promise store")
         try:
             self.schema = current_schema(conn)
             try:
