@@ -28,18 +28,9 @@ import pykka
 from .._crashpoints import reached
 from ..errors import FencedError, PromissoryError
 from ..store import ErrorInfo, Promise, PromiseState, decode, encode, error_info
-from ..store._actors import (
-    MAILBOX,
-    ActorRecord,
-    Completion,
-    Fence,
-    claim_op,
-    cleaned_op,
-    complete_op,
-    journal_query,
-    suspend_op,
-)
+from ..store._actors import ActorRecord, Fence, claim_op
 from ..store._promises import promise_from_row
+from ..store._steps import MAILBOX, Completion, cleaned_op, complete_op, journal_query, suspend_op
 from ._cancel import Cancelled, CancelState
 from ._journal import Journal
 from ._signals import Suspend

@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from .._crashpoints import reached
 from ..store import Promise, Store, Timeout, encode
-from ..store._actors import send_op
+from ..store._steps import send_op
 from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id, timeout_parts
 from ._ids import new_message_id
 from ._messages import encode_message, message_tags

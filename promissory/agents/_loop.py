@@ -17,7 +17,7 @@ import msgspec
 
 from ..actors import Cancelled, Context, DurableActor, DurablePromise, Exit, handler
 from ..actors._cancel import EndOfJournal
-from ..actors._context import StepCall
+from ..actors._steps import StepCall
 from ..errors import (
     ChildCancelled,
     ChildFailed,

@@ -23,7 +23,7 @@ import pykka
 from ..actors import ActorRef, DurableActor, Exit
 from ..actors._activation import Activation, Binding, Passivate, Poke
 from ..actors._actor import start_activation
-from ..actors._context import STEP_ATTRIBUTE
+from ..actors._steps import STEP_ATTRIBUTE
 from ..store import ErrorInfo, Promise, Store, Subscription, error_info
 from ..store._actors import ActorRecord, ActorStatus, due_restart_op
 from ._loop import LoopThread, Timer

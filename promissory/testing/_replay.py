@@ -24,8 +24,9 @@ from ..actors._signals import Suspend
 from ..errors import NondeterminismError
 from ..runtime import Runtime
 from ..store import PromiseState, decode
-from ..store._actors import Fence, journal_query
+from ..store._actors import Fence
 from ..store._promises import promise_from_row
+from ..store._steps import journal_query
 
 __all__ = ["check_replay", "check_replays"]
 
