@@ -168,10 +168,21 @@ class Supervisor(DurableActor[SupervisorState]):
         if created:
             host.spawned(actor_id, spec.kind)
         elif record.status is not ActorStatus.RUNNING or restarting:
-            revived = store.execute(revive_op(actor_id, from_stopped=True, start=start))
-            if revived is not None:
-                host.restarted(revived)
+            self._revive(actor_id, spec.kind, from_stopped=True)
         return actor_id
+
+    def _revive(
+        self, actor_id: str, kind: str, *, delay: float | None = None, from_stopped: bool = False
+    ) -> bool:
+        """Start a child's next incarnation (sending a supervisor child its start message)."""
+        host = self._activation.host
+        start = start_message(host.resolve_class(kind))
+        record = self._activation.store.execute(
+            revive_op(actor_id, delay=delay, from_stopped=from_stopped, start=start)
+        )
+        if record is not None:
+            host.restarted(record)
+        return record is not None
 
     def _check_spec(self, spec: ChildDef) -> None:
         # OTP refuses these child specs; so do we, at start.
@@ -186,8 +197,6 @@ class Supervisor(DurableActor[SupervisorState]):
     def _revive_dynamic(self, static: list[str]) -> int:
         # Unlike OTP, dynamic children outlive a restart of their supervisor: bring back every
         # one that is not temporary.
-        store = self._activation.store
-        host = self._activation.host
         revived = 0
         for record in self._child_records():
             local = record.id.removeprefix(self.id + "/")
@@ -195,10 +204,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 continue
             if _spec_of(record).restart is Restart.TEMPORARY:
                 continue
-            start = start_message(host.resolve_class(record.kind))
-            again = store.execute(revive_op(record.id, from_stopped=True, start=start))
-            if again is not None:
-                host.restarted(again)
+            if self._revive(record.id, record.kind, from_stopped=True):
                 revived += 1
         return revived
 
@@ -253,11 +259,7 @@ class Supervisor(DurableActor[SupervisorState]):
             return store.execute(bounce_op(action.child)) is not None
         if isinstance(action, Revive):
             kind = self._kind_of(action.child)
-            start = start_message(host.resolve_class(kind)) if kind is not None else None
-            record = store.execute(revive_op(action.child, delay=action.delay, start=start))
-            if record is not None:
-                host.restarted(record)
-            return record is not None
+            return kind is not None and self._revive(action.child, kind, delay=action.delay)
         if isinstance(action, Remove):
             host.shutdown_activation(action.child, action.shutdown)
             error = exit.error if action.child == exit.child else None
@@ -337,20 +339,23 @@ class Supervisor(DurableActor[SupervisorState]):
         """Start a terminated child again: ``running`` / ``restarting`` if it is not stopped."""
         return msgspec.convert(ctx.step(self._restart, msg.id, name="restart_child"), ChildResult)
 
-    def _restart(self, id: str) -> ChildResult:
+    def _stopped_child(self, id: str) -> tuple[ActorRecord | None, ChildResult | None]:
+        """A child that is stopped, or OTP's error for why it cannot be used as one."""
         record = self._child(id)
         if record is None:
-            return ChildResult(ok=False, error="not_found")
+            return None, ChildResult(ok=False, error="not_found")
         if record.status is ActorStatus.RUNNING:
-            return ChildResult(ok=False, error="running", actor=record.id)
+            return None, ChildResult(ok=False, error="running", actor=record.id)
         if record.status is ActorStatus.RESTARTING:
-            return ChildResult(ok=False, error="restarting", actor=record.id)
-        start = start_message(self._activation.host.resolve_class(record.kind))
-        revived = self._activation.store.execute(
-            revive_op(record.id, from_stopped=True, start=start)
-        )
-        if revived is not None:
-            self._activation.host.restarted(revived)
+            return None, ChildResult(ok=False, error="restarting", actor=record.id)
+        return record, None
+
+    def _restart(self, id: str) -> ChildResult:
+        record, refused = self._stopped_child(id)
+        if record is None:
+            assert refused is not None
+            return refused
+        self._revive(record.id, record.kind, from_stopped=True)
         return ChildResult(ok=True, actor=record.id)
 
     @handler
@@ -359,13 +364,10 @@ class Supervisor(DurableActor[SupervisorState]):
         return msgspec.convert(ctx.step(self._delete, msg.id, name="delete_child"), ChildResult)
 
     def _delete(self, id: str) -> ChildResult:
-        record = self._child(id)
+        record, refused = self._stopped_child(id)
         if record is None:
-            return ChildResult(ok=False, error="not_found")
-        if record.status is ActorStatus.RUNNING:
-            return ChildResult(ok=False, error="running")
-        if record.status is ActorStatus.RESTARTING:
-            return ChildResult(ok=False, error="restarting")
+            assert refused is not None
+            return msgspec.structs.replace(refused, actor=None)
         query = "DELETE FROM actors WHERE id = %s AND status IN ('stopped', 'failed')"
         self._activation.store.read(lambda conn: conn.execute(query, (record.id,)))
         return ChildResult(ok=True)
