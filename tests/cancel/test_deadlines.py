@@ -1,0 +1,235 @@
+"""Deadlines at every level, each a promise timeout (``rejected_timedout``): a run's, an actor
+message's, a step's, a tool call's; the nearest one wins; and one that passes while no process
+runs is honoured when a runtime starts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from promissory.agents import Agent, RunHandle, Tool, ToolResult, call, reply
+from promissory.errors import PromiseTimedOutError
+from promissory.runtime import Runtime
+from tests.cancel import kit
+from tests.cancel.checks import check_answers, check_canceled, message_of, start_tree
+from tests.cancel.kit import (
+    AsyncStep,
+    Child,
+    Marked,
+    Nap,
+    SyncStep,
+    Timed,
+    eventually,
+    rows,
+    sql,
+)
+
+
+def state_of(dsn: str, id: str) -> str:
+    [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = %s", id)
+    return str(state)
+
+
+def lifetime(dsn: str, id: str) -> float:
+    """Seconds from ``id``'s creation to its settling (waiting for it to be settled: a reply
+    says a deadline passed as soon as it has, before the timer service keeps it)."""
+    [(seconds,)] = eventually(
+        lambda: sql(
+            dsn,
+            "SELECT extract(epoch FROM settled_at - created_at)::float8 FROM promises"
+            " WHERE id = %s AND settled_at IS NOT NULL",
+            id,
+        ),
+        what=f"{id} settled",
+    )
+    return float(seconds)
+
+
+def marks_named(name: str) -> list[kit.Mark]:
+    return [m for m in kit.marks() if m.name == name]
+
+
+def test_a_run_deadline_times_the_run_out_and_cancels_everything_under_it(
+    rt: Runtime, dsn: str
+) -> None:
+    run = "agent/run/deadline"
+    handle = rt.start(kit.TREES["timer"], "go", id=run, deadline=0.6)
+    with pytest.raises(PromiseTimedOutError):
+        handle.result(timeout=10)
+    assert lifetime(dsn, run) == pytest.approx(0.6, abs=0.25)
+    [(timeout_at_offset,)] = sql(
+        dsn,
+        "SELECT extract(epoch FROM timeout_at - created_at)::float8 FROM promises WHERE id = %s",
+        run,
+    )
+    assert timeout_at_offset == pytest.approx(0.6, abs=0.05)
+    all_rows = check_canceled(dsn, run, root_state="rejected_timedout", strict=False)
+    # What was under it is canceled by the run's timeout (not timed out on its own).
+    leaf = message_of(all_rows, "leaf")
+    assert {r.id: r.state for r in all_rows if r.kind in ("message", "timer")} == {
+        run: "rejected_timedout",
+        f"{run}/3": "rejected_canceled",
+        leaf: "rejected_canceled",
+        f"{leaf}/2": "rejected_canceled",
+    }
+    check_answers(all_rows, run)
+    assert [m for m in kit.marks() if m.name == "after"] == []
+
+
+def test_a_message_deadline_times_the_message_out_and_its_handler_cleans_up(
+    rt: Runtime, dsn: str
+) -> None:
+    ref = rt.spawn(Child, id="napper")
+    reply = ref.ask(Nap(30), id="napper/m", timeout=0.4)
+    with pytest.raises(PromiseTimedOutError):
+        reply.get(timeout=10)
+    assert lifetime(dsn, "napper/m") == pytest.approx(0.4, abs=0.25)
+    all_rows = check_canceled(dsn, "napper/m", root_state="rejected_timedout", actors=False)
+    assert [(r.id, r.kind, r.state, r.label) for r in all_rows] == [
+        ("napper/m", "message", "rejected_timedout", ""),
+        ("napper/m/1", "timer", "rejected_canceled", "sleep"),
+        ("napper/m/3", "step", "resolved", "cleanup"),
+    ]
+    # The handler saw the deadline as `Cancelled` with `deadline` set, and cleaned up once.
+    assert [m.key for m in marks_named("cancelled")] == [
+        "napper/m deadline=True reason=the deadline of napper/m passed"
+    ]
+    assert [m.key for m in marks_named("cleanup")] == ["napper/m"]
+    # The actor goes on: a timed-out message is not a crash.
+    assert sql(dsn, "SELECT status, restarts FROM actors WHERE id = 'napper'") == [("running", 0)]
+    assert ref.ask(kit.Job(2, 0.01)).get(timeout=10) == "napper"
+
+
+def test_an_async_step_is_cancelled_at_its_timeout_which_is_kept(rt: Runtime, dsn: str) -> None:
+    ref = rt.spawn(Timed, id="timed1")
+    answer = ref.ask(AsyncStep(seconds=30, timeout=0.3), id="timed1/m").get(timeout=10)
+    assert answer == "StepTimedOutError: step timed1/m/1 took longer than 0.300 s"
+    # The function's task saw CancelledError at the timeout.
+    [started] = marks_named("work")
+    [cancelled] = marks_named("work:cancelled")
+    assert cancelled.at - started.at == pytest.approx(0.3, abs=0.2)
+    # The final timeout is kept as `rejected_timedout`: a replay raises it again.
+    [(state, value)] = sql(dsn, "SELECT state, value FROM promises WHERE id = 'timed1/m/1'")
+    assert state == "rejected_timedout"
+    assert value["type"] == "promissory.errors.StepTimedOutError"
+    assert state_of(dsn, "timed1/m") == "resolved"
+
+
+def test_a_sync_steps_late_result_counts_as_a_timeout(rt: Runtime, dsn: str) -> None:
+    ref = rt.spawn(Timed, id="timed2")
+    # One attempt, late: the step times out, though the function returned.
+    answer = ref.ask(SyncStep(seconds=0.3, timeout=0.1), id="timed2/a").get(timeout=10)
+    assert answer.startswith("StepTimedOutError: step timed2/a/1 took longer than 0.100 s")
+    assert [m.key for m in marks_named("work:done")] == ["timed2/a/1#1"]
+    [(state, attempt)] = sql(dsn, "SELECT state, attempt FROM promises WHERE id = 'timed2/a/1'")
+    assert (state, attempt) == ("rejected_timedout", 1)
+    # Two attempts: the late first one is a failed attempt, the second is kept.
+    answer = ref.ask(SyncStep(seconds=0.3, timeout=0.1, attempts=2), id="timed2/b").get(timeout=10)
+    assert answer == "attempt 2"
+    [(state, attempt, value)] = sql(
+        dsn, "SELECT state, attempt, value FROM promises WHERE id = 'timed2/b/1'"
+    )
+    assert (state, attempt, value) == ("resolved", 2, "attempt 2")
+
+
+def test_a_step_timeout_nearer_than_the_message_deadline_wins(rt: Runtime, dsn: str) -> None:
+    ref = rt.spawn(Timed, id="timed3")
+    reply = ref.ask(AsyncStep(seconds=30, timeout=0.2), id="timed3/m", timeout=5)
+    assert reply.get(timeout=10) == "StepTimedOutError: step timed3/m/1 took longer than 0.200 s"
+    assert state_of(dsn, "timed3/m") == "resolved"
+
+
+def test_a_message_deadline_nearer_than_the_step_timeout_wins(rt: Runtime, dsn: str) -> None:
+    ref = rt.spawn(Timed, id="timed4")
+    reply = ref.ask(AsyncStep(seconds=30, timeout=10), id="timed4/m", timeout=0.4)
+    with pytest.raises(PromiseTimedOutError):
+        reply.get(timeout=10)
+    # The step was cut at the message's deadline, not at its own timeout.
+    eventually(lambda: marks_named("work:cancelled"), what="the step cut")
+    [started] = marks_named("work")
+    [cancelled] = marks_named("work:cancelled")
+    assert cancelled.at - started.at == pytest.approx(0.4, abs=0.25)
+    assert lifetime(dsn, "timed4/m") == pytest.approx(0.4, abs=0.25)
+    kit.wait_quiet(dsn, "timed4/m")
+    [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = 'timed4/m/1'") or [(None,)]
+    assert state in (None, "rejected_timedout", "rejected_canceled")
+
+
+def test_a_tool_call_timeout_is_an_error_result_and_the_run_goes_on(rt: Runtime, dsn: str) -> None:
+    agent = Agent(
+        "tool_timeout",
+        "Sleep, briefly.",
+        Marked("tool_timeout", [reply("", call("sleepy", "c1", seconds=30.0)), "gave up"]),
+        tools=[Tool(kit.sleepy, timeout=0.3)],
+    )
+    run = "agent/run/tool-timeout"
+    assert rt.run(agent, "go", id=run, timeout=10) == "gave up"
+    [started] = marks_named("tool:sleepy")
+    [cancelled] = marks_named("tool:sleepy:cancelled")
+    assert cancelled.at - started.at == pytest.approx(0.3, abs=0.2)
+    assert [(r.id, r.state, r.label) for r in rows(dsn, run)] == [
+        (run, "resolved", ""),
+        (f"{run}/1", "resolved", "model:tool_timeout"),
+        (f"{run}/2", "rejected_timedout", "tool:sleepy"),
+        (f"{run}/3", "resolved", "model:tool_timeout"),
+    ]
+    asked = agent.model.inner.requests[1]  # type: ignore[attr-defined]
+    assert asked.messages[-1].tool_results == [
+        ToolResult(
+            call_id="c1",
+            name="sleepy",
+            content=f"StepTimedOutError: step {run}/2 took longer than 0.300 s",
+            is_error=True,
+        )
+    ]
+
+
+def test_a_message_deadline_that_passes_while_no_process_runs_is_honoured_on_start(
+    dsn: str,
+) -> None:
+    kit.reset()
+    with kit.runtime(dsn) as rt:
+        rt.spawn(Child, id="sleeper")
+        rt.ref("sleeper").ask(Nap(30), id="sleeper/m", timeout=0.8)
+        eventually(
+            lambda: sql(
+                dsn, "SELECT 1 FROM promises WHERE id = 'sleeper/m' AND awaiting IS NOT NULL"
+            ),
+            what="suspended",
+        )
+    time.sleep(1.0)
+    # Past its deadline, and nothing ran to time it out: it is still pending.
+    [(state, overdue)] = sql(
+        dsn,
+        "SELECT state, timeout_at < clock_timestamp() FROM promises WHERE id = 'sleeper/m'",
+    )
+    assert (state, overdue) == ("pending", True)
+    with kit.runtime(dsn):
+        check_canceled(dsn, "sleeper/m", root_state="rejected_timedout", actors=False)
+    assert [m.key for m in marks_named("cleanup")] == ["sleeper/m"]
+    assert [m.key for m in marks_named("cancelled")] == [
+        "sleeper/m deadline=True reason=the deadline of sleeper/m passed"
+    ]
+    kit.reset()
+
+
+def test_a_run_deadline_that_passes_while_no_process_runs_is_honoured_on_start(
+    dsn: str,
+) -> None:
+    kit.reset()
+    run = "agent/run/deadline-down"
+    with kit.runtime(dsn) as rt:
+        handle = rt.start(kit.TREES["timer"], "go", id=run, deadline=1.0)
+        start_tree(rt, dsn, "timer", run, started=handle)
+    time.sleep(1.0)
+    assert state_of(dsn, run) == "pending"
+    with kit.runtime(dsn) as rt:
+        assert rt.store is not None
+        with pytest.raises(PromiseTimedOutError):
+            RunHandle(run, rt.store).result(timeout=10)
+        all_rows = check_canceled(dsn, run, root_state="rejected_timedout", strict=False)
+    check_answers(all_rows, run)
+    assert len(marks_named("cleanup")) <= 1
+    kit.reset()
