@@ -318,6 +318,7 @@ class Context:
         fp: str,
         attempt: int,
         next_attempt_at: datetime | None = None,
+        first: bool = False,
     ) -> Promise:
         op = step_op(
             sid,
@@ -327,6 +328,7 @@ class Context:
             fingerprint=fp,
             attempt=attempt,
             next_attempt_at=next_attempt_at,
+            first=first,
         )
         record: Promise = self._store.execute(op)
         self._journal.keep(record)

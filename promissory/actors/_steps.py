@@ -160,6 +160,10 @@ class _PlannedStep:
         self.rtype = rtype
         self.record = record
 
+    def _first(self) -> bool:
+        """Whether the step has no row yet (its first keep may share a multi-row insert)."""
+        return self.record is None
+
     def outcome(self) -> StepOutcome:
         try:
             return StepOutcome(value=self.run())
@@ -190,19 +194,26 @@ class _PlannedStep:
                         if isinstance(exc, StepTimedOutError)
                         else PromiseState.REJECTED
                     )
-                    kept = ctx._keep_step(sid, state, encode(info, what="error"), fp, attempt)
+                    kept = ctx._keep_step(
+                        sid, state, encode(info, what="error"), fp, attempt, first=self._first()
+                    )
                     raise _from_step(rebuild_error(kept.error() or info), sid) from exc
                 # A server's own "retry after" is a floor for the backoff.
                 delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
                 next_at = datetime.now(UTC) + timedelta(seconds=delay)
-                kept = ctx._keep_step(sid, PromiseState.PENDING, None, fp, attempt, next_at)
+                kept = ctx._keep_step(
+                    sid, PromiseState.PENDING, None, fp, attempt, next_at, first=self._first()
+                )
+                self.record = kept
                 if kept.state.settled:  # kept by another activation meanwhile
                     return ctx._step_value(kept, self.rtype)
                 ctx._wait_for_retry(sid, attempt, next_at)
                 attempt += 1
                 continue
             value_json = encode(value, what=f"result of {self.label}")
-            kept = ctx._keep_step(sid, PromiseState.RESOLVED, value_json, fp, attempt)
+            kept = ctx._keep_step(
+                sid, PromiseState.RESOLVED, value_json, fp, attempt, first=self._first()
+            )
             return ctx._step_value(kept, self.rtype)
 
 

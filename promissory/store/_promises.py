@@ -17,7 +17,7 @@ from psycopg import sql
 
 from ..errors import PromiseNotFoundError
 from ._records import Outcome, Page, Promise, PromiseKind, PromiseState
-from ._writer import Event, Op, Rows
+from ._writer import Event, Group, Op, Rows
 
 _EXPIRED = "(state = 'pending' AND timeout_at <= clock_timestamp())"
 _TIMEOUT_STATE = "CASE WHEN kind = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END"
@@ -80,6 +80,28 @@ ON CONFLICT (id) DO NOTHING
 RETURNING {COLUMNS}
 """
 
+_CREATE_MANY = f"""
+INSERT INTO promises (id, state, param, tags, timeout_at, created_at, settled_at, kind, recipient)
+SELECT v.vid,
+       CASE WHEN t.expired THEN
+            CASE WHEN v.vkind = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END
+            ELSE 'pending' END,
+       v.vparam::jsonb, v.vtags::jsonb, t.at,
+       CASE WHEN t.expired THEN t.at ELSE clock_timestamp() END,
+       CASE WHEN t.expired THEN t.at END,
+       v.vkind, v.vrecipient
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::timestamptz[], %s::text[],
+            %s::text[]) WITH ORDINALITY AS v(vid, vparam, vtags, vsecs, vat, vkind, vrecipient, n)
+CROSS JOIN LATERAL (
+    SELECT a.at, a.at <= clock_timestamp() AS expired
+    FROM (SELECT coalesce(v.vat, clock_timestamp() + v.vsecs * interval '1 second') AS at) a
+) t
+ORDER BY v.n
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+"""``_CREATE`` for many promises at once (group commit's multi-row form)."""
+
 _GET = f"SELECT {COLUMNS} FROM promises WHERE id = %s"
 
 
@@ -103,7 +125,8 @@ def create_op(
         "kind": kind.value,
         "recipient": recipient,
     }
-    return Op([(_CREATE, params)], _finish_create, keys=(id,), reread=(_GET, (id,)))
+    group = Group(_CREATE_MANY, id, (id, param, tags, secs, at, kind.value, recipient))
+    return Op([(_CREATE, params)], _finish_create, keys=(id,), reread=(_GET, (id,)), group=group)
 
 
 def _finish_create(rows: list[Rows], xid: int | None) -> Outcome:
@@ -130,6 +153,23 @@ WHERE p.id = c.cid AND p.state = 'pending'
 RETURNING {COLUMNS.replace("clock_timestamp()", "c.now")}, c.expired
 """
 
+_SETTLE_MANY = f"""
+UPDATE promises AS p SET
+    state = CASE WHEN c.expired THEN
+                 CASE WHEN p.kind = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END
+                 ELSE c.vstate END,
+    value = CASE WHEN c.expired THEN NULL ELSE c.vvalue::jsonb END,
+    settled_at = CASE WHEN c.expired THEN p.timeout_at ELSE c.now END,
+    awaiting = NULL
+FROM (SELECT q.id AS cid, q.timeout_at <= n.now AS expired, n.now, v.vstate, v.vvalue
+      FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(vid, vstate, vvalue)
+      JOIN promises q ON q.id = v.vid COLLATE "C",
+      (SELECT clock_timestamp() AS now) n) c
+WHERE p.id = c.cid AND p.state = 'pending'
+RETURNING {COLUMNS.replace("clock_timestamp()", "c.now")}, c.expired
+"""
+"""``_SETTLE`` for many promises at once."""
+
 
 def settle_op(id: str, state: PromiseState, value: str | None) -> Op:
     """The op that settles a pending promise; a settled one is returned as it is."""
@@ -146,7 +186,14 @@ def settle_op(id: str, state: PromiseState, value: str | None) -> Op:
         applied = xid is not None and written_by(row, xid) and row[1] == state.value
         return Outcome(promise_from_row(row), applied)
 
-    return Op([(_SETTLE, params)], finish, _settled_events, keys=(id,), reread=(_GET, (id,)))
+    return Op(
+        [(_SETTLE, params)],
+        finish,
+        _settled_events,
+        keys=(id,),
+        reread=(_GET, (id,)),
+        group=Group(_SETTLE_MANY, id, (id, state.value, value)),
+    )
 
 
 def _settled_events(outcome: Outcome) -> list[Event]:

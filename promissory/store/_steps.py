@@ -16,7 +16,7 @@ from ..errors import ActorNotFoundError, ActorStoppedError, FencedError, Invalid
 from ._actors import _FENCE, Fence, _fence_params, _fence_sql
 from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
 from ._records import Outcome, Promise, PromiseKind, PromiseState
-from ._writer import Event, Op, Rows
+from ._writer import Event, Group, Op, Rows
 
 # -- send --------------------------------------------------------------------------------------
 
@@ -106,6 +106,20 @@ ON CONFLICT (id) DO UPDATE
 RETURNING {COLUMNS}
 """
 
+_STEP_MANY = f"""
+INSERT INTO promises (id, state, value, kind, fingerprint, attempt, next_attempt_at, settled_at)
+SELECT v.vid, v.vstate, v.vvalue::jsonb, 'step', v.vfp, v.vattempt, v.vnext,
+       CASE WHEN v.vstate = 'pending' THEN NULL ELSE clock_timestamp() END
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::timestamptz[],
+            %s::text[], %s::bigint[])
+     WITH ORDINALITY AS v(vid, vstate, vvalue, vfp, vattempt, vnext, vactor, vepoch, n)
+WHERE EXISTS (SELECT 1 FROM actors a WHERE a.id = v.vactor COLLATE "C" AND a.epoch = v.vepoch)
+ORDER BY v.n
+ON CONFLICT (id) DO NOTHING
+RETURNING {COLUMNS}
+"""
+"""The first record of many steps at once (a step with a row already takes ``_STEP``)."""
+
 _NOW_STEP = f"""
 INSERT INTO promises (id, state, value, kind, fingerprint, settled_at)
 SELECT %(id)s, 'resolved', to_jsonb(clock_timestamp()), 'step', %(fp)s, clock_timestamp()
@@ -124,10 +138,12 @@ def step_op(
     fingerprint: str,
     attempt: int = 1,
     next_attempt_at: datetime | None = None,
+    first: bool = False,
 ) -> Op:
     """The op that keeps a step's outcome (or, while it retries, its attempt count).
 
     A step kept already (by an earlier activation) is returned as it is: the first record wins.
+    ``first`` says the step has no row yet, so it may share a multi-row statement with others.
     """
     params = {
         "id": id,
@@ -138,7 +154,26 @@ def step_op(
         "next": next_attempt_at,
         **_fence_params(fence),
     }
-    return Op([(_STEP, params)], _finish_step(id, fence), keys=(id,), reread=(_GET, (id,)))
+    group = None
+    if first:
+        values = (
+            id,
+            state.value,
+            value,
+            fingerprint,
+            attempt,
+            next_attempt_at,
+            fence.actor,
+            fence.epoch,
+        )
+        group = Group(_STEP_MANY, id, values)
+    return Op(
+        [(_STEP, params)],
+        _finish_step(id, fence),
+        keys=(id,),
+        reread=(_GET, (id,)),
+        group=group,
+    )
 
 
 def now_step_op(id: str, fence: Fence, fingerprint: str) -> Op:

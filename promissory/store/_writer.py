@@ -57,9 +57,14 @@ class Op:
     row (its write did nothing: the row existed, or a fence held) or when reading back after an
     unknown outcome; its rows are passed to ``finish`` after the statements' own. Most writes
     return their row, so most ops cost one statement.
+
+    ``group`` lets ops of one kind share a statement: ops of a batch with the same
+    ``Group.sql`` run as one multi-row statement (its parameters are the ops' ``values``
+    column by column, as arrays), whose rows go back to each op by the id in their first
+    column. An op with a group must have one statement, whose rows it receives either way.
     """
 
-    __slots__ = ("statements", "finish", "events", "keys", "future", "reread")
+    __slots__ = ("statements", "finish", "events", "keys", "future", "reread", "group")
 
     def __init__(
         self,
@@ -69,6 +74,7 @@ class Op:
         *,
         keys: Sequence[str] = (),
         reread: Statement | None = None,
+        group: Group | None = None,
     ) -> None:
         self.statements = statements
         self.finish = finish
@@ -76,6 +82,18 @@ class Op:
         self.keys = tuple(keys)
         self.future: Future[Any] = Future()
         self.reread = reread
+        self.group = group
+
+
+class Group:
+    """How an op joins others of its kind in one multi-row statement (see ``Op``)."""
+
+    __slots__ = ("sql", "id", "values")
+
+    def __init__(self, sql: str, id: str, values: Sequence[Any]) -> None:
+        self.sql = sql
+        self.id = id
+        self.values = values
 
 
 class _Stop:
@@ -375,22 +393,55 @@ def _run_ops(
     *,
     in_transaction: bool = False,
 ) -> list[Any]:
-    cursors: list[list[psycopg.Cursor[Any]]] = []
+    # Ops of one kind share a multi-row statement (not when reading back: then each op runs
+    # alone, as it was written).
+    groups: dict[str, list[Op]] = {}
+    if xid is None:
+        for op in batch:
+            if op.group is not None:
+                groups.setdefault(op.group.sql, []).append(op)
+    shared = {id(op) for ops in groups.values() if len(ops) > 1 for op in ops}
+    cursors: dict[int, list[psycopg.Cursor[Any]]] = {}
+    group_cursors: list[tuple[list[Op], psycopg.Cursor[Any]]] = []
     with conn.pipeline() as pipeline:
         if not in_transaction:
             conn.execute("BEGIN")
+        for sql, ops in groups.items():
+            if len(ops) > 1:
+                columns = [list(c) for c in zip(*(op.group.values for op in ops), strict=True)]  # type: ignore[union-attr]
+                group_cursors.append((ops, conn.cursor().execute(sql, columns)))
         for op in batch:
-            cursors.append([conn.cursor().execute(sql, params) for sql, params in op.statements])
+            if id(op) not in shared:
+                cursors[id(op)] = [
+                    conn.cursor().execute(sql, params) for sql, params in op.statements
+                ]
         conn.execute("COMMIT")
         # A statement the database refuses raises here, before anything is committed.
         pipeline.sync()
     # The batch is committed. What can still fail is turning an op's rows into Python (a
     # value the driver cannot load, say); that failure is the op's own, and the others' writes
     # stand: re-running the batch would misreport them as not applied.
-    results: list[Any] = []
-    for op, curs in zip(batch, cursors, strict=True):
+    grouped: dict[int, list[Rows] | BaseException] = {}
+    for ops, cur in group_cursors:
         try:
-            op_rows = [_rows(cur) for cur in curs]
+            by_id = {row[0]: row for row in _rows(cur)}
+        except psycopg.Error as exc:
+            for op in ops:
+                grouped[id(op)] = exc
+            continue
+        for op in ops:
+            row = by_id.get(op.group.id)  # type: ignore[union-attr]
+            grouped[id(op)] = [[row] if row is not None else []]
+    results: list[Any] = []
+    for op in batch:
+        try:
+            if id(op) in grouped:
+                got = grouped[id(op)]
+                if isinstance(got, BaseException):
+                    raise got
+                op_rows = got
+            else:
+                op_rows = [_rows(cur) for cur in cursors[id(op)]]
         except psycopg.Error as exc:
             err = StoreError(f"the write was committed but its result could not be read: {exc}")
             err.__cause__ = exc
