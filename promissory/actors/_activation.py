@@ -335,7 +335,9 @@ class Activation:
         assert self.fence is not None
         stopping = ctx.exit[0].value if ctx.exit is not None else None
         try:
-            self.store.execute(cleaned_op(message.id, self.fence, stopping))
+            self.store.execute(
+                cleaned_op(message.id, self.fence, stopping, timed_out=ctx._cancel.deadline)
+            )
         except FencedError:
             self._end()
             return

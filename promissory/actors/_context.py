@@ -36,6 +36,7 @@ from .._crashpoints import reached
 from ..errors import (
     ActorError,
     ChildCancelled,
+    FencedError,
     InvalidInputError,
     PromiseNotFoundError,
     StepTimedOutError,
@@ -192,30 +193,40 @@ class Context:
         return result
 
     def step_many(
-        self, calls: Sequence[StepCall], *, max_concurrency: int = 4
+        self, calls: Sequence[StepCall], *, max_concurrency: int = 4, signals: bool = True
     ) -> list[StepOutcome]:
         """Run several steps at once (at most ``max_concurrency`` together); keep each.
 
         Each call gets its position in the order given, so ids and replay do not depend on
         which finishes first. Outcomes come back in the order given; a step's final error is
-        its outcome's ``error`` rather than raised.
+        its outcome's ``error`` rather than raised. A cancellation, a suspension or a fence
+        among them is raised once all have ended (``raise_signals``), unless ``signals`` is
+        false: then the caller looks at the outcomes first and calls ``raise_signals`` itself.
         """
         planned = [
             self._plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns, c.timeout)
             for c in calls
         ]
         if len(planned) <= 1 or max_concurrency <= 1:
-            return [p.outcome() for p in planned]
-        self._hold_places(planned)
-        outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
+            outcomes = [p.outcome() for p in planned]
+        else:
+            self._hold_places(planned)
+            outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
+        if signals:
+            self.raise_signals(outcomes)
+        return outcomes
+
+    def raise_signals(self, outcomes: Sequence[StepOutcome]) -> None:
+        """Raise what must end the handler rather than be a step's result: a cancellation,
+        a fenced-off activation, or a suspension (all waits of the steps together).
+        """
         for o in outcomes:
-            if isinstance(o.error, Cancelled):
+            if isinstance(o.error, Cancelled | FencedError):
                 raise o.error
         suspends = [o.error for o in outcomes if isinstance(o.error, Suspend)]
         if suspends:
             awaiting = [id for s in suspends for id in s.awaiting]
             raise Suspend(awaiting, wait_all=False)
-        return outcomes
 
     def _hold_places(self, planned: list[_PlannedStep]) -> None:
         # Steps that run together finish in any order, and a step's row is written when it
@@ -267,7 +278,30 @@ class Context:
         info: StepInfo,
         timeout: float | None = None,
     ) -> Any:
+        own = timeout
         timeout = self._nearest(timeout)
+        try:
+            return self._call(fn, args, kwargs, info, own, timeout)
+        except StepTimedOutError:
+            if timeout is not None and (own is None or timeout < own):
+                # The message's deadline, not the step's own, cut it: the handler is out of
+                # time (a cancel), and the step's attempt is not a failure to retry or keep.
+                self._cancel.request()
+                self._cancel.deadline = True
+                self._cancel.reason = f"the deadline of {self.message_id} passed"
+                self._cancel.gate(info.id)
+                raise Cancelled(self._cancel.reason, deadline=True) from None
+            raise
+
+    def _call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        info: StepInfo,
+        own: float | None,
+        timeout: float | None,
+    ) -> Any:
         started = time.monotonic()
         token = _current_step.set(info)
         try:
@@ -279,9 +313,16 @@ class Context:
                     result = self._run_async(result, info, timeout)
         finally:
             _current_step.reset(token)
-        if timeout is not None and time.monotonic() - started > timeout:
+        elapsed = time.monotonic() - started
+        if own is not None and elapsed > own:
             # A sync function cannot be interrupted: a late result counts as a timeout.
-            raise StepTimedOutError(f"step {info.id} took longer than {timeout:.3f} s", info.id)
+            raise StepTimedOutError(f"step {info.id} took longer than {own:.3f} s", info.id)
+        if timeout is not None and elapsed > timeout:
+            # It outlived its message's deadline: its result is kept, but the handler's next
+            # durable operation sees the deadline (as for a cancel).
+            self._cancel.request()
+            self._cancel.deadline = True
+            self._cancel.reason = f"the deadline of {self.message_id} passed"
         return result
 
     def _run_async(self, awaitable: Any, info: StepInfo, timeout: float | None) -> Any:
@@ -387,7 +428,24 @@ class Context:
                 )
             )
             self._journal.keep(record)
-        self._await([DurablePromise(self, sid, record)], wait_all=False)
+        settled = self._await([DurablePromise(self, sid, record)], wait_all=False)[sid]
+        if settled.state is not PromiseState.RESOLVED:
+            self._cut_off(settled)
+
+    def _cut_off(self, record: Promise) -> None:
+        """A promise this handler waited on was canceled or timed out: if that is because the
+        handler's own message was (the cancel reaches everything under it), it is a
+        ``Cancelled`` for the handler, not an error of that promise.
+        """
+        if record.state not in (PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT):
+            return
+        if not self._cancel.requested.is_set():
+            own = self._store.find(self.message_id)
+            if own is None or not own.state.settled:
+                return
+            self._cancel.request()
+        if self._cancel.cleanup_until is None:
+            self._cancel.gate(record.id)
 
     def promise(
         self,
@@ -645,6 +703,7 @@ class Context:
     def _result(self, record: Promise, type: Any, target: str | None) -> Any:
         if record.kind is PromiseKind.TIMER and record.state is PromiseState.RESOLVED:
             return None
+        self._cut_off(record)
         if (
             target is not None
             and record.state in (PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)

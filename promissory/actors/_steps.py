@@ -21,7 +21,7 @@ import msgspec
 from .._crashpoints import step_started
 from ..errors import StepTimedOutError
 from ..store import Promise, PromiseState, encode, error_info, rebuild_error
-from ._cancel import Cancelled
+from ._cancel import Cancelled, EndOfJournal
 from ._retry import RetryPolicy
 from ._signals import Suspend
 
@@ -175,6 +175,14 @@ class _PlannedStep:
         record = self.record
         attempt = 1
         if record is not None:
+            if record.state is PromiseState.REJECTED_CANCELED:
+                # Pending when its message was canceled (the cancel reached it): the step was
+                # cut off, not failed. A read-only replay stops here; a handler is canceled.
+                if ctx._cancel.dry:
+                    raise EndOfJournal(sid)
+                ctx._cancel.request()
+                ctx._cancel.gate(sid)
+                raise Cancelled(ctx._cancel.reason, ctx._cancel.deadline)
             if record.state.settled:
                 return ctx._step_value(record, self.rtype)
             attempt = record.attempt + 1
@@ -186,6 +194,9 @@ class _PlannedStep:
                 step = StepInfo(sid, attempt)
                 value = ctx._invoke(self.fn, self.args, self.kwargs, step, self.timeout)
             except Exception as exc:
+                if ctx._cancel.requested.is_set() and ctx._cancel.cleanup_until is None:
+                    # Failed while its message was being canceled: nothing to keep or retry.
+                    ctx._cancel.gate(sid)
                 delay = self.policy.delay(attempt) if self.policy.retries(exc) else None
                 if delay is None:
                     info = error_info(exc)

@@ -17,10 +17,12 @@ import msgspec
 
 from ..actors import Cancelled, Context, DurableActor, DurablePromise, Exit, handler
 from ..actors._cancel import EndOfJournal
+from ..actors._signals import Suspend
 from ..actors._steps import StepCall
 from ..errors import (
     ChildCancelled,
     ChildFailed,
+    FencedError,
     InvalidInputError,
     NondeterminismError,
     PromissoryError,
@@ -287,6 +289,7 @@ class _Loop:
                 for _, _, t, kw in plain
             ],
             max_concurrency=self.agent.max_concurrency,
+            signals=False,
         )
         for (i, call, _, _), outcome in zip(plain, outcomes, strict=True):
             if outcome.ok:
@@ -294,12 +297,16 @@ class _Loop:
                 results[i] = ToolResult(
                     call_id=call.id, name=call.name, content=content_of(outcome.value)
                 )
-            else:
+            elif not isinstance(outcome.error, Cancelled | Suspend | FencedError):
                 results[i] = _error(call, _describe(outcome.error))
+        # Finished calls keep their results (above) before a cancel or a wait ends the turn.
+        ctx.raise_signals(outcomes)
         for i, call, tool, kwargs in chunk:
             if isinstance(tool, Tool) and tool.durable:
                 try:
                     value = tool.fn(ctx, **kwargs)
+                except FencedError:
+                    raise  # this activation is stale: it must stop, not tell the model
                 except Exception as exc:  # a durable tool's failure is an error result too
                     results[i] = _error(call, _describe(exc))
                     continue
@@ -318,6 +325,8 @@ class _Loop:
                     raise
                 results[i] = _error(call, f"the {tool.name} agent failed: {exc.cause or exc}")
                 continue
+            except FencedError:
+                raise  # this activation is stale: it must stop, not tell the model
             except Exception as exc:
                 if tool.raise_errors:
                     raise

@@ -132,7 +132,9 @@ class Exits:
         rows = self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall())
         for row in rows:
             child = actor_from_row(row)
-            self.host.shutdown_activation(child.id, spec_of(child).shutdown)
+            shutdown = spec_of(child).shutdown
+            self.host.finish_cleanups(child.id, shutdown)
+            self.host.shutdown_activation(child.id, shutdown)
             end_child(self.store, child.id, Exit.SHUTDOWN, None)
             self.host.forget(child.id)
         self.host.shutdown_activation(actor_id, 0)

@@ -13,6 +13,7 @@ import concurrent.futures
 import importlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from ..actors._actor import start_activation
 from ..actors._steps import STEP_ATTRIBUTE
 from ..store import ErrorInfo, Promise, Store, Subscription, error_info
 from ..store._actors import ActorRecord, ActorStatus, due_restart_op
+from ..store._steps import MARKED
 from ._loop import LoopThread, Timer
 
 log = logging.getLogger("promissory.runtime")
@@ -46,6 +48,7 @@ class Slot:
         "idle_timer",
         "held",
         "restart_timer",
+        "stopping",
     )
 
     def __init__(self, kind: str | None) -> None:
@@ -59,6 +62,8 @@ class Slot:
         self.restart_timer: Timer | None = None
         self.held = False
         """Deliveries wait in the mailbox: a failure is being handled, or a shutdown is on."""
+        self.stopping: pykka.ActorRef[Any] | None = None
+        """The activation a shutdown asked to stop, so a second shutdown waits for it too."""
 
 
 class NodeHost:
@@ -430,13 +435,37 @@ class NodeHost:
             if slot.idle_timer is not None:
                 slot.idle_timer.cancel()
                 slot.idle_timer = None
-        if activation is None or ref is None:
+            if ref is not None:
+                slot.stopping = ref
+            else:
+                # Another shutdown of this actor is under way (a tree ended twice at once):
+                # wait for the same activation rather than end the actor under it.
+                ref = slot.stopping
+        if ref is None:
             return
-        activation.request_stop()
+        if activation is not None:
+            activation.request_stop()
         if timeout is None:
             ref.actor_stopped.wait()
         elif timeout > 0:
             ref.actor_stopped.wait(timeout)
+
+    def finish_cleanups(self, actor_id: str, timeout: float | None) -> None:
+        """Let ``actor_id`` replay its canceled messages to clean up (for at most ``timeout``
+        s, or ``cleanup_timeout`` for none) before it is ended: a tree ending because it was
+        canceled must not cut off the cleanups of the actors in it.
+        """
+        limit = self.cleanup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        pause = 0.005
+        while self.store.read(lambda conn: conn.execute(MARKED, (actor_id,)).fetchone()):
+            if time.monotonic() >= deadline:
+                log.warning("actor %s did not finish its cleanup in %.1f s", actor_id, limit)
+                return
+            self._wake(actor_id)  # a suspended handler waits no more: its message ended
+            self.deliver(actor_id, None)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.1)
 
     def forget(self, actor_id: str) -> None:
         """Drop an actor that stopped or failed; its activation, if any, is told to end."""

@@ -325,12 +325,35 @@ WHERE id = %(f_actor)s AND %(stopping)s::text IS NOT NULL AND {_FENCE}
 """
 
 
-def cleaned_op(message_id: str, fence: Fence, stopping: str | None = None) -> Op:
+_TIME_OUT = f"""
+UPDATE promises SET state = 'rejected_timedout', value = NULL,
+    settled_at = least(timeout_at, clock_timestamp())
+WHERE id = %(id)s AND state = 'pending' AND timeout_at IS NOT NULL AND {_FENCE}
+RETURNING id
+"""
+
+
+def cleaned_op(
+    message_id: str, fence: Fence, stopping: str | None = None, *, timed_out: bool = False
+) -> Op:
     """The op that clears a canceled message's mark once its handler has had its cleanup
     (recording, like ``complete_op``, that the handler ended its actor).
+
+    ``timed_out``: the handler was cut off by the message's deadline, which this process may
+    see pass a moment before the database's sweep does; the message is timed out here first
+    (as the sweep would), so no mark is left for an actor that may have ended.
     """
     params = {"id": message_id, "stopping": stopping, **_fence_params(fence)}
-    return Op([(_CLEANED, params)], lambda rows, xid: None)
+    if not timed_out:
+        return Op([(_CLEANED, params)], lambda rows, xid: None)
+
+    def finish(rows: list[Rows], xid: int | None) -> bool:
+        return bool(rows[0])
+
+    def events(settled: bool) -> list[Event]:
+        return [("settled", message_id)] if settled else []
+
+    return Op([(_TIME_OUT, params), (_CLEANED, params)], finish, events)
 
 
 _SUSPEND = f"""
@@ -374,6 +397,12 @@ ORDER BY seq
 """
 """An actor's mailbox, oldest first: its pending messages, and the canceled or timed-out ones
 still marked for a cleanup replay (two partial indexes serve it)."""
+
+MARKED = """
+SELECT 1 FROM promises
+WHERE recipient = %s AND state <> 'pending' AND awaiting IS NOT NULL LIMIT 1
+"""
+"""Whether an actor has a canceled or timed-out message still marked for its cleanup replay."""
 
 
 def journal_query(message_id: str, recipient: str, seq: int) -> tuple[str, tuple[Any, ...]]:

@@ -90,7 +90,7 @@ def test_a_message_deadline_times_the_message_out_and_its_handler_cleans_up(
     assert [(r.id, r.kind, r.state, r.label) for r in all_rows] == [
         ("napper/m", "message", "rejected_timedout", ""),
         ("napper/m/1", "timer", "rejected_canceled", "sleep"),
-        ("napper/m/3", "step", "resolved", "cleanup"),
+        ("napper/m/2", "step", "resolved", "cleanup"),
     ]
     # The handler saw the deadline as `Cancelled` with `deadline` set, and cleaned up once.
     assert [m.key for m in marks_named("cancelled")] == [
