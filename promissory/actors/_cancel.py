@@ -4,7 +4,8 @@ A message is canceled by settling it ``rejected_canceled`` (``rt.cancel``, ``pro
 ``Store.cancel`` from any process); its deadline passing settles it ``rejected_timedout``. Either
 way the store cancels every pending promise under it in the same transaction, and the handler
 running it learns of it from the settle event. Operations the journal already holds replay as
-usual; the next *new* operation raises ``Cancelled``. Code may catch it to clean up: durable
+usual; the next *new* operation raises ``Cancelled``, and so does a wait (a sleep, a promise, a
+call) on something the cancel reached. Code may catch it to clean up: durable
 operations are allowed again for ``cleanup_timeout`` seconds, then raise ``Cancelled`` for
 good. An async step in flight is cancelled (its task gets ``CancelledError``) and nothing is
 kept for it; a sync one finishes, and its result is kept but not acted on.
