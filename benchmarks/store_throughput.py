@@ -55,9 +55,16 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+from _common import (
+    DEFAULT_DSN,
+    PG_INSERT,
+    PG_UPDATE,
+    Watcher,
+    counters,
+    pg_batch,
+    spread,
+    with_search_path,
+)
 
 WORKLOADS = [
     "store-1",
@@ -70,13 +77,6 @@ WORKLOADS = [
     "pg-batch-64",
 ]
 BASELINE = "store-1"
-APP = "promissory-bench"
-
-_INSERT = "INSERT INTO promises (id) VALUES (%s)"
-_UPDATE = (
-    "UPDATE promises SET state = 'resolved', value = NULL, settled_at = clock_timestamp(), "
-    "awaiting = NULL WHERE id = %s AND state = 'pending'"
-)
 
 
 # -- the child: one trial of one workload ------------------------------------------------------
@@ -191,8 +191,8 @@ def trial_pg(dsn: str, threads: int, clock_args: Any, empty: bool) -> dict:
 
             def pair(i: int) -> None:
                 pid = (prefix + str(i),)
-                cur.execute(_INSERT, pid)
-                cur.execute(_UPDATE, pid)
+                cur.execute(PG_INSERT, pid)
+                cur.execute(PG_UPDATE, pid)
 
             _pair_loop(clock, counts, pair)
 
@@ -216,11 +216,7 @@ def trial_pg_batch(dsn: str, per_commit: int, clock_args: Any, empty: bool) -> d
                 while True:
                     ids = [(f"bench/0/{n + k}",) for k in range(per_commit)]
                     n += per_commit
-                    cur.execute("BEGIN")
-                    cur.executemany(_INSERT, ids)
-                    cur.executemany(_UPDATE, ids)
-                    cur.execute("COMMIT")
-                    pipeline.sync()
+                    pg_batch(cur, pipeline, ids)
                     now = time.monotonic()
                     counts[1] += per_commit
                     if now >= stop_at:
@@ -249,31 +245,6 @@ def run_trial(name: str, dsn: str, warmup: float, seconds: float, empty: bool) -
 # -- the parent: schema, interleaving, counters, the table ------------------------------------
 
 
-def with_search_path(dsn: str, schema: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["options"] = (params.get("options") or "") + f" -csearch_path={schema}"
-    params["application_name"] = APP
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
-def counters(dsn: str) -> dict:
-    """Database commits, cluster WAL position and checkpoint count, on a fresh connection."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT pg_stat_get_db_xact_commit(d.oid), pg_stat_get_db_xact_rollback(d.oid), "
-            "pg_current_wal_lsn() - '0/0'::pg_lsn, "
-            "(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) "
-            "FROM pg_database d WHERE d.datname = current_database()"
-        ).fetchone()
-    assert row is not None
-    return {
-        "commits": int(row[0]),
-        "rollbacks": int(row[1]),
-        "wal": int(row[2]),
-        "checkpoints": int(row[3]),
-    }
-
-
 def child(name: str, dsn: str, warmup: float, seconds: float, empty: bool) -> dict:
     cmd = [
         sys.executable,
@@ -291,76 +262,6 @@ def child(name: str, dsn: str, warmup: float, seconds: float, empty: bool) -> di
         cmd.append("--empty")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _other_cpu() -> dict[int, float]:
-    """CPU seconds so far of every process on the machine but PostgreSQL's and this script's."""
-    me = os.path.basename(__file__).encode()
-    hz = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if not cmd or me in cmd or cmd.startswith(b"postgres"):
-            continue  # kernel threads, this benchmark, the database server
-        out[int(pid)] = (int(fields[11]) + int(fields[12])) / hz
-    return out
-
-
-class Watcher:
-    """Watches a trial for work that is not the benchmark's.
-
-    Polls pg_stat_activity for sessions that are not the benchmark's, and measures the CPU
-    time other processes on the machine (not PostgreSQL, not this script) used meanwhile. Its
-    polls are transactions in the same database, so ``polls`` is subtracted from the trial's
-    commit count.
-    """
-
-    def __init__(self, dsn: str, interval: float = 0.25) -> None:
-        self.seen: set[str] = set()
-        self.polls = 0
-        self._cpu0 = _other_cpu()
-        self._t0 = time.monotonic()
-        self.other_cores = 0.0
-        self._stop = threading.Event()
-        self._conn = psycopg.connect(dsn, autocommit=True)
-        self._interval = interval
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            rows = self._conn.execute(
-                "SELECT backend_type, coalesce(datname, ''), coalesce(application_name, ''), "
-                "left(query, 60) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                "AND backend_type IN ('client backend', 'autovacuum worker') "
-                "AND state IS DISTINCT FROM 'idle' "
-                "AND coalesce(application_name, '') <> %s",
-                (APP,),
-            ).fetchall()
-            self.polls += 1
-            for btype, db, app, query in rows:
-                if btype == "autovacuum worker":
-                    self.seen.add(query.strip())
-                else:
-                    self.seen.add(f"{btype} db={db} app={app or '?'}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._conn.close()
-        cpu1 = _other_cpu()
-        used = sum(c - self._cpu0.get(pid, 0.0) for pid, c in cpu1.items())
-        self.other_cores = max(0.0, used) / (time.monotonic() - self._t0)
-        if self.other_cores >= 0.05:
-            self.seen.add(f"other processes used {self.other_cores:.2f} cores")
 
 
 def measured(name: str, dsn: str, args: argparse.Namespace, empty: bool = False) -> dict:
@@ -402,13 +303,6 @@ def idle_window(dsn: str, seconds: float) -> str:
     wal = (after["wal"] - before["wal"]) / seconds
     others = "; ".join(sorted(watcher.seen)) or "no other sessions seen"
     return f"{commits:.1f} commits/s, {wal:,.0f} WAL B/s ({others})"
-
-
-def spread(values: list[float]) -> str:
-    if len(values) < 4:
-        return f"{min(values):,.0f}–{max(values):,.0f}"
-    q = statistics.quantiles(values, n=4)
-    return f"{min(values):,.0f}–{max(values):,.0f} (IQR {q[0]:,.0f}–{q[2]:,.0f})"
 
 
 def main() -> None:
