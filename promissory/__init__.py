@@ -45,6 +45,7 @@ from .actors import (
 )
 from .runtime import Runtime
 from .store import (
+    ActorCancel,
     ErrorInfo,
     Outcome,
     Page,
@@ -72,6 +73,7 @@ __all__ = [
     "DurablePromise",
     "ErrorInfo",
     "Exit",
+    "ActorCancel",
     "Outcome",
     "Page",
     "Promise",

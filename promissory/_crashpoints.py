@@ -26,9 +26,11 @@ POINTS = (
     "handler.returned",
     "message.settled",
     "effect.ran",
+    "actor.ended",
 )
 """Every point the runtime reports, in the order a message passes them; ``effect.ran`` is
-reported by ``promissory.testing.effect``, from inside a step's function."""
+reported by ``promissory.testing.effect``, from inside a step's function, and ``actor.ended``
+as each actor of a tree being ended (stopped, canceled, given up) is ended."""
 
 EFFECTS_ENV = "PROMISSORY_EFFECTS"
 

@@ -174,7 +174,9 @@ def test_reject_and_cancel_settle_with_the_given_text(cli: Cli, dsn: str) -> Non
 def test_settling_an_unknown_id_is_one_clear_line(cli: Cli, db: Any, command: str) -> None:
     line = one_clean_line(cli(command, "no/such/promise"))
 
-    assert line == "promissory: no promise has the id 'no/such/promise'"
+    # cancel also takes an actor id
+    what = "promise or actor" if command == "cancel" else "promise"
+    assert line == f"promissory: no {what} has the id 'no/such/promise'"
 
 
 def test_settling_a_settled_promise_says_so_and_changes_nothing(cli: Cli, dsn: str) -> None:

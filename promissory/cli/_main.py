@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InvalidInputError, PromiseNotFoundError, PromissoryError
+from ..errors import ActorNotFoundError, InvalidInputError, PromiseNotFoundError, PromissoryError
 from ..store import Promise, Store, resolve_dsn
 from ._table import cell, render
 
@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reject", cmd_reject, "reject a pending promise")
     p.add_argument("id", help="the promise id")
     p.add_argument("--error", default=None, help="the error text")
-    p = command("cancel", cmd_cancel, "cancel a pending promise")
-    p.add_argument("id", help="the promise id")
+    p = command(
+        "cancel", cmd_cancel, "cancel a run (a pending promise) or an actor, and all under it"
+    )
+    p.add_argument("id", help="the promise id, or an actor id")
     p.add_argument("--reason", default=None, help="why it was canceled")
     p = command(
         "demo",
@@ -276,7 +278,22 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    """Cancel a promise."""
+    """Cancel a promise (a run: it and everything under it) or an actor and its subtree."""
+    with open_store(args) as store:
+        if store.find(args.id) is None:
+            try:
+                outcome = store.cancel_actor(args.id, args.reason)
+            except ActorNotFoundError:
+                raise CommandError(f"no promise or actor has the id {args.id!r}") from None
+            if wants_json(args):
+                print_json(msgspec.to_builtins(outcome))
+            elif outcome.applied:
+                n = len(outcome.canceled)
+                print(f"{args.id}: actor canceled, with {n} pending message(s); it ends")
+            else:
+                print(f"{args.id}: actor already ended, left as it was", file=sys.stderr)
+                return EXIT_ERROR
+            return 0
     return _settle(args, lambda s: s.cancel(args.id, args.reason), "canceled")
 
 

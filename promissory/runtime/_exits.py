@@ -11,10 +11,12 @@ in reverse start order): every pending message under it is rejected, and its wat
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import msgspec
 
+from .._crashpoints import reached
 from ..actors import ChildSpec, Exit
 from ..actors._messages import TYPE_TAG, start_message
 from ..actors._signals import ChildExit
@@ -53,6 +55,8 @@ class Exits:
     def __init__(self, store: Store, host: NodeHost) -> None:
         self.store = store
         self.host = host
+        self._lock = threading.Lock()
+        self._ending: dict[str, threading.Event] = {}
 
     def handle(
         self,
@@ -128,7 +132,11 @@ class Exits:
         self.end_tree(record.id, exit, error)
 
     def end_tree(self, actor_id: str, exit: Exit, error: ErrorInfo | None) -> None:
-        """End an actor and every actor under it, children first, rejecting their mailboxes."""
+        """End an actor and every actor under it, children first, rejecting their mailboxes.
+
+        Each actor may first finish the cleanup replays of its canceled messages (within its
+        shutdown time), so a canceled tree's handlers clean up before their actors end.
+        """
         rows = self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall())
         for row in rows:
             child = actor_from_row(row)
@@ -137,9 +145,44 @@ class Exits:
             self.host.shutdown_activation(child.id, shutdown)
             end_child(self.store, child.id, Exit.SHUTDOWN, None)
             self.host.forget(child.id)
+            reached("actor.ended", child.id)
+        root = self._record(actor_id)
+        self.host.finish_cleanups(actor_id, spec_of(root).shutdown if root else 0)
         self.host.shutdown_activation(actor_id, 0)
         end_child(self.store, actor_id, exit, error)
         self.host.forget(actor_id)
+        reached("actor.ended", actor_id)
+
+    def end_marked(self, actor_id: str) -> bool:
+        """End the tree of ``actor_id`` if its end was kept (``Store.cancel_actor``, ``stop``)
+        and not finished, and this node is the one to do it; returns whether it ended it.
+
+        Called right after the mark by ``Runtime.cancel`` and ``stop``, on the ``ending``
+        notice (a cancel from another process), and by recovery for trees a crash cut off; a
+        tree already being ended in this process is left to that call, and waited for.
+        """
+        with self._lock:
+            other = self._ending.get(actor_id)
+            if other is None:
+                self._ending[actor_id] = done = threading.Event()
+        if other is not None:
+            other.wait()
+            return False
+        try:
+            record = self._record(actor_id)
+            if (
+                record is None
+                or record.status not in (ActorStatus.RUNNING, ActorStatus.RESTARTING)
+                or not _marked_ending(record)
+                or record.node not in (None, self.host.node_id)
+            ):
+                return False
+            self.end_tree(actor_id, Exit.SHUTDOWN, None)
+            return True
+        finally:
+            with self._lock:
+                del self._ending[actor_id]
+            done.set()
 
     def _record(self, actor_id: str) -> ActorRecord | None:
         query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s"
@@ -168,3 +211,11 @@ def spec_of(record: ActorRecord) -> ChildSpec:
     if raw in (b"", b"{}"):
         return ChildSpec()
     return msgspec.json.decode(raw, type=ChildSpec)
+
+
+def _marked_ending(record: ActorRecord) -> bool:
+    reason = bytes(record.reason or b"")
+    if not reason.startswith(b"{"):
+        return False
+    value = msgspec.json.decode(reason)
+    return isinstance(value, dict) and "ending" in value

@@ -9,16 +9,17 @@ current message (or are left to the next recovery), the lease is handed back.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..actors import ActorRef, ChildSpec, DurableActor, Exit, Restart
+from ..actors import ActorRef, ChildSpec, DurableActor, Restart
 from ..actors._actor import check_state
 from ..actors._messages import start_message
-from ..errors import InvalidInputError, PromissoryError
+from ..errors import ActorNotFoundError, InvalidInputError, PromissoryError
 from ..store import PromiseState, Store, Timeout, encode, resolve_dsn
-from ..store._actors import spawn_op
+from ..store._actors import ENDING, mark_ending_op, spawn_op
 from ..store._nodes import NodeLease
 from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id
 from ._exits import Exits
@@ -101,7 +102,12 @@ class Runtime:
         self._message_sub = store.subscribe(
             "message", [""], lambda kind, key, resync: self._remote_message(key, resync)
         )
+        self._ending_sub = store.subscribe(
+            "ending", [""], lambda kind, key, resync: self._ending(key, resync)
+        )
         self.recovery = recover(store, self.host)
+        # Trees whose end was kept but cut off by a crash (or kept while nothing ran).
+        self._ending("", resync=True)
         self.timers = TimerService(store, self.loop, self.host.executor)
         self.timers.start()
         self._started = True
@@ -114,6 +120,7 @@ class Runtime:
             return
         self._started = False
         self._message_sub.cancel()
+        self._ending_sub.cancel()
         self.timers.close()
         self.host.close(timeout)
         self.lease.release(release_actors=True)
@@ -230,13 +237,13 @@ class Runtime:
     def stop(self, id: str) -> bool:
         """Stop an actor and everything under it, children first; pending messages are
         rejected with ``ActorStoppedError`` and watchers are told. Returns whether it was alive.
+        The stop is kept before it starts, so a crash half-way is finished by recovery.
         """
         store = self._store()
-        query = "SELECT status FROM actors WHERE id = %s"
-        row = store.read(lambda conn: conn.execute(query, (id,)).fetchone())
-        if row is None or row[0] not in ("running", "restarting"):
+        found, marked, _ = store.execute(mark_ending_op(id, store.channel))
+        if not (found and marked):
             return False
-        self.exits.end_tree(id, Exit.SHUTDOWN, None)
+        self.exits.end_marked(id)
         return True
 
     # -- cancellation ------------------------------------------------------------------------------
@@ -247,8 +254,10 @@ class Runtime:
         For a promise (an agent run, a message, an approval): it and every pending promise
         under it are canceled in one transaction (the store does it, whoever cancels); the
         handlers running them see ``Cancelled`` at their next durable operation and may clean
-        up. For an actor: each of its pending messages is canceled so, then the actor and its
-        children are stopped. Returns whether anything was pending to cancel.
+        up. For an actor: in one transaction its pending messages are canceled so and it is
+        marked to end (``Store.cancel_actor``), then it and its children are stopped, children
+        first, each after its handlers' cleanup. A crash half-way is finished by the next
+        start's recovery. Returns whether anything was pending to cancel.
 
         Example:
             >>> rt.cancel("agent/run/42", reason="the user closed the tab")  # doctest: +SKIP
@@ -259,12 +268,13 @@ class Runtime:
         promise = store.find(id)
         if promise is not None:
             return bool(store.cancel(id, reason).applied)
-        query = "SELECT id FROM promises WHERE recipient = %s AND state = 'pending' ORDER BY seq"
-        messages = [r[0] for r in store.read(lambda conn: conn.execute(query, (id,)).fetchall())]
-        for message_id in messages:
-            store.cancel(message_id, reason)
-        stopped = self.stop(id)
-        return bool(messages) or stopped
+        try:
+            outcome = store.cancel_actor(id, reason)
+        except ActorNotFoundError:
+            return False
+        if outcome.applied:
+            self.exits.end_marked(id)
+        return outcome.applied
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -282,6 +292,21 @@ class Runtime:
             actor_id,
             int(seq) if seq.isdigit() else None,
         )
+
+    def _ending(self, actor_id: str, resync: bool) -> None:
+        store = self.store
+        if store is None:
+            return
+        if resync:  # notices may have been missed: look for every tree left to end
+            rows = store.read(lambda conn: conn.execute(ENDING, (self.node_id,)).fetchall())
+            ids = [row[0] for row in rows]
+        else:
+            ids = [actor_id] if actor_id else []
+        for id in ids:
+            # Its own thread: ending a tree waits out its handlers' cleanups.
+            threading.Thread(
+                target=self.exits.end_marked, args=(id,), name="promissory-end", daemon=True
+            ).start()
 
     def _store(self) -> Store:
         if not self._started or self.store is None:

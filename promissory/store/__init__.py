@@ -7,12 +7,13 @@ when they change. See ``Store`` for the promise operations.
 from ._codec import decode, encode, error_info, rebuild_error
 from ._embedded import EmbeddedServer, home, resolve_dsn
 from ._events import Subscription
-from ._records import ErrorInfo, Outcome, Page, Promise, PromiseKind, PromiseState
+from ._records import ActorCancel, ErrorInfo, Outcome, Page, Promise, PromiseKind, PromiseState
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Store
 from ._validate import Timeout
 
 __all__ = [
+    "ActorCancel",
     "SCHEMA_VERSION",
     "EmbeddedServer",
     "ErrorInfo",

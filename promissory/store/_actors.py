@@ -315,6 +315,71 @@ def end_actor_op(
     )
 
 
+# -- ending a tree durably: stop and cancel ----------------------------------------------------
+
+_MARK_ENDING = """
+UPDATE actors SET reason = jsonb_build_object('ending', %(exit)s::text),
+                  updated_at = clock_timestamp()
+WHERE id = %(id)s AND status IN ('running', 'restarting')
+RETURNING id
+"""
+_CANCEL_MAILBOX = """
+UPDATE promises SET state = CASE WHEN timeout_at <= clock_timestamp() THEN 'rejected_timedout'
+                                 ELSE 'rejected_canceled' END,
+                    value = CASE WHEN timeout_at <= clock_timestamp() THEN NULL
+                                 ELSE %(value)s::jsonb END,
+                    settled_at = clock_timestamp(), awaiting = NULL
+WHERE recipient = %(id)s AND state = 'pending' AND %(value)s::jsonb IS NOT NULL
+RETURNING id
+"""
+_ANNOUNCE_ENDING = """
+SELECT pg_notify(%(channel)s, 'e' || id) FROM actors
+WHERE id = %(id)s AND status IN ('running', 'restarting') AND reason ? 'ending'
+"""
+ENDING = f"""
+SELECT {ACTOR_COLUMNS} FROM actors
+WHERE status IN ('running', 'restarting') AND reason ? 'ending' AND (node IS NULL OR node = %s)
+ORDER BY seq
+"""
+"""The actors whose end was kept but not finished (recovery finishes it), for a node."""
+
+
+def mark_ending_op(actor_id: str, channel: str, cancel_value: str | None = None) -> Op:
+    """The op that decides, durably, that ``actor_id`` and its whole subtree end.
+
+    In one transaction: the actor is marked ``{"ending": "shutdown"}``; with ``cancel_value``
+    (an encoded cancel reason) every pending message of its mailbox is canceled, and by the
+    cascade every pending promise under them; and every runtime listening on ``channel`` is
+    told (``ending``), so the node hosting the actor ends the tree, children first. Whatever
+    is left of it when a process dies half-way is ended by the next recovery pass (``ENDING``).
+    The result is whether the actor exists, whether it was marked, and the canceled messages.
+    """
+    params = {
+        "id": actor_id,
+        "exit": "shutdown",
+        "value": cancel_value,
+        "channel": channel,
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> tuple[bool, bool, list[str]]:
+        return bool(rows[0]), bool(rows[1]), [r[0] for r in rows[2]]
+
+    def events(result: tuple[bool, bool, list[str]]) -> list[Event]:
+        return [("settled", id) for id in result[2]]
+
+    return Op(
+        [
+            (_LOCK_ACTOR, params),
+            (_MARK_ENDING, params),
+            (_CANCEL_MAILBOX, params),
+            (_ANNOUNCE_ENDING, params),
+        ],
+        finish,
+        events,
+        keys=(actor_id,),
+    )
+
+
 # -- supervision: exits, restarts, bounces ------------------------------------------------------
 
 _EXIT = f"""

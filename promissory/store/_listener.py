@@ -23,7 +23,7 @@ from ._writer import Event
 
 log = logging.getLogger("promissory.store")
 
-_KINDS = {"s": "settled", "m": "message", "t": "timer"}
+_KINDS = {"s": "settled", "m": "message", "t": "timer", "e": "ending"}
 _POLL = 0.1
 """Seconds between looks at the stop flag while waiting for notifications."""
 

@@ -144,6 +144,16 @@ class Outcome(msgspec.Struct, frozen=True):
     applied: bool
 
 
+class ActorCancel(msgspec.Struct, frozen=True):
+    """What ``Store.cancel_actor`` did: whether it marked the actor to end (``False``: it had
+    ended already, and was left as it was), and the messages it canceled.
+    """
+
+    actor: str
+    applied: bool
+    canceled: list[str]
+
+
 class Page(msgspec.Struct, frozen=True):
     """One page of a search: the promises and the cursor for the next page (``None`` at the end)."""
 

@@ -21,6 +21,7 @@ import psycopg
 import psycopg_pool
 
 from ..errors import (
+    ActorNotFoundError,
     InvalidInputError,
     PromiseNotFoundError,
     SchemaTooNewError,
@@ -28,11 +29,12 @@ from ..errors import (
     StoreUnavailableError,
 )
 from . import _promises as q
+from ._actors import mark_ending_op
 from ._codec import encode, error_info
 from ._connection import backoff_delay, configure, connect, is_disconnect, redact
 from ._events import Callback, EventHub, Subscription
 from ._listener import Listener
-from ._records import ErrorInfo, Outcome, Page, Promise, PromiseKind, PromiseState
+from ._records import ActorCancel, ErrorInfo, Outcome, Page, Promise, PromiseKind, PromiseState
 from ._schema import LATEST, channel_for, current_schema, migrate
 from ._validate import MAX_READ_ID_LENGTH, Timeout, check_id, check_tags, timeout_parts
 from ._writer import Event, Op, Writer
@@ -184,12 +186,33 @@ class Store:
     def cancel(self, id: str, reason: str | None = None) -> Outcome:
         """Cancel a pending promise; a settled promise is returned as it is."""
         check_id(id)
-        info = ErrorInfo(
-            type="promissory.errors.PromiseCanceledError",
-            message=reason or "canceled",
-            args=[reason or "canceled", id],
-        )
+        info = _cancel_info(id, reason)
         return self.settle(id, PromiseState.REJECTED_CANCELED, encode(info, what="reason"))
+
+    def cancel_actor(self, id: str, reason: str | None = None) -> ActorCancel:
+        """Cancel an actor and its whole subtree, durably.
+
+        In one transaction, every pending message of the actor is canceled (and, by the
+        cascade, every pending promise under them) and the actor is marked to end. The runtime
+        hosting it ends the tree (children first, letting their handlers clean up); one that
+        dies half-way finishes on its next start, and a cancel kept while no runtime runs takes
+        effect on the next start.
+
+        Example:
+            >>> store.cancel_actor("research/lead", reason="over budget")  # doctest: +SKIP
+            ActorCancel(actor='research/lead', applied=True, canceled=['research/lead/m/7'])
+
+        Raises:
+            ActorNotFoundError: no actor has this id.
+
+        """
+        check_id(id)
+        found, marked, canceled = self.execute(
+            mark_ending_op(id, self.channel, encode(_cancel_info(id, reason), what="reason"))
+        )
+        if not found:
+            raise ActorNotFoundError(f"no actor has the id {id!r}")
+        return ActorCancel(id, marked, list(canceled))
 
     def settle(self, id: str, state: PromiseState, value_json: str | None) -> Outcome:
         """Settle ``id`` into ``state`` with an already-encoded JSON value."""
@@ -323,7 +346,8 @@ class Store:
         """Call ``callback(kind, key, resync)`` on events of ``kind`` for ``keys``.
 
         Kinds: ``"settled"`` (key: promise id), ``"message"`` (key: recipient actor id, a tab,
-        and the message's seq), ``"timer"`` (key: ``""``). ``keys=[""]`` subscribes to every
+        and the message's seq), ``"timer"`` (key: ``""``), ``"ending"`` (key: the id of an
+        actor marked to end, see ``cancel_actor``). ``keys=[""]`` subscribes to every
         key of the kind.
         Callbacks run on the store's threads and must not block.
         """
@@ -453,3 +477,9 @@ def _seconds_until(at: datetime | None) -> float | None:
     # Wake at the promise's own timeout to re-read it; the read projects the timeout by the
     # database's clock, so local skew only delays that re-read a little.
     return max(0.01, (at - datetime.now(UTC)).total_seconds() + 0.005)
+
+
+def _cancel_info(id: str, reason: str | None) -> ErrorInfo:
+    """The value of a promise canceled with ``reason``."""
+    text = reason or "canceled"
+    return ErrorInfo(type="promissory.errors.PromiseCanceledError", message=text, args=[text, id])

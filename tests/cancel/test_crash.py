@@ -15,7 +15,7 @@ import pytest
 from promissory.testing import CrashTest
 from tests.cancel import kit
 from tests.cancel.kit import rows, sql
-from tests.cancel.scenarios import RUN, N
+from tests.cancel.scenarios import RUN, N, tree_alive
 
 SCENARIO = "tests.cancel.scenarios:fan"
 
@@ -29,7 +29,9 @@ def kept_cleanups(dsn: str) -> set[str]:
     }
 
 
-def check_complete(dsn: str, marks_file: Path, kept_at_kill: set[str]) -> None:
+def check_complete(
+    dsn: str, marks_file: Path, kept_at_kill: set[str], *, tree_ended: bool = False
+) -> None:
     assert kit.quiet(dsn, RUN) == []
     all_rows = rows(dsn, RUN)
     at = kit.settled_at(dsn, RUN)
@@ -52,9 +54,15 @@ def check_complete(dsn: str, marks_file: Path, kept_at_kill: set[str]) -> None:
     again = {key for key, n in ran.items() if n > 1}
     assert again.isdisjoint(kept_at_kill), again & kept_at_kill
     assert set(ran.values()) <= {1, 2}
-    # Every worker is still alive (only its message was canceled), and none was restarted.
     workers = sql(dsn, "SELECT status, restarts FROM actors WHERE parent = 'fan'")
-    assert len(workers) == N and set(workers) == {("running", 0)}
+    if tree_ended:
+        # The actor was canceled: it and every worker ended (stopped, none restarted).
+        assert len(workers) == N and set(workers) == {("stopped", 0)}
+        assert sql(dsn, "SELECT status FROM actors WHERE id = 'fan'") == [("stopped",)]
+        assert tree_alive(dsn) == []
+    else:
+        # Only the run was canceled: every worker is still alive, and none was restarted.
+        assert len(workers) == N and set(workers) == {("running", 0)}
 
 
 @pytest.mark.parametrize(
@@ -87,3 +95,38 @@ def test_a_cancel_cut_by_sigkill_completes_after_a_restart(
     finished = test.run()
     assert not finished.killed
     check_complete(dsn, marks_file, kept_at_kill)
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    ["step.kept:40", "actor.ended:1", "actor.ended:50", "actor.ended:100"],
+    ids=["40th-cleanup-kept", "first-worker-ended", "50th-worker-ended", "last-worker-ended"],
+)
+def test_canceling_an_actor_tree_cut_by_sigkill_completes_after_a_restart(
+    dsn: str, tmp_path: Path, crash_at: str
+) -> None:
+    """``rt.cancel("fan")`` keeps the cancel (the run and every call under it) and the mark
+    that the tree ends in one transaction, then ends 100 workers and their parent one by one;
+    killed half-way, the next start's recovery ends the rest."""
+    marks_file = tmp_path / "marks.log"
+    test = CrashTest(
+        dsn,
+        "tests.cancel.scenarios:fan_actor",
+        workdir=tmp_path,
+        timeout=90,
+        env={kit.MARKS_ENV: str(marks_file)},
+    )
+    killed = test.run(crash_at=crash_at)
+    assert killed.killed, killed.stderr
+    [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = %s", RUN)
+    assert state == "rejected_canceled"
+    [(reason,)] = sql(dsn, "SELECT reason FROM actors WHERE id = 'fan'")
+    assert reason == {"ending": "shutdown"}
+    ended_at_kill = N + 1 - len(tree_alive(dsn))
+    if crash_at.startswith("actor.ended"):
+        assert ended_at_kill == int(crash_at.rsplit(":", 1)[1])
+    kept_at_kill = kept_cleanups(dsn)
+
+    finished = test.run()
+    assert not finished.killed, finished.stderr
+    check_complete(dsn, marks_file, kept_at_kill, tree_ended=True)
