@@ -45,6 +45,8 @@ class Runtime:
         idle_timeout: seconds an idle activation keeps its thread before it is passivated.
         reconnect_timeout: how long store operations wait for a lost database.
         connect_timeout: how long opening waits for the database (default: the same).
+        cleanup_timeout: seconds a canceled handler may go on with durable operations to clean
+            up (after its first ``Cancelled``) before they raise ``Cancelled`` for good.
 
     Example:
         >>> with Runtime() as rt:  # doctest: +SKIP
@@ -63,6 +65,7 @@ class Runtime:
         idle_timeout: float = 2.0,
         reconnect_timeout: float = 30.0,
         connect_timeout: float | None = None,
+        cleanup_timeout: float = 30.0,
     ) -> None:
         self._dsn_arg = dsn
         self._actor_classes = list(actors)
@@ -70,6 +73,9 @@ class Runtime:
         self._idle_timeout = idle_timeout
         self._reconnect_timeout = reconnect_timeout
         self._connect_timeout = connect_timeout
+        if not cleanup_timeout >= 0:
+            raise InvalidInputError(f"cleanup_timeout must be ≥ 0 seconds, not {cleanup_timeout!r}")
+        self._cleanup_timeout = cleanup_timeout
         self._started = False
         self.store: Store | None = None
         self.recovery: RecoveryReport | None = None
@@ -94,6 +100,7 @@ class Runtime:
             self.node_id,
             suspend_after=self._suspend_after,
             idle_timeout=self._idle_timeout,
+            cleanup_timeout=self._cleanup_timeout,
             on_exit=lambda *args: self.exits.handle(*args),
         )
         self.exits = Exits(store, self.host)

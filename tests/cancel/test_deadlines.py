@@ -65,7 +65,7 @@ def test_a_run_deadline_times_the_run_out_and_cancels_everything_under_it(
         run,
     )
     assert timeout_at_offset == pytest.approx(0.6, abs=0.05)
-    all_rows = check_canceled(dsn, run, root_state="rejected_timedout", strict=False)
+    all_rows = check_canceled(dsn, run, root_state="rejected_timedout")
     # What was under it is canceled by the run's timeout (not timed out on its own).
     leaf = message_of(all_rows, "leaf")
     assert {r.id: r.state for r in all_rows if r.kind in ("message", "timer")} == {
@@ -229,7 +229,7 @@ def test_a_run_deadline_that_passes_while_no_process_runs_is_honoured_on_start(
         assert rt.store is not None
         with pytest.raises(PromiseTimedOutError):
             RunHandle(run, rt.store).result(timeout=10)
-        all_rows = check_canceled(dsn, run, root_state="rejected_timedout", strict=False)
+        all_rows = check_canceled(dsn, run, root_state="rejected_timedout")
     check_answers(all_rows, run)
     assert len(marks_named("cleanup")) <= 1
     kit.reset()

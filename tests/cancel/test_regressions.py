@@ -119,7 +119,7 @@ def test_bug2_a_durable_tool_waiting_on_an_approval_cleans_up(rt: Runtime, dsn: 
     run = "agent/run/approval-strict"
     start_tree(rt, dsn, "approval", run)
     assert rt.cancel(run)
-    all_rows = check_canceled(dsn, run, strict=False)
+    all_rows = check_canceled(dsn, run)
     leaf = message_of(all_rows, "leaf")
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == [f"approval:{leaf}"]
 
@@ -135,7 +135,7 @@ def test_bug3_every_agent_of_a_canceled_tree_finishes_its_cleanup(
     start_tree(rt, dsn, "timer", run)
     assert rt.cancel(run)
     # Was (often): the leaf's canceled message stays marked, its cleanup cut off or never run.
-    all_rows = check_canceled(dsn, run, strict=True)
+    all_rows = check_canceled(dsn, run)
     leaf = message_of(all_rows, "leaf")
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == [f"timer:{leaf}"]
     assert canceled_calls(all_rows, leaf) == canceled_answers([("c-leaf", "wait_timer")])
@@ -153,7 +153,7 @@ def test_bug3_a_sync_tool_in_progress_in_a_three_level_tree_is_kept(rt: Runtime,
         handle.result(timeout=10)
     eventually(lambda: [m for m in kit.marks() if m.name == "tool:blocking:done"])
     late = frozenset({"canceled_calls", "tool:blocking"})
-    all_rows = check_canceled(dsn, run, allowed_after=late, strict=False)
+    all_rows = check_canceled(dsn, run, allowed_after=late)
     leaf = message_of(all_rows, "leaf")
     time.sleep(0.3)
     all_rows = rows(dsn, run)
