@@ -3,10 +3,11 @@
 ``python -m promissory.testing._child MODULE:FUNCTION`` runs ``FUNCTION(rt)`` with a
 ``Runtime`` on ``$PROMISSORY_DSN``; the function starts work (with fixed ids, so that running
 it again resumes rather than repeats) and returns a JSON-able outcome, printed as a line of
-stdout after ``OUTCOME ``. ``$PROMISSORY_CRASH_AT`` arms a crash point (see
-``promissory._crashpoints``). With ``$PROMISSORY_CHECK_REPLAY`` set, every finished message is
-then replayed from its journal alone (``REPLAY`` line: the problems found). A ``TOOLS`` line
-gives the effect class of every tool of the agents defined.
+stdout after ``OUTCOME ``; a ``BEGAN`` line says when the scenario began.
+``$PROMISSORY_CRASH_AT`` arms a crash point (see ``promissory._crashpoints``). With
+``$PROMISSORY_CHECK_REPLAY`` set, every finished message is then replayed from its journal
+alone (``REPLAY`` line: the problems found). A ``TOOLS`` line gives the effect class of every
+tool of the agents defined.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 
 import msgspec
 
 from ..runtime import Runtime
-from ._harness import MARK
+from ._harness import BEGAN, MARK
 
 
 def main(argv: list[str]) -> int:
@@ -28,6 +30,7 @@ def main(argv: list[str]) -> int:
     scenario = getattr(importlib.import_module(module_name), attr)
     with Runtime(os.environ.get("PROMISSORY_DSN")) as rt:
         print(f"RECOVERY {msgspec.json.encode(rt.recovery).decode()}", flush=True)
+        print(f"{BEGAN}{time.monotonic()}", flush=True)
         outcome = scenario(rt)
         print(f"TOOLS {msgspec.json.encode(tool_effects()).decode()}", flush=True)
         print(MARK + msgspec.json.encode(outcome).decode(), flush=True)

@@ -31,6 +31,8 @@ from ._effects import ENV, read_effects
 
 MARK = "OUTCOME "
 """The prefix of the child's last stdout line, which holds the outcome as JSON."""
+BEGAN = "BEGAN "
+"""The prefix of the child's line saying when (``time.monotonic()``) the scenario began."""
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -44,6 +46,8 @@ class Run(msgspec.Struct, frozen=True):
     stdout: str
     stderr: str
     seconds: float
+    scenario_began: float | None = None
+    """Seconds from the launch to the scenario's start (the runtime open), if it got there."""
 
     @property
     def crash_point(self) -> str | None:
@@ -111,16 +115,21 @@ class CrashTest:
                 f"crash test child did not finish in {self.timeout} s\n--- stderr ---\n{err}"
             ) from None
         outcome = None
+        began = None
         for line in out.splitlines():
             if line.startswith(MARK):
                 outcome = msgspec.json.decode(line[len(MARK) :])
+            elif line.startswith(BEGAN):
+                # CLOCK_MONOTONIC is the same clock in every process of the machine.
+                began = float(line[len(BEGAN) :]) - started
         killed = proc.returncode == -signal.SIGKILL
         if not killed and proc.returncode != 0:
             raise AssertionError(
                 f"crash test child failed with exit code {proc.returncode}\n"
                 f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
             )
-        result = Run(killed, outcome, proc.returncode, out, err, time.monotonic() - started)
+        took = time.monotonic() - started
+        result = Run(killed, outcome, proc.returncode, out, err, took, began)
         self.runs.append(result)
         return result
 

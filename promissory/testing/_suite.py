@@ -8,13 +8,18 @@ JSON-able. ``CrashSuite`` runs it:
    is then replayed from its journal alone, to catch hidden non-determinism;
 2. once for every step boundary ``n``: killed with SIGKILL right after the n-th step is kept,
    then run again to the end;
-3. ``random_kills`` times, killed at a random moment, then run again.
+3. once for every step of a tool declared ``at_most_once``: killed inside it, after it
+   started and before it was kept (the one place such a tool could run twice);
+4. ``random_kills`` times, killed at a random moment of the scenario (after the runtime
+   opened), then run again.
 
 After each it checks that the outcome equals the clean run's; that the transcript (every
-promise's id, kind, state and value) equals the clean run's; that no step kept before the kill
+promise's id, kind and state) equals the clean run's (values are shown but not compared: a
+step run again after a crash may return another value); that no step kept before the kill
 started again; that nothing is left pending; that no tool declared ``at_most_once`` ran twice;
 and that the tools named in ``check_idempotency`` key their effects by their idempotency key.
-A failure names the boundary (the step id and what it was) and shows both transcripts.
+A failure names the boundary (the step id and what it was) and shows both transcripts side by
+side.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class CrashReport(msgspec.Struct):
 
     scenario: str
     boundaries: int
+    """Step boundaries killed at (after each step kept)."""
+    in_step_kills: int
+    """Kills inside a step of an ``at_most_once`` tool."""
     random_kills: int
     runs: int
     seconds: float
@@ -111,7 +119,7 @@ class CrashSuite:
     def run(self) -> CrashReport:
         """Run the whole suite; raise ``CrashFailure`` at the first divergence."""
         started = time.monotonic()
-        _, clean = self._clean()
+        clean_test, clean = self._clean()
         reference = _transcript(self.dsn, values=True)
         tools = _tools_of(clean)
         boundaries = 0
@@ -119,14 +127,20 @@ class CrashSuite:
             if not self._case_ends(f"step.kept:{n}", clean, reference, tools):
                 break
             boundaries += 1
-        duration = max(clean.seconds, 0.3)
+        # Inside each at-most-once tool's step: the n-th step started in the clean run.
+        steps = [r for r in read_log(clean_test.effects_file) if r.what == "step"]
+        inside = [n for n, r in enumerate(steps, 1) if tools.get(r.name) == "at_most_once"]
+        for n in inside:
+            self._case_ends(f"step.started:{n}", clean, reference, tools)
+        # Random moments of the scenario itself, not of the interpreter's start.
+        begin = clean.scenario_began or 0.1
+        end = max(clean.seconds, begin + 0.2)
         for _ in range(self.random_kills):
-            self._case_ends(
-                None, clean, reference, tools, kill_after=self.rng.uniform(0.1, duration)
-            )
+            self._case_ends(None, clean, reference, tools, kill_after=self.rng.uniform(begin, end))
         return CrashReport(
             scenario=self.scenario,
             boundaries=boundaries,
+            in_step_kills=len(inside),
             random_kills=self.random_kills,
             runs=self.runs,
             seconds=time.monotonic() - started,
@@ -169,7 +183,7 @@ class CrashSuite:
                 return False  # the n-th boundary does not exist: all were covered
             self._compare(killed, clean, reference, "a random kill that came after the end")
             return True
-        where = _where(killed, self.dsn, kill_after)
+        where = _where(killed, self.dsn, kill_after, read_log(test.effects_file))
         kept_at_kill = _kept_steps(self.dsn)
         before = len(read_log(test.effects_file))
         final = None
@@ -192,7 +206,7 @@ class CrashSuite:
                 f"after a crash at {where}, the run differs from the one without the crash:\n"
                 f"  outcome without the crash: {clean.outcome!r}\n"
                 f"  outcome with it:           {final.outcome!r}\n"
-                "transcripts (- without the crash, + with it):\n"
+                "transcripts (id, kind, state, value; ! marks the rows that differ):\n"
                 + _side_by_side(reference, transcript)
             )
         self._check_pending(f"after a crash at {where}")
@@ -274,7 +288,8 @@ def _kept_steps(dsn: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _where(run: Run, dsn: str, kill_after: float | None) -> str:
+def _where(run: Run, dsn: str, kill_after: float | None, records: list[EffectRecord]) -> str:
+    """The kill's place: the crash point and the step there (its kind and what it runs)."""
     point = run.crash_point
     if point is None:
         return f"a random moment ({kill_after:.3f} s in)"
@@ -283,14 +298,45 @@ def _where(run: Run, dsn: str, kill_after: float | None) -> str:
         row = conn.execute(
             "SELECT kind, fingerprint FROM promises WHERE id = %s", (step,)
         ).fetchone()
-    what = f"{row[0]} {row[1]}" if row else "?"
-    return f"{point} ({what})"
+    # What the step ran: the effects log has its label (tool:search, model:lead, module.fn).
+    label = next((r.name for r in records if r.what == "step" and r.key == step), None)
+    if row is None:
+        return f"{point} (step {label or '?'}, started, not kept)"
+    return f"{point} ({row[0]} {label or row[1]})"
 
 
-def _side_by_side(expected: list[Any], actual: list[Any]) -> str:
-    left = [" | ".join(str(x) for x in row)[:160] for row in expected]
-    right = [" | ".join(str(x) for x in row)[:160] for row in actual]
-    return "\n".join(difflib.unified_diff(left, right, "without the crash", "with it", lineterm=""))
+def _side_by_side(expected: list[Any], actual: list[Any], width: int = 72) -> str:
+    """Both transcripts in two columns, aligned on their (id, kind, state) rows; rows that
+    differ are marked, and long runs of equal rows are shortened to one line.
+    """
+
+    def cell(row: list[Any] | None) -> str:
+        text = "" if row is None else " ".join(str(x) for x in row)
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    matcher = difflib.SequenceMatcher(
+        a=[tuple(r[:3]) for r in expected], b=[tuple(r[:3]) for r in actual], autojunk=False
+    )
+    lines = [f"  {'without the crash':<{width}} | with it"]
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            pairs = list(zip(expected[i1:i2], actual[j1:j2], strict=True))
+            if len(pairs) > 4:
+                hidden = len(pairs) - 2
+                shown = [pairs[0], None, pairs[-1]]
+            else:
+                shown, hidden = list(pairs), 0
+            for pair in shown:
+                if pair is None:
+                    lines.append(f"  {f'… {hidden} equal rows …':<{width}} |")
+                else:
+                    lines.append(f"  {cell(pair[0]):<{width}} | {cell(pair[1])}")
+            continue
+        for k in range(max(i2 - i1, j2 - j1)):
+            left = expected[i1 + k] if i1 + k < i2 else None
+            right = actual[j1 + k] if j1 + k < j2 else None
+            lines.append(f"! {cell(left):<{width}} | {cell(right)}")
+    return "\n".join(lines)
 
 
 def _tools_of(run: Run) -> dict[str, str]:

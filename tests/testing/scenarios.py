@@ -1,9 +1,10 @@
-"""Scenarios for the crash suite's own tests: one sound, three with a defect each."""
+"""Scenarios for the crash suite's own tests: one sound, four with a defect each."""
 
 from __future__ import annotations
 
-import random
+import itertools
 import time
+import uuid
 from typing import Any
 
 from promissory import Context, DurableActor, Runtime, current_step, handler
@@ -58,6 +59,14 @@ launching_agent = _agent(
 )
 
 
+unfixed_agent = _agent("unfixed", [charge], [reply("", call("charge", "a", amount=5)), "done"])
+
+
+def unfixed(rt: Runtime) -> Any:
+    """A defect: a new run id on every start, so a restart starts over instead of resuming."""
+    return _run(rt, unfixed_agent, f"runs/unfixed-{uuid.uuid4().hex[:6]}")
+
+
 def sound(rt: Runtime) -> Any:
     return _run(rt, sound_agent, "runs/sound")
 
@@ -70,11 +79,16 @@ def launching(rt: Runtime) -> Any:
     return _run(rt, launching_agent, "runs/launch")
 
 
+_throws = itertools.count()
+
+
 class Dice(DurableActor):
     @handler
     def roll(self, ctx: Context, sides: int) -> int:
-        # Non-deterministic control flow outside any step: a replay may ask for another step.
-        if random.random() < 0.5:
+        # Control flow on something outside any step (here: how often this process rolled;
+        # in real code the clock, a random number, a dict's order): the replay from the
+        # journal takes the other branch and asks for a step the journal does not hold.
+        if next(_throws) % 2 == 0:
             return ctx.step(lambda: 1, name="low")
         return ctx.step(lambda: sides, name="high")
 
