@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import msgspec
+import msgspec.structs
 
 __all__ = ["RetryPolicy"]
 
@@ -21,14 +22,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
         multiplier: each interval is the previous one times this.
         max_interval: intervals stop growing here.
         jitter: each interval is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
-        non_retryable: names of exception types (``"ValueError"`` or
-            ``"module.QualName"``) that fail the step at once; subclasses match too. An
-            exception with ``retryable = False`` fails at once too, and one with a
-            ``retry_after`` (seconds) waits at least that long.
+        non_retryable: exception types (``ValueError``) or their names (``"ValueError"`` or
+            ``"module.QualName"``) that fail the step at once; subclasses match too. Types
+            are kept as their qualified names. An exception with ``retryable = False``
+            fails at once too, and one with a ``retry_after`` (seconds) waits at least
+            that long.
 
     Example:
-        >>> RetryPolicy(max_attempts=5, initial_interval=0.5, non_retryable=("ValueError",))
-        RetryPolicy(max_attempts=5, initial_interval=0.5, multiplier=2.0, max_interval=60.0, jitter=0.1, non_retryable=('ValueError',))
+        >>> RetryPolicy(max_attempts=5, initial_interval=0.5, non_retryable=(KeyError, "HTTPError"))
+        RetryPolicy(max_attempts=5, initial_interval=0.5, multiplier=2.0, max_interval=60.0, jitter=0.1, non_retryable=('builtins.KeyError', 'HTTPError'))
 
     """  # noqa: E501
 
@@ -37,9 +39,26 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     multiplier: float = 2.0
     max_interval: float = 60.0
     jitter: float = 0.1
-    non_retryable: tuple[str, ...] = ()
+    non_retryable: tuple[str | type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.non_retryable, str | type):
+            raise ValueError(
+                f"non_retryable takes a tuple of exception types or names, not "
+                f"{self.non_retryable!r} alone: write ({self.non_retryable!r},)"
+            )
+        names = []
+        for entry in self.non_retryable:
+            if isinstance(entry, type) and issubclass(entry, BaseException):
+                names.append(_qualified(entry))
+            elif isinstance(entry, str) and entry:
+                names.append(entry)
+            else:
+                raise ValueError(
+                    "non_retryable takes exception types or their names, not "
+                    f"{entry!r} ({type(entry).__name__})"
+                )
+        msgspec.structs.force_setattr(self, "non_retryable", tuple(names))
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if self.initial_interval < 0 or self.max_interval < 0:

@@ -7,6 +7,7 @@ records an effect, so the test can count how often each ran across crashes.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -79,3 +80,39 @@ def multi_step(rt: Runtime) -> dict[str, Any]:
     for actor_id, state in rows:
         states[actor_id] = msgspec.json.decode(state) if state is not None else None
     return {"replies": values, "states": states}
+
+
+class Flaky(Exception):
+    """A failure the retry policy retries."""
+
+
+def flaky_call() -> str:
+    """Fails its first two attempts (counted across processes by the step's attempt)."""
+    step = current_step()
+    assert step is not None
+    effect("attempt", f"{step.id}#{step.attempt}")
+    effect("attempt-at", f"{step.attempt}@{time.time()}")
+    if step.attempt <= 2:
+        raise Flaky(f"attempt {step.attempt} failed")
+    return f"ok at attempt {step.attempt}"
+
+
+BACKOFF = 0.6
+"""Seconds before the second attempt; the third waits twice that."""
+
+
+class Caller(DurableActor[None]):
+    @handler
+    def call(self, ctx: Context, msg: Batch) -> str:
+        from promissory.actors import RetryPolicy
+
+        policy = RetryPolicy(max_attempts=5, initial_interval=BACKOFF, multiplier=2, jitter=0)
+        result: str = ctx.step(flaky_call, retry=policy)
+        return result
+
+
+def retrying(rt: Runtime) -> dict[str, Any]:
+    """One step that fails twice and then succeeds, retried with a backoff (see
+    ``test_crash.test_a_backoff_survives_a_sigkill``)."""
+    caller = rt.spawn(Caller, id="caller")
+    return {"reply": caller.ask(Batch(jobs=0), id="calls/0").get(timeout=30)}

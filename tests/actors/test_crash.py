@@ -137,3 +137,44 @@ def _reset(dsn: str) -> None:
         ).fetchall()
         for (name,) in functions:
             conn.execute(f'DROP FUNCTION IF EXISTS "{name}"() CASCADE')
+
+
+def test_a_backoff_survives_a_sigkill_and_does_not_start_over(dsn: str, tmp_path: Path) -> None:
+    """Killed right after the first failed attempt is kept (with the time of the next), the
+    restarted process waits out what is left of that backoff and goes on with attempt 2: the
+    attempt count and the next attempt's time come from the step's row, not from zero."""
+    from tests.actors.scenarios import BACKOFF
+
+    test = CrashTest(dsn, "tests.actors.scenarios:retrying", workdir=tmp_path)
+    killed = test.run(crash_at="step.kept:1")
+    assert killed.killed
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state, attempt, next_attempt_at - created_at, "
+            "extract(epoch FROM next_attempt_at) FROM promises WHERE id = 'calls/0/1'"
+        ).fetchone()
+    assert row is not None
+    state, attempt, wait, next_at = row
+    assert (state, attempt) == ("pending", 1)
+    assert abs(wait.total_seconds() - BACKOFF) < 0.1, wait
+
+    finished = test.run()
+    assert not finished.killed
+    assert finished.outcome == {"reply": "ok at attempt 3"}
+    # Each attempt ran once, across both processes: 1 before the kill, 2 and 3 after.
+    attempts = sorted(key for (name, key), n in test.effects().items() if name == "attempt")
+    assert attempts == ["calls/0/1#1", "calls/0/1#2", "calls/0/1#3"]
+    assert set(test.effects().values()) == {1}
+    at = dict(
+        key.split("@") for (name, key) in test.effects() if name == "attempt-at"
+    )  # attempt -> wall time it started
+    # Attempt 2 waited for the kept time, though the new process started before it.
+    assert float(at["2"]) >= float(next_at) - 0.05, (at, next_at)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        final = conn.execute(
+            "SELECT state, attempt, extract(epoch FROM settled_at) FROM promises "
+            "WHERE id = 'calls/0/1'"
+        ).fetchone()
+    assert final is not None and final[:2] == ("resolved", 3)
+    # Attempt 2 did not run before the kept time; attempt 3 came a further 2 × BACKOFF later.
+    assert float(final[2]) >= float(next_at) + 2 * BACKOFF - 0.05

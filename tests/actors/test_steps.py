@@ -149,7 +149,8 @@ class Retrier(DurableActor):
 
     @handler
     def fatal(self, ctx: Context, msg: Item) -> None:
-        ctx.step(fatal, retry=RetryPolicy(max_attempts=5, non_retryable=("Fatal",)))
+        # By type: the same as by name (a type is kept as its qualified name).
+        ctx.step(fatal, retry=RetryPolicy(max_attempts=5, non_retryable=(Fatal,)))
 
 
 def test_a_retrying_step_keeps_its_attempt_and_next_attempt_time_in_its_row(
@@ -183,6 +184,17 @@ def test_a_step_that_fails_with_a_non_retryable_error_fails_at_once(rt: Runtime,
     )
     assert (state, attempt) == ("rejected", 1)
     assert error["type"] == f"{__name__}.Fatal"
+
+
+def test_non_retryable_takes_types_or_names_and_refuses_anything_else() -> None:
+    by_type = RetryPolicy(non_retryable=(Fatal, "KeyError"))
+    assert by_type.non_retryable == (f"{__name__}.Fatal", "KeyError")
+    assert not by_type.retries(Fatal("x")) and not by_type.retries(KeyError("k"))
+    assert by_type.retries(Flaky("y"))
+    with pytest.raises(ValueError, match=r"not 3 \(int\)"):
+        RetryPolicy(non_retryable=(3,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"not 'KeyError' alone: write \('KeyError',\)"):
+        RetryPolicy(non_retryable="KeyError")  # type: ignore[arg-type]
 
 
 class Slow(DurableActor):
