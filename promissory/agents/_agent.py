@@ -118,7 +118,8 @@ class Agent:
         name: unique in the process; runs find their agent by it after a restart.
         instructions: the system prompt, or a function of the ``RunContext``.
         model: a ``Model`` or a string such as ``"openai:gpt-4o-mini"``.
-        tools: functions, ``Tool``s, or other agents' ``as_tool()``.
+        tools: functions, ``Tool``s, other agents (as sub-agents with the default policy),
+            or other agents' ``as_tool(...)`` (to set the sub-agent's restart policy).
         stop: when the loop ends (default: the model answers without calling a tool).
         output_type: a msgspec Struct (or any msgspec type) the final answer must decode to;
             an invalid answer is sent back to the model to correct, ``output_retries`` times.
@@ -134,7 +135,7 @@ class Agent:
         name: str,
         instructions: str | Callable[[RunContext], str],
         model: Model | str,
-        tools: Sequence[Callable[..., Any] | Tool | AgentTool] = (),
+        tools: Sequence[Callable[..., Any] | Tool | AgentTool | Agent] = (),
         *,
         stop: StopCondition | None = None,
         output_type: Any = None,
@@ -151,7 +152,17 @@ class Agent:
         self.model: Model = model_from(model)
         self.tools: dict[str, Tool | AgentTool] = {}
         for t in tools:
-            item = t if isinstance(t, Tool | AgentTool) else Tool(t)
+            if isinstance(t, Agent):
+                item: Tool | AgentTool = t.as_tool()  # with the default policy
+            elif isinstance(t, Tool | AgentTool):
+                item = t
+            elif callable(t):
+                item = Tool(t)
+            else:
+                raise InvalidInputError(
+                    f"agent {name}: a tool must be a function, a Tool, an Agent or an agent's "
+                    f"as_tool(), not {t!r}"
+                )
             if item.name in self.tools:
                 raise InvalidInputError(f"agent {name} has two tools named {item.name!r}")
             self.tools[item.name] = item

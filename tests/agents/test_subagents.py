@@ -21,7 +21,7 @@ from promissory.agents import (
     call,
     reply,
 )
-from promissory.errors import ChildFailed, ModelError
+from promissory.errors import ChildFailed, InvalidInputError, ModelError
 from promissory.runtime import Runtime
 from tests.actors.kit import sql
 
@@ -248,3 +248,40 @@ def test_raise_errors_makes_the_parent_run_fail_with_child_failed(rt: Runtime, d
     assert child_row(dsn, "agent/run/sub-raises")[1:3] == ("failed", 2)
     [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = 'agent/run/sub-raises'")
     assert state == "rejected"
+
+
+def test_two_sub_agents_of_one_parent_keep_their_own_restart_policies(
+    rt: Runtime, dsn: str
+) -> None:
+    """One passed as it is (the default policy: transient, 1 restart in 5 s), one attached
+    as ``temporary``: both fail every time; the first is restarted once, the second never."""
+    plain_model, temp_model = AlwaysFails("pol_plain"), AlwaysFails("pol_temp")
+    plain = Agent("pol_plain", "", plain_model)
+    temp = Agent("pol_temp", "", temp_model)
+    lead_model = ScriptedModel(
+        [
+            reply("", call("pol_plain", "c1", input="a"), call("pol_temp", "c2", input="b")),
+            "went on without them",
+        ]
+    )
+    lead = Agent("pol_lead", "", lead_model, tools=[plain, temp.as_tool(restart="temporary")])
+    result = run(rt, lead, "x", "agent/run/policies")
+    assert result.output == "went on without them"
+    errors = {r.call_id: r for r in results_in(lead_model.requests[1])}
+    assert errors["c1"].is_error and errors["c2"].is_error
+    rows = sql(
+        dsn,
+        "SELECT id, status, restarts, spec->>'restart' FROM actors WHERE parent = %s ORDER BY id",
+        "agent/run/policies",
+    )
+    base = "agent/run/policies/t1"
+    assert rows == [
+        (f"{base}-0-pol_plain", "failed", 1, "transient"),
+        (f"{base}-1-pol_temp", "failed", 0, "temporary"),
+    ]
+    assert (plain_model.calls, temp_model.calls) == (2, 1)
+
+
+def test_something_that_is_not_a_tool_is_refused_by_name() -> None:
+    with pytest.raises(InvalidInputError, match="agent bad_tools: a tool must be a function"):
+        Agent("bad_tools", "", ScriptedModel(["x"]), tools=[42])  # type: ignore[list-item]
