@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from ..errors import InvalidInputError
 from ..store import encode
 from ._actor import DurableActor
 from ._ref import ActorRef
@@ -34,12 +35,24 @@ __all__ = [
 
 
 class ChildDef(msgspec.Struct, frozen=True, kw_only=True):
-    """A child as a supervisor starts it: its id (local to the supervisor), class and spec."""
+    """A child as a supervisor starts it: its id (local to the supervisor), class and spec.
+
+    ``kind`` is empty in a request to start a member of a ``simple_one_for_one`` pool by id:
+    the pool's own child spec gives it.
+    """
 
     id: str
     kind: str
     spec: ChildSpec = ChildSpec()
-    state: msgspec.Raw | None = None
+    state: msgspec.Raw = msgspec.Raw(b"null")
+    """Its initial state as JSON (``null``: none). Not ``Raw | None``: msgspec cannot decode
+    a ``Raw`` inside a union, and a ``ChildDef`` travels in messages."""
+
+    @property
+    def state_json(self) -> str | None:
+        """The initial state's JSON, or ``None`` for none."""
+        text = bytes(self.state).decode()
+        return None if text in ("", "null") else text
 
 
 def child(
@@ -65,7 +78,7 @@ def child(
     spec = ChildSpec(
         restart=Restart(restart), shutdown=shutdown, significant=significant, backoff=backoff
     )
-    raw = msgspec.Raw(encode(state, what="state").encode()) if state is not None else None
+    raw = msgspec.Raw(encode(state, what="state").encode())
     return ChildDef(id=id, kind=actor_class.kind(), spec=spec, state=raw)
 
 
@@ -158,8 +171,20 @@ class SupervisorRef:
     def _ask(self, msg: Any, type: Any) -> Any:
         return self.ref.ask(msg).get(self.timeout, type=type)
 
-    def start_child(self, spec: ChildDef) -> ChildResult:
-        """Start a dynamic child."""
+    def start_child(self, spec: ChildDef | str, *, state: Any = None) -> ChildResult:
+        """Start a dynamic child: from a child spec, or, in a ``simple_one_for_one`` pool, by
+        its id alone (with an initial ``state``), from the pool's one child spec.
+
+        Example:
+            >>> pool.start_child("w7", state=Quota(limit=3))  # doctest: +SKIP
+            ChildResult(ok=True, actor='pool/w7')
+
+        """
+        if isinstance(spec, str):
+            raw = msgspec.Raw(encode(state, what="state").encode())
+            spec = ChildDef(id=spec, kind="", state=raw)
+        elif state is not None:
+            raise InvalidInputError("give the state in the child spec, or the id alone with it")
         result: ChildResult = self._ask(StartChild(spec), ChildResult)
         return result
 

@@ -18,9 +18,11 @@ Differences from OTP, chosen for durable actors:
 * A child stopped with ``terminate_child`` stays stopped when its siblings are restarted by
   ``one_for_all`` or ``rest_for_one`` (OTP restarts it with them); it comes back with
   ``restart_child`` or a restart of the supervisor.
-* In a ``simple_one_for_one`` pool, ``terminate_child`` keeps the member's row (stopped, so
-  ``restart_child`` can bring it back) where OTP removes it, and members are stopped one after
-  another rather than all at once.
+* A ``simple_one_for_one`` pool's one child spec (``children()`` returns exactly one) is the
+  template of its members; ``start_child(id, state=…)`` gives a member its own id and initial
+  state where OTP appends arguments to the spec's start function. ``terminate_child`` keeps the
+  member's row (stopped, so ``restart_child`` can bring it back) where OTP removes it, and
+  members are stopped one after another rather than all at once.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
+import msgspec.structs
 
 from ..errors import InvalidInputError, PromissoryError
 from ..store import ErrorInfo, PromiseState, encode
@@ -90,7 +91,8 @@ class Supervisor(DurableActor[SupervisorState]):
 
     Attributes:
         strategy: ``one_for_one`` (default), ``one_for_all``, ``rest_for_one`` or
-            ``simple_one_for_one``.
+            ``simple_one_for_one`` (a pool: ``children()`` gives its one child spec, and
+            ``start_child`` starts members from it, by id).
         intensity: restarts allowed within ``period`` seconds (default 1 in 5, as OTP).
         auto_shutdown: ``never`` (default), ``any_significant`` or ``all_significant``.
 
@@ -125,8 +127,9 @@ class Supervisor(DurableActor[SupervisorState]):
     def started(self, ctx: Context, msg: SupervisorStarted) -> None:
         """Start the static children in order, and bring back the dynamic ones."""
         static = list(self.children())
-        if static and self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
-            raise EscalationError("a simple_one_for_one supervisor has no static children")
+        if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            self._template()  # checked at start, as OTP checks its child spec list
+            static = []  # the one spec is the pool's template, not a child to start
         restarting = self.state.started > 0
         if restarting:
             # A supervisor's restart restarts its subtree (as OTP's does): its children that
@@ -161,7 +164,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 parent=self.id,
                 kind=spec.kind,
                 spec=encode(spec.spec),
-                state=bytes(spec.state).decode() if spec.state is not None else None,
+                state=spec.state_json,
                 start=start,
             )
         )
@@ -285,7 +288,34 @@ class Supervisor(DurableActor[SupervisorState]):
         result = ctx.step(self._start_child, msg.child, name="start_child")
         return msgspec.convert(result, ChildResult)
 
+    def _template(self) -> ChildDef:
+        """A ``simple_one_for_one`` pool's one child spec, which every member is started from."""
+        specs = list(self.children())
+        if len(specs) != 1:
+            raise EscalationError(
+                f"{type(self).__qualname__} is a simple_one_for_one supervisor: children() "
+                f"must return exactly one child spec (the pool's), not {len(specs)}"
+            )
+        self._check_spec(specs[0])
+        return specs[0]
+
     def _start_child(self, spec: ChildDef) -> ChildResult:
+        if self.strategy is Strategy.SIMPLE_ONE_FOR_ONE:
+            template = self._template()
+            if spec.kind and spec.kind != template.kind:
+                return ChildResult(
+                    ok=False,
+                    error=f"simple_one_for_one: members are started from the pool's child spec "
+                    f"({template.kind}), not {spec.kind}",
+                )
+            # OTP appends the call's arguments to the spec's; here the member gets its own id
+            # and, if given, its own initial state.
+            state = spec.state if spec.state_json is not None else template.state
+            spec = msgspec.structs.replace(template, id=spec.id, state=state)
+        elif not spec.kind:
+            return ChildResult(
+                ok=False, error=f"a {self.strategy.value} supervisor needs a child spec to start"
+            )
         try:
             self._check_spec(spec)
         except InvalidInputError as exc:
@@ -298,7 +328,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 parent=self.id,
                 kind=spec.kind,
                 spec=encode(spec.spec),
-                state=bytes(spec.state).decode() if spec.state is not None else None,
+                state=spec.state_json,
                 start=start,
                 revive=False,
             )

@@ -490,8 +490,34 @@ class RestBystander(AllBystander):
 
 
 class Pool(Supervisor):
+    """A pool of ``Worker``s (OTP's simple_one_for_one: one child spec, members by id)."""
+
     strategy = Strategy.SIMPLE_ONE_FOR_ONE
     intensity, period = 2, 3600.0
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(Worker, id="worker", restart="permanent")]
+
+
+class RestartFailingPool(Pool):
+    """A pool whose members' restarts fail."""
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(FailsOnRestart, id="worker")]
+
+
+class SupervisorPool(Pool):
+    """A pool whose members are (empty) supervisors."""
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(Empty, id="sup", shutdown=None)]
+
+
+class BadPool(Pool):
+    """simple_one_for_one with two child specs: refused at start, as OTP refuses it."""
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(Worker, id="a"), child(Worker, id="b")]
 
 
 class Windowed(Supervisor):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from promissory import ChildResult, Counts, Runtime, SupervisorRef, child
-from promissory.errors import ActorStoppedError
+from promissory import ChildResult, ChildSpec, Counts, Runtime, SupervisorRef, child
+from promissory.errors import ActorStoppedError, InvalidInputError
 from tests.supervision.actors import (
     EVENTS,
     FAILING,
@@ -23,6 +23,7 @@ from tests.supervision.actors import (
     AllBystander,
     AllSignificant,
     AnySignificant,
+    BadPool,
     Boom,
     Busy,
     BystanderSup,
@@ -31,6 +32,7 @@ from tests.supervision.actors import (
     FailingStart,
     FailsOnRestart,
     HangingLoop,
+    Log,
     OneChild,
     OneForAll,
     OneForAllEscalation,
@@ -40,12 +42,14 @@ from tests.supervision.actors import (
     Ping,
     Poison,
     Pool,
+    RestartFailingPool,
     RestBystander,
     RestForOne,
     RestForOneEscalation,
     ShutdownSup,
     SignificantOuter,
     Stop,
+    SupervisorPool,
     Tree,
     Windowed,
     Work,
@@ -181,7 +185,8 @@ def test_child_adm_simple(rt: Runtime) -> None:
     sup = start(rt, Pool)
     assert sup.which_children() == []
     assert sup.count_children().active == 0
-    assert sup.start_child(child(Worker, id="w1")) == ok("sup/w1")
+    # A member is started by id, from the pool's one child spec (or from a spec of that kind).
+    assert sup.start_child("w1") == ok("sup/w1")
     assert [(c.id, c.status) for c in sup.which_children()] == [("w1", "running")]
     assert sup.count_children() == counts(1, 1, 0, 1)
     assert sup.start_child(child(Worker, id="w2")) == ok("sup/w2")
@@ -232,11 +237,41 @@ def test_count_children(rt: Runtime) -> None:
     assert (after.specs, after.active, after.supervisors) == (4, 3, 1)
 
 
+def test_child_adm_simple_uses_the_pool_spec(rt: Runtime) -> None:
+    """A pool member is started from the pool's one child spec: by id, with its own initial
+    state; a spec of another kind is refused; an id alone means nothing to other strategies."""
+    sup = start(rt, Pool)
+    assert sup.start_child("w1", state=Log(handled=["seeded"])) == ok("sup/w1")
+    assert rt.ref("sup/w1").ask(Ping()).get(5)["handled"] == ["seeded"]
+    [info] = sup.which_children()
+    assert (info.restart.value, info.supervisor) == ("permanent", False)  # the pool's spec
+    refused = sup.start_child(child(FailsOnRestart, id="w2"))
+    assert not refused.ok and refused.error is not None
+    assert refused.error.startswith("simple_one_for_one: members are started from the pool's")
+    assert [c.id for c in sup.which_children()] == ["w1"]
+
+    other = start(rt, Empty, "other")
+    assert other.start_child("x") == err("a one_for_one supervisor needs a child spec to start")
+    with pytest.raises(InvalidInputError, match="give the state in the child spec"):
+        other.start_child(child(Worker, id="y"), state=Log())
+
+
+def test_sup_start_simple_with_two_specs_fails(rt: Runtime) -> None:
+    """OTP refuses a simple_one_for_one supervisor whose child spec list is not one spec."""
+    rt.spawn(BadPool, id="sup", spec=ChildSpec(restart="temporary"))
+    assert ended(rt, "sup") == "failed"  # its start failed: an abnormal exit, given up
+    row = actor(rt, "sup")
+    assert row is not None
+    assert row.reason["error"]["type"].endswith("EscalationError")
+    message = row.reason["error"]["message"]
+    assert "must return exactly one child spec (the pool's), not 2" in message
+
+
 def test_count_children_supervisor(rt: Runtime) -> None:
     """Pool members that are supervisors are counted as supervisors, not workers."""
-    sup = start(rt, Pool)
+    sup = start(rt, SupervisorPool)
     for i in range(3):
-        assert sup.start_child(child(Empty, id=f"s{i}", shutdown=None)).ok
+        assert sup.start_child(f"s{i}").ok
     assert sup.count_children() == counts(3, 3, 3, 0)
     assert all(c.supervisor for c in sup.which_children())
 
@@ -497,7 +532,7 @@ def test_simple_one_for_one(rt: Runtime) -> None:
     the pool."""
     sup = start(rt, Pool)
     for i in (1, 2):
-        assert sup.start_child(child(Worker, id=f"w{i}")) == ok(f"sup/w{i}")
+        assert sup.start_child(f"w{i}") == ok(f"sup/w{i}")
     before = epochs(rt, "sup/w2")
     assert rt.ref("sup/w1").ask(Crash()).get(5) == "survived"
     assert epochs(rt, "sup/w2") == before
@@ -510,9 +545,9 @@ def test_simple_one_for_one(rt: Runtime) -> None:
 
 def test_simple_one_for_one_escalation(rt: Runtime) -> None:
     """A pool member whose restarts fail escalates the pool; the other member exits."""
-    sup = start(rt, Pool)
-    assert sup.start_child(child(FailsOnRestart, id="w1")).ok
-    assert sup.start_child(child(Worker, id="w2")).ok
+    sup = start(rt, RestartFailingPool)
+    assert sup.start_child("w1").ok
+    assert sup.start_child("w2").ok
     rt.ref("sup/w1").tell(Crash())
     escalated(rt)
     assert status(rt, "sup/w2") == "stopped"
