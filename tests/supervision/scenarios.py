@@ -12,17 +12,22 @@ import os
 import signal
 from typing import Any
 
-from promissory import ChildSpec, Reply, Runtime, SupervisorRef
+from promissory import ChildSpec, Reply, Runtime, SupervisorRef, child
 from tests.supervision.actors import (
     TALLY,
     Crash,
     CrashLoop,
+    Empty,
     FanOut,
+    Log,
     LongBackoff,
     Org,
     Parent,
+    Ping,
+    Pool,
     Slow,
     Work,
+    Worker,
     actor,
     actors,
     status,
@@ -195,3 +200,33 @@ def fan_out_drain(rt: Runtime) -> dict[str, Any]:
     assert rt.store is not None
     out = Reply("p/fan-out", rt.store).get(30)
     return {"out": out, "tree": [[r.id, r.status] for r in actors(rt, prefix="p")]}
+
+
+# -- dynamic children across a kill ---------------------------------------------------------------
+
+
+def dynamic_fill(rt: Runtime) -> None:
+    """Start a pool and a one_for_one supervisor with dynamic children (a temporary one among
+    them), give one member some state, and die."""
+    pool = SupervisorRef(rt.spawn(Pool, id="dpool", spec=TEMPORARY))
+    for k in range(3):
+        assert pool.start_child(f"m{k}", state=Log(handled=[f"seed-{k}"])).ok
+    assert pool.terminate_child("m2").ok  # stopped on purpose: stays stopped
+    plain = SupervisorRef(rt.spawn(Empty, id="dsup", spec=TEMPORARY))
+    assert plain.start_child(child(Worker, id="keep", restart="transient")).ok
+    assert plain.start_child(child(Worker, id="temp", restart="temporary")).ok
+    die()
+
+
+def dynamic_after(rt: Runtime) -> dict[str, Any]:
+    """After the kill: what the supervisors list, and what the members answer."""
+    pool, plain = SupervisorRef(rt.ref("dpool")), SupervisorRef(rt.ref("dsup"))
+    listed = {
+        sup: [[c.id, c.status, c.restart.value] for c in ref.which_children()]
+        for sup, ref in (("dpool", pool), ("dsup", plain))
+    }
+    answers = {
+        a: rt.ref(a).ask(Ping()).get(15)["handled"] for a in ("dpool/m0", "dpool/m1", "dsup/keep")
+    }
+    again = pool.start_child("m0")
+    return {"listed": listed, "answers": answers, "again": [again.ok, again.error]}

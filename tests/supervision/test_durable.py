@@ -172,3 +172,24 @@ def test_fan_out_failure_leaves_siblings_and_parent(dsn: str, tmp_path: Path) ->
         ["p/f2", "failed"],
         ["p/f3", "running"],
     ]
+
+
+def test_dynamic_children_survive_a_sigkill_of_the_process(dsn: str, tmp_path: Path) -> None:
+    """Unlike OTP, dynamic children are rows in the store: after the process is killed, the
+    next one's supervisors list them as they were (a terminated member stays stopped), each
+    member answers with the state it was given, and the pool still knows its ids."""
+    fill = crash_test(dsn, tmp_path, "dynamic_fill").run()
+    assert fill.killed
+    after = crash_test(dsn, tmp_path, "dynamic_after").run()
+    assert not after.killed
+    out = after.outcome
+    assert out["listed"] == {
+        "dpool": [
+            ["m0", "running", "permanent"],
+            ["m1", "running", "permanent"],
+            ["m2", "stopped", "permanent"],
+        ],
+        "dsup": [["keep", "running", "transient"], ["temp", "running", "temporary"]],
+    }
+    assert out["answers"] == {"dpool/m0": ["seed-0"], "dpool/m1": ["seed-1"], "dsup/keep": []}
+    assert out["again"] == [False, "already_started"]

@@ -867,3 +867,20 @@ def test_tree(rt: Runtime) -> None:
     ]
     wait_until(lambda: sup2.count_children() == counts(2, 2, 0, 2), what="c3, c4 back")
     assert rt.ref("sup/sup2/c3").ask(Work("after")).get(5) == ["after"]
+
+
+def test_an_escalation_at_the_root_is_reported_and_other_trees_keep_serving(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The root of a tree escalates (its child crashed past the intensity): the runtime logs
+    it and ends that tree; another tree in the same runtime goes on answering."""
+    other = start(rt, OneForOne, "other")
+    start(rt, Windowed)
+    with caplog.at_level("WARNING", logger="promissory.runtime"):
+        rt.ref("sup/c1").tell(Crash(times=2))
+        escalated(rt)
+    [record] = [r for r in caplog.records if "sup failed and is given up" in r.getMessage()]
+    assert "EscalationError" in record.getMessage()
+    assert rt.ref("other/c1").ask(Ping()).get(5)["id"] == "other/c1"
+    assert other.start_child(child(Worker, id="late")) == ok("other/late")
+    assert status(rt, "other") == "running"
