@@ -73,6 +73,7 @@ class EmbeddedServer:
             ) from exc
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
+        _forget_dead_postmaster(self.data_dir)
         try:
             if self._server is None:
                 self._server = PostgresServer(self.data_dir, cleanup_mode=None)
@@ -124,3 +125,28 @@ def _announce(text: str) -> None:
     if text not in _announced:
         _announced.add(text)
         print(text, file=sys.stderr)
+
+
+def _forget_dead_postmaster(data_dir: Path) -> None:
+    """Remove the lock file of a postmaster that died and was not reaped.
+
+    Killed (SIGKILL, OOM), a postmaster whose parent was PID 1 stays a zombie where PID 1 does
+    not reap orphans (a container running ``python`` as its first process). A zombie's pid
+    still looks alive to ``pg_ctl`` and pgserver, which would then neither start a server nor
+    find one listening. A zombie holds nothing, so its lock files can go.
+    """
+    import psutil  # type: ignore[import-untyped]  # pgserver depends on it
+
+    lock = data_dir / "postmaster.pid"
+    try:
+        # postmaster.pid: pid, data dir, start time, port, socket dir, ...
+        lines = lock.read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), lines[3].strip(), lines[4].strip()
+        dead = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return  # no lock file, or its process is gone (pgserver handles that), or alive
+    if dead:
+        # The socket's lock file names the same pid, and the new server would refuse it too.
+        if socket_dir:
+            (Path(socket_dir) / f".s.PGSQL.{port}.lock").unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)

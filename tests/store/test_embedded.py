@@ -6,6 +6,7 @@ These tests run their own embedded server in a temporary directory, whatever
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -256,3 +257,47 @@ def test_home_defaults_to_dot_promissory(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("PROMISSORY_HOME", raising=False)
 
     assert home() == Path.home() / ".promissory"
+
+
+@pytest.mark.timeout(180)
+def test_the_quickstart_path_demo_on_the_embedded_server_survives_killing_it(
+    tmp_path: Path,
+) -> None:
+    """The Quickstart's path, with no database configured: ``promissory demo`` starts the
+    embedded server (under ``$PROMISSORY_HOME``) and runs; ``promissory sql`` reads what it
+    kept. The demo is killed half-way (SIGKILL of the process that started the server), then
+    the server itself (SIGKILL of the postmaster); the next commands restart it, the demo
+    resumes and finishes, and nothing kept is lost."""
+    env = child_env({"PROMISSORY_HOME": str(tmp_path / "home"), "PROMISSORY_DSN": ""})
+    env.pop("PROMISSORY_TEST_DSN", None)
+
+    def promissory(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "promissory", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    data_dir = tmp_path / "home" / "pgdata"
+    try:
+        cut = promissory("demo", "--crash-after", "4")
+        assert cut.returncode == -signal.SIGKILL, cut.stderr
+        assert "embedded PostgreSQL, data in" in cut.stderr
+        kept = promissory("sql", "SELECT count(*) FROM promises WHERE kind = 'step'", "--json")
+        assert kept.returncode == 0, kept.stderr
+        steps_at_kill = json.loads(kept.stdout)[0]["count"]
+        assert steps_at_kill >= 4
+
+        postmaster = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(postmaster, signal.SIGKILL)  # the server dies too
+        done = promissory("demo", "--json")
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["resumed_from"] >= 4
+        assert summary["result"]
+        after = promissory("sql", "SELECT count(*) FROM promises WHERE kind = 'step'", "--json")
+        assert json.loads(after.stdout)[0]["count"] > steps_at_kill
+    finally:
+        EmbeddedServer.at(data_dir).stop()
