@@ -30,7 +30,17 @@ from __future__ import annotations
 from typing import Any
 
 from .actors import current_step
-from .agents import Agent, Model, ModelRequest, ModelResponse, ToolResult, call, reply, tool
+from .agents import (
+    Agent,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ToolResult,
+    call,
+    model_from,
+    reply,
+    tool,
+)
 from .errors import ModelError
 
 __all__ = ["OfflineModel", "build_team", "search"]
@@ -76,14 +86,6 @@ class OfflineModel:
         """Answer as the role would: plan and delegate, or search and summarise."""
         turn = sum(1 for m in request.messages if m.role == "assistant")
         results = [r for m in request.messages for r in m.tool_results]
-        step = current_step()
-        attempt = step.id if step is not None else ""
-        if self.role == "broken":
-            raise ModelError("broken: the model is unavailable", "bad_request", retryable=False)
-        if self.role == "flaky" and turn == 0 and "~" not in attempt:
-            # Only the first incarnation fails: a restart retries this step under an attempt
-            # id (``…~1``) and gets through. Deterministic, so a resumed demo agrees.
-            raise ModelError("flaky: the answer came back truncated", "malformed_output", False)
         if self.role == "lead":
             return self._lead(turn, request, results)
         return self._researcher(turn, request, results)
@@ -117,11 +119,38 @@ class OfflineModel:
         return reply(f"{facts}")
 
 
-def build_team(model: Model | str | None = None) -> Agent:
-    """The lead agent with its three researchers attached; ``model`` for all, or offline."""
+class StagedTrouble:
+    """A role's model with the demo's staged trouble in front of it, whatever the model: the
+    ``broken`` researcher's model always fails, and the ``flaky`` one's first incarnation
+    fails its first turn (its restart gets through); the others pass straight through.
+    """
 
-    def pick(role: str) -> Model | str:
-        return model if model is not None else OfflineModel(role)
+    def __init__(self, inner: Model, role: str) -> None:
+        self.inner = inner
+        self.role = role
+        self.name = inner.name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Fail as the role is staged to, else ask the model."""
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        step = current_step()
+        attempt = step.id if step is not None else ""
+        if self.role == "broken":
+            raise ModelError("broken: the model is unavailable", "bad_request", retryable=False)
+        if self.role == "flaky" and turn == 0 and "~" not in attempt:
+            # Only the first incarnation fails: a restart retries this step under an attempt
+            # id (``…~1``) and gets through. Deterministic, so a resumed demo agrees.
+            raise ModelError("flaky: the answer came back truncated", "malformed_output", False)
+        return await self.inner.complete(request)
+
+
+def build_team(model: Model | str | None = None) -> Agent:
+    """The lead agent with its three researchers attached; ``model`` for all, or offline.
+    Either way the flaky researcher fails once and the broken one always (``StagedTrouble``).
+    """
+
+    def pick(role: str) -> Model:
+        return StagedTrouble(model_from(model) if model is not None else OfflineModel(role), role)
 
     researchers = {
         role: Agent(

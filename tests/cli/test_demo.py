@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .conftest import Cli, FinishedDemo
+
+if TYPE_CHECKING:
+    from tests.agents.fake_llm import Answer, Recorded
 from .kit import json_out, sql
 
 
@@ -182,3 +186,58 @@ def test_the_demo_run_after_a_crash_is_the_only_one(cli: Cli, dsn: str) -> None:
     )
     assert runs == [(summary["run_id"], "resolved")]
     assert summary["resumed_from"] > 0
+
+
+def _fake_openai_role(request: Recorded) -> Answer:
+    """Answers as each role of the demo would, from what the request holds."""
+    from tests.agents.fake_llm import Answer, openai_answer
+
+    body = request.body
+    system = body["messages"][0]["content"]
+    turn = sum(1 for m in body["messages"] if m["role"] == "assistant")
+    tools = [t["function"]["name"] for t in body.get("tools", [])]
+    if "lead a research team" in system:
+        if turn == 0:
+            calls = [
+                (f"ask-{name}", name, json.dumps({"input": f"Research {name}."}))
+                for name in ("scout", "flaky", "broken")
+            ]
+            return Answer(body=openai_answer("Asking all three.", calls))
+        found = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        return Answer(body=openai_answer("Real-model summary: " + " | ".join(found)))
+    assert tools == ["search"], tools
+    if turn == 0:
+        return Answer(body=openai_answer(None, [("s1", "search", '{"topic": "durable actors"}')]))
+    result = [m["content"] for m in body["messages"] if m["role"] == "tool"][-1]
+    return Answer(body=openai_answer(f"summary of {result[:40]}"))
+
+
+def test_the_same_demo_runs_on_a_real_model_over_http(
+    cli: Cli, dsn: str, env: dict[str, str]
+) -> None:
+    """``--model`` puts a real (here: a loopback OpenAI-compatible) model behind every agent;
+    the staged trouble is the same: the flaky researcher is restarted once, the broken one is
+    given up and the lead answers without it."""
+    from tests.agents.fake_llm import FakeProvider
+
+    env["OPENAI_API_KEY"] = "sk-loopback"
+    fake = FakeProvider()
+    try:
+        for _ in range(12):
+            fake.answer_with(_fake_openai_role)
+        done = cli("demo", "--model", f"{fake.openai_url}#fake-model", "--json")
+    finally:
+        fake.close()
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["result"].startswith("Real-model summary: ")
+    assert "summary of " in summary["result"]
+    assert "broken" in summary["result"]  # its failure came back to the lead as a tool error
+    run_id = summary["run_id"]
+    shape = tree_shape(dsn, run_id)
+    assert shape["/t1-1-flaky"] == ("stopped", 1)
+    assert shape["/t1-2-broken"] == ("failed", 2)
+    # lead twice, scout and flaky twice each (flaky's first incarnation failed before asking)
+    assert len(fake.requests) == 6
+    assert {r.body["model"] for r in fake.requests} == {"fake-model"}
+    assert {r.headers["authorization"] for r in fake.requests} == {"Bearer sk-loopback"}
