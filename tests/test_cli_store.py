@@ -107,6 +107,8 @@ def test_sql_without_rows_prints_the_status(cli: Cli, db: Any) -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "UPDATE 0"
+    as_json = cli("sql", "UPDATE promises SET tags = tags WHERE false", "--json")
+    assert json.loads(as_json.stdout) == {"status": "UPDATE 0", "rowcount": 0}
 
 
 def test_a_failing_query_is_one_clear_line(cli: Cli, db: Any) -> None:

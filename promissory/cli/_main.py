@@ -228,7 +228,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
         except psycopg.Error as exc:
             raise CommandError(f"the query failed: {_first_line(exc)}") from None
         if cur.description is None:
-            print(cur.statusmessage or "OK")
+            if wants_json(args):
+                print_json({"status": cur.statusmessage or "OK", "rowcount": cur.rowcount})
+            else:
+                print(cur.statusmessage or "OK")
             return 0
         columns = [c.name for c in cur.description]
         rows = cur.fetchall()
@@ -312,7 +315,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ._serve import TargetError, serve
 
     try:
-        return serve(args.target, dsn_of(args), connect_timeout=CONNECT_TIMEOUT)
+        return serve(
+            args.target, dsn_of(args), connect_timeout=CONNECT_TIMEOUT, as_json=wants_json(args)
+        )
     except TargetError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
 

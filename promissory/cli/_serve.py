@@ -17,6 +17,8 @@ import threading
 import types
 from typing import Any
 
+import msgspec
+
 from ..actors import DurableActor
 from ..runtime import Runtime
 
@@ -45,12 +47,27 @@ def load_target(spec: str) -> Any:
     return obj
 
 
-def serve(spec: str, dsn: str, *, ready: Any = None, connect_timeout: float = 30.0) -> int:
+def serve(
+    spec: str,
+    dsn: str,
+    *,
+    ready: Any = None,
+    connect_timeout: float = 30.0,
+    as_json: bool = False,
+) -> int:
     """Host ``spec``'s actors until SIGTERM or SIGINT; return the exit status.
 
     The database must answer within ``connect_timeout`` seconds at start; once serving, the
-    node rides out outages (its store reconnects with backoff).
+    node rides out outages (its store reconnects with backoff). With ``as_json`` each event
+    (``serving``, ``draining``, ``stopped``) is one line of JSON.
     """
+
+    def say(event: str, text: str, **fields: Any) -> None:
+        if as_json:
+            print(msgspec.json.encode({"event": event, **fields}).decode(), flush=True)
+        else:
+            print(text, flush=True)
+
     target = load_target(spec)
     if not (isinstance(target, types.ModuleType) or callable(target) or _actor_classes(target)):
         raise TargetError(
@@ -68,7 +85,8 @@ def serve(spec: str, dsn: str, *, ready: Any = None, connect_timeout: float = 30
             if callable(target) and not isinstance(target, type):
                 target(rt)
             report = rt.recovery
-            print(
+            say(
+                "serving",
                 f"promissory node {rt.node_id} serving {spec}"
                 + (
                     f" (recovered {report.actors} actors, {report.activated} active, "
@@ -76,16 +94,18 @@ def serve(spec: str, dsn: str, *, ready: Any = None, connect_timeout: float = 30
                     if report is not None
                     else ""
                 ),
-                flush=True,
+                node=rt.node_id,
+                target=spec,
+                recovery=msgspec.to_builtins(report),
             )
             if ready is not None:
                 ready()
             stop.wait()
-            print("promissory: draining (no new work; in-flight messages finish)", flush=True)
+            say("draining", "promissory: draining (no new work; in-flight messages finish)")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("promissory: stopped", flush=True)
+    say("stopped", "promissory: stopped")
     return 0
 
 

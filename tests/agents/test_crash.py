@@ -83,7 +83,7 @@ def crash_and_resume(server_dsn: str, workdir: Path, clean: Clean, **kill: Any) 
         final = test.run()
         assert not final.killed
         got, want = dict(final.outcome), dict(clean.outcome)
-        # Compared apart, in test_pending_bugs.py: whether the finished runs' actors ended.
+        # Compared apart, in test_regressions.py: whether the finished runs' actors ended.
         got.pop("statuses"), want.pop("statuses")
         assert got == want, "the resumed run differs from the crash-free run"
         assert test.effects() == expected, (

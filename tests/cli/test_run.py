@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def test_sigint_stops_a_node_like_sigterm(procs: Procs, dsn: str) -> None:
     assert node.out[-1] == "promissory: stopped"
     assert "Traceback" not in node.stderr
     assert sql(dsn, "SELECT id FROM nodes") == []
+
+
+def test_json_prints_each_event_as_a_line_of_json(procs: Procs, dsn: str) -> None:
+    node = procs.start(promissory_args(dsn, "run", TARGET, "--json"))
+    first = node.wait_for_line(r'^\{"event":"serving"').string
+
+    node.send(signal.SIGTERM)
+
+    assert node.wait(20) == 0, node.stderr
+    serving = json.loads(first)
+    assert serving["target"] == TARGET and serving["node"]
+    assert set(serving["recovery"]) >= {"actors", "activated", "suspended"}
+    assert [json.loads(line) for line in node.out[-2:]] == [
+        {"event": "draining"},
+        {"event": "stopped"},
+    ]
 
 
 def test_a_draining_node_lets_the_handler_in_flight_finish(
