@@ -5,12 +5,13 @@ same message pattern in memory, nothing durable). Each trial returns the same di
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import psycopg
 import pykka
-from _common import PG_INSERT, PG_UPDATE, pg_batch
+from _common import PG_INSERT, PG_UPDATE, pg_batch, proc_status
 
 # -- the database ceiling ------------------------------------------------------------------------
 
@@ -179,3 +180,43 @@ def pykka_w6(fresh: bool, samples: int) -> dict[str, Any]:
             lat.append(marks[k] - t)
     ref.stop()
     return {"samples": lat, "units": 1, "steps_total": 0}
+
+
+class Napper(pykka.ThreadingActor):
+    """A pykka actor that waits out a nap in its handler, as plain code waits on a timer: its
+    thread is held for as long as it waits."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def on_receive(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+
+
+def pykka_w4(waiters: int, seconds: float) -> dict[str, Any]:
+    """``waiters`` pykka actors, each waiting in its handler: resident memory and threads once
+    they all wait (the non-durable way to park: a thread each)."""
+    wake = threading.Event()
+    warm = [Napper.start(wake) for _ in range(max(20, waiters // 20))]
+    for ref in warm:
+        ref.tell(seconds)
+    time.sleep(0.3)
+    base = proc_status()
+    refs = [Napper.start(wake) for _ in range(waiters)]
+    for ref in refs:
+        ref.tell(seconds)
+    time.sleep(0.5)  # every handler is in its wait
+    after = proc_status()
+    wake.set()
+    for ref in warm + refs:
+        ref.stop()
+    return {
+        "samples": [(after["rss"] - base["rss"]) / waiters],
+        "units": waiters,
+        "steps_total": 0,
+        "rss_base": base["rss"],
+        "rss_after": after["rss"],
+        "threads_base": base["threads"],
+        "threads_after": after["threads"],
+    }

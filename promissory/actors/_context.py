@@ -4,7 +4,8 @@ Every operation takes the next position in the handler run, so its id is
 ``{message id}/{n}``. It first looks in the journal: a kept record is returned (or its error
 raised) without running anything; otherwise it runs for real and keeps its outcome before the
 handler goes on (write-ahead). Waiting on a promise that is still pending blocks the handler's
-thread for at most ``suspend_after`` seconds, then ends the handler's turn (``Suspend``); when
+thread for at most ``suspend_after`` seconds (not at all for a timer due later than that),
+then ends the handler's turn (``Suspend``); when
 the promise settles, the message is handled again from the start and every kept operation
 returns its record.
 
@@ -671,7 +672,7 @@ class Context:
             return known
         self._cancel.gate(promises[0].id)
         grace = self._host.suspend_after
-        if grace > 0:
+        if grace > 0 and not _due_after(promises, known, grace, wait_all):
             deadline = time.monotonic() + grace
             woken = threading.Event()
             pending = [p.id for p in promises if p.id not in known]
@@ -731,3 +732,22 @@ def _satisfied(
     if any(known[i].state.rejected for i in ids if i in known):
         return True
     return all(i in known for i in ids)
+
+
+def _due_after(
+    promises: list[DurablePromise], known: dict[str, Promise], grace: float, wait_all: bool
+) -> bool:
+    """Whether the wait cannot end within ``grace`` seconds but by a cancel: what it waits for
+    is a timer due later (all of them, for a wait on any). A sleep of an hour then suspends at
+    once instead of holding its thread for the grace first.
+    """
+    now = datetime.now(UTC)
+    far = [
+        p._record is not None
+        and p._record.kind is PromiseKind.TIMER
+        and p._record.timeout_at is not None
+        and (p._record.timeout_at - now).total_seconds() > grace
+        for p in promises
+        if p.id not in known
+    ]
+    return any(far) if wait_all else bool(far) and all(far)
