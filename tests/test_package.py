@@ -58,6 +58,7 @@ def test_store_public_names_are_pinned() -> None:
     assert sorted(promissory.store.__all__) == sorted(
         [
             "SCHEMA_VERSION",
+            "ActorCancel",
             "EmbeddedServer",
             "ErrorInfo",
             "Outcome",
