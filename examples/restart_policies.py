@@ -1,10 +1,15 @@
 """Restart policies side by side: permanent, transient and temporary children, with backoff.
 
-A supervisor starts three workers that each fail on their first job:
+First, a supervisor starts three workers that each fail on their first job:
 
-* ``steady`` (permanent) is restarted after any exit, even a normal one;
+* ``steady`` (permanent) is restarted after any exit (a crash here; a normal one too);
 * ``careful`` (transient, with exponential backoff) is restarted after a crash, after a pause;
 * ``oneshot`` (temporary) is never restarted: its caller gets the failure, and it is gone.
+
+Then the same policies per sub-agent: a lead agent asks three researchers at once, each
+attached with its own policy, and each researcher's model garbles its first answer (the
+researcher crashes). The transient ones are restarted (one after a backoff) and answer; the
+temporary one is not, and the lead gets its failure as the tool's error result.
 
     python examples/restart_policies.py
 """
@@ -21,8 +26,11 @@ from promissory import (
     Supervisor,
     SupervisorRef,
     child,
+    current_step,
     handler,
 )
+from promissory.agents import Agent, FunctionModel, ModelRequest, ModelResponse, call, reply
+from promissory.errors import ModelError
 
 
 class Tries(msgspec.Struct):
@@ -72,6 +80,50 @@ class Team(Supervisor):
         ]
 
 
+# -- the same policies, per sub-agent -------------------------------------------------------------
+
+
+class GarblesFirstAnswer:
+    """A researcher's model whose first answer comes back garbled (its agent crashes); the
+    restarted agent tries that model step again, as a new attempt (``…~1``), and gets through."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        step = current_step()
+        if step is not None and "~" not in step.id:
+            text = f"{self.name}: the answer came back garbled"
+            raise ModelError(text, "malformed_output", retryable=False)
+        return reply(f"{self.name} found it")
+
+
+def lead_answers(request: ModelRequest) -> ModelResponse | str:
+    """Ask the three researchers at once, then list what came back."""
+    results = [r for m in request.messages for r in m.tool_results]
+    if not results:
+        return reply("", *(call(name, f"ask-{name}", input="look it up") for name in POLICIES))
+    return "\n".join(
+        f"{r.name}: {'failed: ' if r.is_error else ''}{r.content}"
+        for r in sorted(results, key=lambda r: r.name)
+    )
+
+
+POLICIES = {
+    "quick": {"restart": "transient"},
+    "patient": {"restart": "transient", "backoff": Backoff(min=0.2, max=2.0, jitter=0.1)},
+    "once": {"restart": "temporary"},
+}
+
+
+def lead_agent() -> Agent:
+    researchers = [
+        Agent(name, "Research.", GarblesFirstAnswer(name)).as_tool(**policy)  # type: ignore[arg-type]
+        for name, policy in POLICIES.items()
+    ]
+    return Agent("policies-lead", "Ask, then list.", FunctionModel(lead_answers), tools=researchers)
+
+
 def main() -> dict[str, str]:
     outcomes: dict[str, str] = {}
     with Runtime() as rt:
@@ -85,8 +137,12 @@ def main() -> dict[str, str]:
                 outcomes[name] = f"failed: {exc}"
         for info in team.which_children():
             print(f"{info.id:8} {info.restart.value:9} {info.status:10} restarts={info.restarts}")
-    for name, outcome in outcomes.items():
-        print(f"{name}: {outcome}")
+        for name, outcome in outcomes.items():
+            print(f"{name}: {outcome}")
+        # Per sub-agent: one run of the lead; its answer lists what each researcher gave.
+        answer: str = rt.start(lead_agent(), "Find out.", id="examples-policies").result(60)
+        print(answer)
+        outcomes["lead"] = answer
     return outcomes
 
 

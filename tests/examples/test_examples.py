@@ -219,6 +219,21 @@ def test_restart_policies(example: Example, dsn: str) -> None:
         "steady": "job-steady: served examples-team/steady on call 2",
         "careful": "job-careful: served examples-team/careful on call 2",
         "oneshot": "failed: the service dropped examples-team/oneshot's first call",
+        # Per sub-agent: the transient researchers were restarted and answered; the
+        # temporary one was not, and the lead got its failure.
+        "once": "failed: the once agent failed: once: the answer came back garbled",
+        "patient": "patient found it",
+        "quick": "quick found it",
+    }
+    rows = sql(
+        dsn,
+        "SELECT regexp_replace(id, '.*-', ''), spec->>'restart', status, restarts, "
+        "spec->'backoff' <> 'null'::jsonb FROM actors WHERE parent = 'examples-policies'",
+    )
+    assert {name: tuple(rest) for name, *rest in rows} == {
+        "quick": ("transient", "stopped", 1, False),
+        "patient": ("transient", "stopped", 1, True),
+        "once": ("temporary", "failed", 0, False),
     }
     statuses = dict(sql(dsn, "SELECT id, status FROM actors WHERE id LIKE 'examples-team/%%'"))
     assert statuses.get("examples-team/oneshot") in (None, "failed", "stopped")
