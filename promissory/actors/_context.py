@@ -737,9 +737,11 @@ def _satisfied(
 def _due_after(
     promises: list[DurablePromise], known: dict[str, Promise], grace: float, wait_all: bool
 ) -> bool:
-    """Whether the wait cannot end within ``grace`` seconds but by a cancel: what it waits for
-    is a timer due later (all of them, for a wait on any). A sleep of an hour then suspends at
-    once instead of holding its thread for the grace first.
+    """Whether the wait is not expected to end within ``grace`` seconds: it needs a timer
+    due later (any, for a wait on all; every one, for a wait on any). A sleep of an hour then
+    suspends at once instead of holding its thread for the grace first; should it end sooner
+    after all (a cancel, a failure of another awaited promise), the settle wakes the actor as
+    it wakes any suspended one. The local clock is good enough for this guess.
     """
     now = datetime.now(UTC)
     far = [

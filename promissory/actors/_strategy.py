@@ -162,6 +162,27 @@ def plan_exit(
     return actions, kept
 
 
+def needs_siblings(
+    *,
+    strategy: Strategy,
+    restart: Restart,
+    exit: Exit,
+    history: list[float],
+    now: float,
+    intensity: int,
+    period: float,
+) -> bool:
+    """Whether planning this exit needs the failed child's siblings: not for a one_for_one
+    (or pool) restart within the intensity, which touches the failed child alone.
+    """
+    if strategy not in (Strategy.ONE_FOR_ONE, Strategy.SIMPLE_ONE_FOR_ONE):
+        return True
+    if not should_restart(restart, exit):
+        return True  # a significant child's end may shut the others down
+    allowed, _ = intensity_allows(history, now, intensity, period)
+    return not allowed  # an escalation stops them all
+
+
 def _backoff(c: ChildView) -> float | None:
     if c.backoff is None:
         return None

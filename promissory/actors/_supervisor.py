@@ -69,6 +69,7 @@ from ._strategy import (
     Revive,
     ShutDown,
     Strategy,
+    needs_siblings,
     plan_exit,
 )
 
@@ -231,11 +232,23 @@ class Supervisor(DurableActor[SupervisorState]):
         self.state = SupervisorState(history=plan["history"], started=self.state.started)
 
     def _plan(self, msg: ChildExit) -> dict[str, Any] | None:
-        records = self._child_records()
-        failed = next((r for r in records if r.id == msg.child), None)
+        failed = self._child(msg.child)
         if failed is None or failed.epoch != msg.epoch:
             return None
         now = _db_now(self._activation.store)
+        history = list(self.state.history)
+        # A one_for_one restart within the intensity concerns the failed child alone: a
+        # supervisor of thousands then reads one row per restart, not all of them.
+        siblings = needs_siblings(
+            strategy=self.strategy,
+            restart=_spec_of(failed).restart,
+            exit=msg.exit,
+            history=history,
+            now=now,
+            intensity=self.intensity,
+            period=self.period,
+        )
+        records = self._child_records() if siblings else [failed]
         views = [
             _view(r, now)
             for r in records
@@ -249,7 +262,7 @@ class Supervisor(DurableActor[SupervisorState]):
             children=views,
             child=msg.child,
             exit=msg.exit,
-            history=list(self.state.history),
+            history=history,
             now=now,
         )
         return {"actions": msgspec.to_builtins(actions), "history": history}
@@ -438,7 +451,10 @@ class Supervisor(DurableActor[SupervisorState]):
 
     def _child(self, id: str) -> ActorRecord | None:
         actor_id = id if id.startswith(self.id + "/") else f"{self.id}/{id}"
-        return next((r for r in self._child_records() if r.id == actor_id), None)
+        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s AND parent = %s"
+        store = self._activation.store
+        row = store.read(lambda conn: conn.execute(query, (actor_id, self.id)).fetchone())
+        return actor_from_row(row) if row else None
 
 
 def end_child(

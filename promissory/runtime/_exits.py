@@ -137,21 +137,31 @@ class Exits:
         Each actor may first finish the cleanup replays of its canceled messages (within its
         shutdown time), so a canceled tree's handlers clean up before their actors end.
         """
-        rows = self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall())
-        for row in rows:
-            child = actor_from_row(row)
-            shutdown = spec_of(child).shutdown
-            self.host.finish_cleanups(child.id, shutdown)
-            self.host.shutdown_activation(child.id, shutdown)
-            end_child(self.store, child.id, Exit.SHUTDOWN, None)
-            self.host.forget(child.id)
-            reached("actor.ended", child.id)
+        self._end_children(actor_id)
         root = self._record(actor_id)
-        self.host.finish_cleanups(actor_id, spec_of(root).shutdown if root else 0)
+        if root is not None and root.status is ActorStatus.RUNNING:
+            self.host.finish_cleanups(actor_id, spec_of(root).shutdown)
         self.host.shutdown_activation(actor_id, 0)
         end_child(self.store, actor_id, exit, error)
         self.host.forget(actor_id)
         reached("actor.ended", actor_id)
+        # A child its handler spawned after the last look (before the end fenced it off).
+        self._end_children(actor_id)
+
+    def _end_children(self, actor_id: str) -> None:
+        """End every actor under ``actor_id``, deepest and newest first, until none is left
+        (a handler still running may start children while its siblings are ended).
+        """
+        while rows := self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall()):
+            for row in rows:
+                child = actor_from_row(row)
+                shutdown = spec_of(child).shutdown
+                if child.status is ActorStatus.RUNNING:  # one in a backoff has no handler
+                    self.host.finish_cleanups(child.id, shutdown)
+                self.host.shutdown_activation(child.id, shutdown)
+                end_child(self.store, child.id, Exit.SHUTDOWN, None)
+                self.host.forget(child.id)
+                reached("actor.ended", child.id)
 
     def end_marked(self, actor_id: str) -> bool:
         """End the tree of ``actor_id`` if its end was kept (``Store.cancel_actor``, ``stop``)

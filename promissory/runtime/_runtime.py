@@ -109,6 +109,7 @@ class Runtime:
         self._message_sub = store.subscribe(
             "message", [""], lambda kind, key, resync: self._remote_message(key, resync)
         )
+        self._enders: list[threading.Thread] = []
         self._ending_sub = store.subscribe(
             "ending", [""], lambda kind, key, resync: self._ending(key, resync)
         )
@@ -128,6 +129,8 @@ class Runtime:
         self._started = False
         self._message_sub.cancel()
         self._ending_sub.cancel()
+        for thread in self._enders:  # trees being ended finish first (or are left to recovery)
+            thread.join(timeout)
         self.timers.close()
         self.host.close(timeout)
         self.lease.release(release_actors=True)
@@ -311,9 +314,18 @@ class Runtime:
             ids = [actor_id] if actor_id else []
         for id in ids:
             # Its own thread: ending a tree waits out its handlers' cleanups.
-            threading.Thread(
-                target=self.exits.end_marked, args=(id,), name="promissory-end", daemon=True
-            ).start()
+            thread = threading.Thread(
+                target=self._end_marked, args=(id,), name="promissory-end", daemon=True
+            )
+            self._enders.append(thread)
+            thread.start()
+
+    def _end_marked(self, actor_id: str) -> None:
+        try:
+            self.exits.end_marked(actor_id)
+        except Exception:
+            # Kept in the store: the next start's recovery (or a resync) finishes it.
+            log.exception("ending the tree of %s failed; the next start finishes it", actor_id)
 
     def _store(self) -> Store:
         if not self._started or self.store is None:

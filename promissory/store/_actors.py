@@ -318,19 +318,31 @@ def end_actor_op(
 # -- ending a tree durably: stop and cancel ----------------------------------------------------
 
 _MARK_ENDING = """
-UPDATE actors SET reason = jsonb_build_object('ending', %(exit)s::text),
+UPDATE actors SET reason = coalesce(reason, '{}'::jsonb)
+                           || jsonb_build_object('ending', %(exit)s::text),
                   updated_at = clock_timestamp()
 WHERE id = %(id)s AND status IN ('running', 'restarting')
 RETURNING id
 """
+# Other writes keep the mark (a handler's stop merges its key in beside it, an exit keeps it)
+# and no restart takes a marked actor back, so the end, once kept, is not lost.
 _CANCEL_MAILBOX = """
-UPDATE promises SET state = CASE WHEN timeout_at <= clock_timestamp() THEN 'rejected_timedout'
-                                 ELSE 'rejected_canceled' END,
-                    value = CASE WHEN timeout_at <= clock_timestamp() THEN NULL
-                                 ELSE %(value)s::jsonb END,
-                    settled_at = clock_timestamp(), awaiting = NULL
-WHERE recipient = %(id)s AND state = 'pending' AND %(value)s::jsonb IS NOT NULL
-RETURNING id
+WITH RECURSIVE tree AS (
+    SELECT id FROM actors
+    WHERE id = %(id)s AND status IN ('running', 'restarting') AND reason ? 'ending'
+    UNION ALL
+    SELECT a.id FROM actors a JOIN tree t ON a.parent = t.id
+    WHERE a.status IN ('running', 'restarting')
+), n AS (SELECT clock_timestamp() AS now)
+UPDATE promises p SET
+    state = CASE WHEN p.timeout_at <= n.now THEN 'rejected_timedout' ELSE 'rejected_canceled' END,
+    value = CASE WHEN p.timeout_at <= n.now THEN NULL ELSE %(value)s::jsonb END,
+    settled_at = CASE WHEN p.timeout_at <= n.now THEN p.timeout_at ELSE n.now END,
+    awaiting = NULL
+FROM n
+WHERE p.recipient IN (SELECT id FROM tree) AND p.state = 'pending'
+  AND %(value)s::jsonb IS NOT NULL
+RETURNING p.id
 """
 _ANNOUNCE_ENDING = """
 SELECT pg_notify(%(channel)s, 'e' || id) FROM actors
@@ -348,9 +360,10 @@ def mark_ending_op(actor_id: str, channel: str, cancel_value: str | None = None)
     """The op that decides, durably, that ``actor_id`` and its whole subtree end.
 
     In one transaction: the actor is marked ``{"ending": "shutdown"}``; with ``cancel_value``
-    (an encoded cancel reason) every pending message of its mailbox is canceled, and by the
-    cascade every pending promise under them; and every runtime listening on ``channel`` is
-    told (``ending``), so the node hosting the actor ends the tree, children first. Whatever
+    (an encoded cancel reason) every pending message of its mailbox and of the mailboxes of
+    every actor under it is canceled, and by the cascade every pending promise under them;
+    and every runtime listening on ``channel`` is told (``ending``), so the node hosting the
+    actor ends the tree, children first. Whatever
     is left of it when a process dies half-way is ended by the next recovery pass (``ENDING``).
     The result is whether the actor exists, whether it was marked, and the canceled messages.
     """
@@ -384,7 +397,9 @@ def mark_ending_op(actor_id: str, channel: str, cancel_value: str | None = None)
 
 _EXIT = f"""
 WITH child AS (
-    UPDATE actors SET status = 'restarting', epoch = epoch + 1, reason = %(reason)s::jsonb,
+    UPDATE actors SET status = 'restarting', epoch = epoch + 1,
+                      reason = %(reason)s::jsonb || CASE WHEN reason ? 'ending'
+                          THEN jsonb_build_object('ending', reason->'ending') ELSE '{{}}' END,
                       restart_at = NULL, updated_at = clock_timestamp(),
                       retry_step = coalesce(%(retry_step)s, retry_step)
     WHERE id = %(id)s AND epoch = %(epoch)s AND status = 'running'
@@ -455,6 +470,7 @@ WITH r AS (
                     history || to_jsonb(extract(epoch FROM clock_timestamp())::float8)
                 ) WITH ORDINALITY AS e(h, n) ORDER BY n DESC LIMIT 20) last))
     WHERE id = %(id)s AND (%(from_stopped)s OR status IN ('running', 'restarting'))
+      AND NOT coalesce(reason ? 'ending', false)  -- its tree is ending: never restarted
     RETURNING {ACTOR_COLUMNS}
 ), started AS (
     INSERT INTO promises (id, param, tags, kind, recipient)
@@ -522,6 +538,7 @@ def bounce_op(actor_id: str) -> Op:
 _DUE_RESTART = f"""
 UPDATE actors SET status = 'running', restart_at = NULL, updated_at = clock_timestamp()
 WHERE id = %(id)s AND status = 'restarting' AND restart_at <= clock_timestamp()
+  AND NOT coalesce(reason ? 'ending', false)
 RETURNING {ACTOR_COLUMNS}
 """
 

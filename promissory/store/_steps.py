@@ -248,7 +248,8 @@ WITH m AS (
     UPDATE actors SET
         state = CASE WHEN %(write_state)s THEN %(actor_state)s::jsonb ELSE state END,
         reason = CASE WHEN %(stopping)s::text IS NULL THEN reason
-                      ELSE jsonb_build_object('stopping', %(stopping)s::text) END,
+                      ELSE coalesce(reason, '{{}}'::jsonb)
+                           || jsonb_build_object('stopping', %(stopping)s::text) END,
         updated_at = clock_timestamp()
     WHERE id = %(f_actor)s AND EXISTS (SELECT 1 FROM m)
       AND (%(write_state)s OR %(stopping)s::text IS NOT NULL)
@@ -320,7 +321,8 @@ WITH m AS (
     WHERE id = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL AND {_FENCE}
     RETURNING id
 )
-UPDATE actors SET reason = jsonb_build_object('stopping', %(stopping)s::text)
+UPDATE actors SET reason = coalesce(reason, '{{}}'::jsonb)
+                           || jsonb_build_object('stopping', %(stopping)s::text)
 WHERE id = %(f_actor)s AND %(stopping)s::text IS NOT NULL AND {_FENCE}
 """
 

@@ -9,12 +9,40 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 
+from promissory import (
+    Backoff,
+    ChildDef,
+    Context,
+    DurableActor,
+    Supervisor,
+    SupervisorRef,
+    child,
+    handler,
+)
 from promissory.errors import ActorNotFoundError
 from promissory.runtime import Runtime
 from promissory.store import Store
 from tests.cancel import kit
-from tests.cancel.kit import Fan, FanOut, eventually, sql
+from tests.cancel.kit import Fan, FanOut, Job, eventually, sql
+
+
+class Crashes(DurableActor[None]):
+    """Crashes on its first job."""
+
+    @handler
+    def work(self, ctx: Context, job: Job) -> None:
+        if job.n == 1:
+            raise RuntimeError("first job crashes")
+
+
+class Patient(Supervisor):
+    """A supervisor whose child waits a minute before each restart."""
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(Crashes, id="w", backoff=Backoff(min=60, max=60, jitter=0.0))]
+
 
 WIDTH = 3
 
@@ -119,3 +147,53 @@ def test_canceling_an_unknown_or_ended_actor_says_so(rt: Runtime, dsn: str) -> N
         "applied": False,
         "canceled": [],
     }
+
+
+def test_a_message_sent_straight_to_a_child_is_canceled_with_the_tree(
+    rt: Runtime, dsn: str
+) -> None:
+    """Canceling an actor cancels the mailboxes of every actor under it, not only what its
+    own messages sent: a job a worker got from elsewhere is canceled too (its handler cleans
+    up), rather than rejected as ``ActorStoppedError`` when the worker ends."""
+    _start(rt)
+    extra = "team/w000/m/extra"
+    rt.ref("team/w000").tell(Job(99, 60.0), id=extra)
+
+    assert rt.cancel("team") is True
+
+    [(state, value)] = sql(dsn, "SELECT state, value FROM promises WHERE id = %s", extra)
+    assert state == "rejected_canceled", value
+    assert value["type"] == "promissory.errors.PromiseCanceledError"
+    assert set(_tree(dsn).values()) == {"stopped"}
+
+
+def test_a_child_waiting_out_a_restart_backoff_is_ended_not_restarted(dsn: str) -> None:
+    """Canceled while it waits out a 60 s restart backoff, and while no runtime runs: on the
+    next start the mark is found, the restart never happens, and the child ends with its
+    tree; its queued message is canceled."""
+    kit.reset()
+    with Runtime(dsn) as rt:
+        sup = SupervisorRef(rt.spawn(Patient, id="pat"))
+        sup.which_children()
+        rt.ref("pat/w").tell(Job(1, 0.0), id="pat/w/m/crash")
+        eventually(
+            lambda: sql(dsn, "SELECT status FROM actors WHERE id = 'pat/w'") == [("restarting",)],
+            what="the child in its backoff",
+        )
+        rt.ref("pat/w").tell(Job(2, 0.0), id="pat/w/m/queued")
+    with Store(dsn) as store:
+        outcome = store.cancel_actor("pat", reason="not worth the wait")
+    assert outcome.applied and "pat/w/m/queued" in outcome.canceled
+
+    with Runtime(dsn):
+        eventually(
+            lambda: (
+                dict(sql(dsn, "SELECT id, status FROM actors WHERE id LIKE 'pat%%'"))
+                == {"pat": "stopped", "pat/w": "stopped"}
+            ),
+            what="the tree ended",
+        )
+        [(restarts,)] = sql(dsn, "SELECT restarts FROM actors WHERE id = 'pat/w'")
+    assert restarts == 0
+    [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = 'pat/w/m/queued'")
+    assert state == "rejected_canceled"

@@ -573,3 +573,28 @@ def test_child_specs_map() -> None:
         ChildSpec(period=0)
     for restart in (TR, TE):
         assert child(Worker, id="c1", restart=restart, significant=True).spec.significant
+
+
+def test_needs_siblings_only_where_the_plan_can_touch_them() -> None:
+    """A one_for_one (or pool) restart within the intensity is planned from the failed child
+    alone; the other strategies, an end that is not restarted (a significant child may shut
+    the rest down) and an escalation (which stops them all) need every child."""
+    from promissory.actors._strategy import needs_siblings
+
+    def needs(strategy: Strategy, restart: str, exit: Exit, history: list[float]) -> bool:
+        return needs_siblings(
+            strategy=strategy,
+            restart=Restart(restart),
+            exit=exit,
+            history=history,
+            now=100.0,
+            intensity=1,
+            period=5.0,
+        )
+
+    assert not needs(Strategy.ONE_FOR_ONE, "permanent", Exit.ABNORMAL, [])
+    assert not needs(Strategy.SIMPLE_ONE_FOR_ONE, "transient", Exit.ABNORMAL, [50.0])
+    assert needs(Strategy.ONE_FOR_ONE, "permanent", Exit.ABNORMAL, [99.0])  # escalates
+    assert needs(Strategy.ONE_FOR_ONE, "transient", Exit.NORMAL, [])  # not restarted
+    assert needs(Strategy.ONE_FOR_ALL, "permanent", Exit.ABNORMAL, [])
+    assert needs(Strategy.REST_FOR_ONE, "permanent", Exit.ABNORMAL, [])

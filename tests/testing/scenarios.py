@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from promissory import Context, DurableActor, Runtime, current_step, handler
-from promissory.agents import Agent, RunHandle, ScriptedModel, call, reply, tool
+from promissory.agents import Agent, FunctionModel, RunHandle, ScriptedModel, call, reply, tool
 from promissory.testing import effect
 
 
@@ -65,6 +65,22 @@ unfixed_agent = _agent("unfixed", [charge], [reply("", call("charge", "a", amoun
 def unfixed(rt: Runtime) -> Any:
     """A defect: a new run id on every start, so a restart starts over instead of resuming."""
     return _run(rt, unfixed_agent, f"runs/unfixed-{uuid.uuid4().hex[:6]}")
+
+
+def _decide(request: Any) -> Any:
+    """A function model: charge once, then say what the tool answered."""
+    results = [r for m in request.messages for r in m.tool_results]
+    if not results:
+        return reply("", call("charge", "a", amount=3))
+    return f"done: {results[-1].content}"
+
+
+function_agent = Agent("functional", "x", FunctionModel(_decide), tools=[charge])
+
+
+def functional(rt: Runtime) -> Any:
+    """The sound agent's work decided by a function rather than a script."""
+    return _run(rt, function_agent, "runs/functional")
 
 
 def sound(rt: Runtime) -> Any:

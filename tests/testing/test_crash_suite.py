@@ -26,6 +26,15 @@ def test_a_sound_agent_passes_every_boundary_and_random_kills(dsn: str, tmp_path
 
 
 @pytest.mark.timeout(300)
+def test_a_function_model_plugs_in_directly(dsn: str, tmp_path: Path) -> None:
+    report = suite(
+        dsn, tmp_path, scenarios.functional, random_kills=2, check_idempotency=("charge",)
+    ).run()
+    assert report.outcome == "done: charged 3"
+    assert report.boundaries == 3  # two model turns, one tool step
+
+
+@pytest.mark.timeout(300)
 def test_a_tool_that_ignores_its_idempotency_key_is_named(dsn: str, tmp_path: Path) -> None:
     with pytest.raises(CrashFailure, match="tool:sloppy_charge records its effect"):
         suite(
