@@ -228,7 +228,8 @@ def test_restart_policies(example: Example, dsn: str) -> None:
     rows = sql(
         dsn,
         "SELECT regexp_replace(id, '.*-', ''), spec->>'restart', status, restarts, "
-        "spec->'backoff' <> 'null'::jsonb FROM actors WHERE parent = 'examples-policies'",
+        "coalesce(spec->'backoff' <> 'null'::jsonb, false) FROM actors "
+        "WHERE parent = 'examples-policies'",
     )
     assert {name: tuple(rest) for name, *rest in rows} == {
         "quick": ("transient", "stopped", 1, False),
