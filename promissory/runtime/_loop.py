@@ -31,19 +31,29 @@ class LoopThread:
     """An event loop running in a daemon thread until ``close``."""
 
     def __init__(self, name: str = "promissory-loop") -> None:
-        self.loop = new_event_loop()
+        # The loop is made in its own thread, and waited for at its first use: importing
+        # uvloop and starting the thread overlap whatever the caller does next (the runtime
+        # opens its store meanwhile).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop (once it runs)."""
         self._ready.wait()
+        assert self._loop is not None
+        return self._loop
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.call_soon(self._ready.set)
+        loop = self._loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._ready.set)
         try:
-            self.loop.run_forever()
+            loop.run_forever()
         finally:
-            self.loop.close()
+            loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the loop; block the calling thread until it finishes."""

@@ -8,11 +8,12 @@ current message (or are left to the next recovery), the lease is handed back.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ..actors import ActorRef, ChildSpec, DurableActor, Restart
 from ..actors._actor import check_state
@@ -20,7 +21,7 @@ from ..actors._messages import start_message
 from ..errors import ActorNotFoundError, InvalidInputError, PromissoryError
 from ..store import PromiseState, Store, Timeout, encode, resolve_dsn
 from ..store._actors import ENDING, mark_ending_op, spawn_op
-from ..store._nodes import NodeLease
+from ..store._nodes import NodeLease, lock_connection, new_node_id
 from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id
 from ._exits import Exits
 from ._host import NodeHost
@@ -29,6 +30,7 @@ from ._recovery import RecoveryReport, recover
 from ._timers import TimerService
 
 log = logging.getLogger("promissory.runtime")
+T = TypeVar("T")
 
 __all__ = ["Runtime"]
 
@@ -88,11 +90,31 @@ class Runtime:
             return self
         started = time.monotonic()
         dsn = resolve_dsn(self._dsn_arg)
-        self.store = store = Store(
-            dsn, reconnect_timeout=self._reconnect_timeout, connect_timeout=self._connect_timeout
-        )
+        # Started first, to overlap the store's own connection and checks: the event loop's
+        # thread, and the lease's connection taking this node's lock (a restart's time to
+        # resume is mostly connections being made).
+        node_id = new_node_id()
+        first = self._connect_timeout or self._reconnect_timeout
+        locking = _in_background(lambda: lock_connection(dsn, node_id, first))
         self.loop = LoopThread()
-        self.lease = NodeLease(store)
+        try:
+            self.store = store = Store(
+                dsn,
+                reconnect_timeout=self._reconnect_timeout,
+                connect_timeout=self._connect_timeout,
+            )
+        except BaseException:
+            self.loop.close()
+            _close_when_done(locking)
+            raise
+        try:
+            locked = locking.result()
+        except BaseException:
+            self.loop.close()
+            store.close()
+            raise
+        store.start_listening()  # connects while the lease records the node
+        self.lease = NodeLease(store, node_id, locked=locked)
         self.node_id = self.lease.node_id
         self.host = NodeHost(
             store,
@@ -338,3 +360,27 @@ def _db_now(store: Store) -> float:
         lambda conn: conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
     )
     return float(row[0]) if row else time.time()
+
+
+def _in_background(fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """``fn()`` run in a thread of its own, as a future."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="promissory-open", daemon=True).start()
+    return future
+
+
+def _close_when_done(future: concurrent.futures.Future[Any]) -> None:
+    """Close the connection ``future`` makes, whenever it is made (an open that failed)."""
+
+    def close(done: concurrent.futures.Future[Any]) -> None:
+        if done.exception() is None:
+            done.result().close()
+
+    future.add_done_callback(close)

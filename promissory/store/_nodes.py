@@ -37,6 +37,17 @@ def node_lock_key(node_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def lock_connection(dsn: str, node_id: str, timeout: float) -> psycopg.Connection[Any]:
+    """A connection of its own holding ``node_id``'s advisory lock (the node's lease)."""
+    conn = connect(dsn, deadline=time.monotonic() + timeout, what="the node lease")
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (node_lock_key(node_id),))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class NodeLease:
     """A node's row and the advisory lock that says it is alive.
 
@@ -45,13 +56,23 @@ class NodeLease:
     writes for those actors.
     """
 
-    def __init__(self, store: Store, node_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node_id: str | None = None,
+        *,
+        locked: psycopg.Connection[Any] | None = None,
+    ) -> None:
+        """Take the lease (``locked``: a connection that already holds this node's lock, from
+        ``lock_connection``) and record the node.
+        """
         self.store = store
         self.node_id = node_id or new_node_id()
         self.key = node_lock_key(self.node_id)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[Any] | None = locked
         self._stop = threading.Event()
-        self._lock_once()
+        if locked is None:
+            self._lock_once()
         store.read(
             lambda conn: conn.execute(
                 "INSERT INTO nodes (id, lock_key, pid, host) VALUES (%s, %s, %s, %s) "
@@ -63,13 +84,7 @@ class NodeLease:
         self._thread.start()
 
     def _lock_once(self) -> None:
-        conn = connect(
-            self.store.dsn,
-            deadline=time.monotonic() + self.store.reconnect_timeout,
-            what="the node lease",
-        )
-        conn.execute("SELECT pg_advisory_lock(%s)", (self.key,))
-        self._conn = conn
+        self._conn = lock_connection(self.store.dsn, self.node_id, self.store.reconnect_timeout)
 
     def _watch(self) -> None:
         attempt = 0

@@ -356,15 +356,25 @@ class Store:
         self._ensure_listener()
         return self.events.subscribe(kind, keys, callback)
 
-    def _ensure_listener(self) -> None:
-        if self._listener is not None:
-            return
+    def start_listening(self) -> None:
+        """Start the LISTEN connection now, without waiting for it (``subscribe`` waits): a
+        runtime opening does its other work while it connects.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._start_listener()
+
+    def _start_listener(self) -> Listener:
         with self._listener_lock:
             if self._listener is None:
                 self._listener = Listener(
                     self.dsn, self.channel, self.events, name="promissory-listener"
                 )
-        self._listener.wait_ready(self.reconnect_timeout)
+            return self._listener
+
+    def _ensure_listener(self) -> None:
+        listener = self._listener or self._start_listener()
+        listener.wait_ready(self.reconnect_timeout)
 
     # -- plumbing for the layers above -------------------------------------------------------
 
