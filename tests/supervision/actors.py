@@ -829,3 +829,12 @@ class Parent(DurableActor[Seen]):
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
+
+
+class SignificantPool(Pool):
+    """simple_one_for_one with a significant child spec: refused (OTP: bad_combination)."""
+
+    auto_shutdown = AutoShutdown.ANY_SIGNIFICANT
+
+    def children(self) -> Sequence[ChildDef]:
+        return [child(Worker, id="w", restart="transient", significant=True)]

@@ -48,6 +48,7 @@ from tests.supervision.actors import (
     RestForOneEscalation,
     ShutdownSup,
     SignificantOuter,
+    SignificantPool,
     Stop,
     SupervisorPool,
     Tree,
@@ -884,3 +885,57 @@ def test_an_escalation_at_the_root_is_reported_and_other_trees_keep_serving(
     assert rt.ref("other/c1").ask(Ping()).get(5)["id"] == "other/c1"
     assert other.start_child(child(Worker, id="late")) == ok("other/late")
     assert status(rt, "other") == "running"
+
+
+def test_sup_stop_dynamic(rt: Runtime) -> None:
+    """sup_stop_brutal_kill_dynamic / sup_stop_timeout_dynamic: dynamic children are stopped
+    with their own shutdown when their supervisor stops: a brutal kill at once, a timeout
+    after its time; both busy messages are rejected, and nothing after the stop is kept."""
+    sup = start(rt, Empty)
+    assert sup.start_child(child(Worker, id="brutal", shutdown=0)).ok
+    assert sup.start_child(child(Worker, id="short", shutdown=0.3)).ok
+    replies = {c: rt.ref(f"sup/{c}").ask(Busy(c, 1.5)) for c in ("brutal", "short")}
+    wait_until(
+        lambda: TALLY.counts["brutal:begin"] == 1 and TALLY.counts["short:begin"] == 1,
+        what="both busy",
+    )
+    began = time.monotonic()
+    assert rt.stop("sup")
+    took = time.monotonic() - began
+    assert 0.25 <= took < 1.2  # the timeout child's 0.3 s, not the busy 1.5 s
+    for c, reply in replies.items():
+        with pytest.raises(ActorStoppedError):
+            reply.get(5)
+        assert status(rt, f"sup/{c}") == "stopped"
+        assert steps_of(rt, reply.id) == [f"{c}:begin"]
+
+
+def test_simple_one_for_one_shutdown(rt: Runtime) -> None:
+    """Stopping a pool stops every member (in reverse start order) and rejects what was
+    still queued for them."""
+    sup = start(rt, Pool)
+    for i in range(3):
+        assert sup.start_child(f"w{i}").ok
+    queued = rt.ref("sup/w1").ask(Busy("w1", 0.05))
+    queued.get(5)
+    assert rt.stop("sup")
+    assert {r.id: r.status for r in actors(rt, prefix="sup")} == {
+        "sup": "stopped",
+        "sup/w0": "stopped",
+        "sup/w1": "stopped",
+        "sup/w2": "stopped",
+    }
+    ends = [e for e in EVENTS.of("stop") if e.startswith("sup/w")]
+    assert ends == sorted(ends, reverse=True)  # newest first
+
+
+def test_significant_simple(rt: Runtime) -> None:
+    """A simple_one_for_one pool whose child spec is significant is refused at start."""
+    rt.spawn(SignificantPool, id="sup", spec=ChildSpec(restart="temporary"))
+    assert ended(rt, "sup") == "failed"
+    row = actor(rt, "sup")
+    assert row is not None
+    assert (
+        "a simple_one_for_one supervisor has no significant children"
+        in (row.reason["error"]["message"])
+    )
