@@ -8,12 +8,9 @@ Counters are per process: a test reads what its own process ran.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +20,7 @@ import psycopg
 from promissory.actors import Context, DurableActor, current_step, handler
 from promissory.runtime import Runtime
 from promissory.testing import effect
+from tests.kit import eventually, python  # noqa: F401 (the package's tests import them from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The project's root, the working directory of child processes."""
@@ -75,32 +73,6 @@ def one(dsn: str, query: str, *params: Any) -> Any:
     rows = sql(dsn, query, *params)
     assert len(rows) == 1, f"{query!r} returned {rows!r}"
     return rows[0][0] if len(rows[0]) == 1 else rows[0]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy; for states nothing signals."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what or check}")
-        time.sleep(0.005)
-
-
-def python(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> str:
-    """Run ``python args…`` in the project's root and return its stdout (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"child failed ({done.returncode}):\n{done.stderr}"
-    return done.stdout
 
 
 # -- messages ----------------------------------------------------------------------------------

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +49,7 @@ from promissory.agents import (
 )
 from promissory.errors import ChildCancelled, ChildFailed, StepTimedOutError
 from promissory.runtime import Runtime
+from tests.kit import eventually, python  # noqa: F401 (the package's tests import them from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The project's root, the working directory of child processes."""
@@ -283,18 +282,6 @@ def under(run: str) -> tuple[str, str]:
 UNDER = "(id = %s OR id LIKE %s)"
 
 
-def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what or check}")
-        time.sleep(0.01)
-
-
 @contextmanager
 def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
     rt = Runtime(dsn, **options).open()
@@ -302,20 +289,6 @@ def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
-
-
-def python(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
-    """Run ``python args…`` in the project's root; return its stdout (it must succeed)."""
-    done = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"child failed ({done.returncode}):\n{done.stderr}"
-    return done.stdout
 
 
 # -- plain actors --------------------------------------------------------------------------------

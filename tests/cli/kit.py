@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from tests.kit import eventually  # noqa: F401 (the package's tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project's root: the working directory of every child process."""
@@ -73,18 +75,6 @@ def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
     """Run ``query`` on a connection of its own and return the rows."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what or check}")
-        time.sleep(0.02)
 
 
 class Proc:

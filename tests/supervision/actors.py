@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,6 +41,7 @@ from promissory.actors import (
 from promissory.errors import ActorStoppedError, ChildFailed, FencedError
 from promissory.runtime import Runtime
 from promissory.testing import effect
+from tests.kit import eventually as wait_until  # noqa: F401 (imported from here)
 
 # -- per-process helpers -----------------------------------------------------------------------
 
@@ -104,18 +105,6 @@ def reset_gates() -> None:
         for event in _gates.values():
             event.set()  # let any handler still blocked from an earlier test go
         _gates.clear()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy (for states nothing signals)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what or predicate}")
-        time.sleep(0.01)
 
 
 def start(rt: Runtime, cls: type[Supervisor], id: str = "sup", **spec: Any) -> SupervisorRef:
