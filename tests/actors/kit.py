@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 import psycopg
 
 from promissory.actors import Context, DurableActor, current_step, handler
-from promissory.runtime import Runtime
 from promissory.testing import effect
 from tests.kit import eventually, python  # noqa: F401 (the package's tests import them from here)
 
@@ -50,16 +47,6 @@ class Tally:
 
 
 TALLY = Tally()
-
-
-@contextmanager
-def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
-    """A started ``Runtime`` on ``dsn``, closed afterwards."""
-    rt = Runtime(dsn, **options).open()
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -11,12 +11,12 @@ import pytest
 from promissory.actors import Context, DurableActor, handler
 from promissory.errors import ActorExistsError, EncodeError, InvalidIdError
 from promissory.runtime import Runtime
-from tests.actors.kit import Echo, Item, Items, Nap, Sleeper, one, runtime
+from tests.actors.kit import Echo, Item, Items, Nap, Sleeper, one
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         yield rt
 
 

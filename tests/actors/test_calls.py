@@ -11,13 +11,13 @@ import pytest
 from promissory.actors import Context, DurableActor, handler
 from promissory.errors import ActorNotFoundError, ActorStoppedError, ChildFailed
 from promissory.runtime import Runtime
-from tests.actors.kit import TALLY, Items, eventually, one, runtime, sql
+from tests.actors.kit import TALLY, Items, eventually, one, sql
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         yield rt
 
 

@@ -17,13 +17,13 @@ from promissory.actors import (
 )
 from promissory.errors import ActorStoppedError, EncodeError
 from promissory.runtime import Runtime
-from tests.actors.kit import TALLY, Item, Items, one, runtime, sql
+from tests.actors.kit import TALLY, Item, Items, one, sql
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
     TALLY.clear()
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         yield rt
 
 
@@ -74,7 +74,7 @@ class Bank(DurableActor[Account]):
 
 
 def test_a_typed_state_is_restored_as_its_struct_after_the_runtime_is_reopened(dsn: str) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         ref = rt.spawn(Bank, id="bank/alice", state=Account("alice"))
         assert ref.ask(Deposit(30)).get(timeout=5) == 30
         assert ref.ask(Deposit(12)).get(timeout=5) == 42
@@ -83,7 +83,7 @@ def test_a_typed_state_is_restored_as_its_struct_after_the_runtime_is_reopened(d
         "balance": 42,
         "history": [30, 12],
     }
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         statement = rt.ref("bank/alice").ask(Statement()).get(timeout=5, type=Account)
         assert statement == Account("alice", 42, [30, 12])
         assert rt.ref("bank/alice").ask(Deposit(8)).get(timeout=5) == 50

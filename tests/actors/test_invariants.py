@@ -14,13 +14,13 @@ from promissory.actors import Context, DurableActor, RetryPolicy, current_step, 
 from promissory.errors import ActorNotFoundError, ActorStoppedError, PromiseTimedOutError
 from promissory.runtime import Runtime
 from promissory.store._actors import claim_op
-from tests.actors.kit import TALLY, Item, Items, eventually, one, runtime, sql
+from tests.actors.kit import TALLY, Item, Items, eventually, one, sql
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         yield rt
 
 

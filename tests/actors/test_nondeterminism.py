@@ -10,13 +10,13 @@ import pytest
 from promissory.actors import Context, DurableActor, handler
 from promissory.errors import NondeterminismError
 from promissory.runtime import Runtime
-from tests.actors.kit import TALLY, eventually, one, runtime
+from tests.actors.kit import TALLY, eventually, one
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         yield rt
 
 

@@ -16,7 +16,7 @@ from promissory.actors import ActorRef, Context, DurableActor, Reply, handler
 from promissory.errors import PromissoryError
 from promissory.runtime import Runtime
 from promissory.store import Store
-from tests.actors.kit import Appender, Item, Items, Nap, Sleeper, one, python, runtime
+from tests.actors.kit import Appender, Item, Items, Nap, Sleeper, one, python
 
 
 class Wallet(msgspec.Struct):
@@ -37,7 +37,7 @@ class WalletActor(DurableActor[Wallet]):
 def test_an_ask_to_an_actor_whose_state_snapshot_no_longer_decodes_ends_with_an_error(
     dsn: str,
 ) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         ref = rt.spawn(WalletActor, id="wallet", state=Wallet("ann"))
         assert ref.ask(Item(5)).get(timeout=5) == 5
     # The snapshot as an older version of the code wrote it (the field was called "name").
@@ -45,7 +45,7 @@ def test_an_ask_to_an_actor_whose_state_snapshot_no_longer_decodes_ends_with_an_
         conn.execute(
             """UPDATE actors SET state = '{"name": "ann", "cents": 5}' WHERE id = 'wallet'"""
         )
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         # Used to fail: TimeoutError: still pending after 5 s; the actor stays 'running', no
         # activation, nobody will ever handle the message (invariant 6).
         with pytest.raises(PromissoryError):
@@ -55,7 +55,7 @@ def test_an_ask_to_an_actor_whose_state_snapshot_no_longer_decodes_ends_with_an_
 def test_spawn_with_a_state_that_is_not_of_the_actors_state_type_is_refused(
     dsn: str,
 ) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         # Used to fail: accepted, the row holds {"items": [1]}, and every ask then hangs (bug A).
         with pytest.raises(PromissoryError):
             rt.spawn(WalletActor, id="wallet", state=Items([1]))
@@ -104,7 +104,7 @@ def private_module(tmp_path: Path):
 def test_a_process_without_the_actor_class_can_ask_an_actor_hosted_elsewhere(
     dsn: str, private_module
 ) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         ref = rt.spawn(private_module.Secret, id="secret")
         assert ref.ask(private_module.Hello("here")).get(timeout=5) == "hello here"
         # Used to fail: the child dies with ModuleNotFoundError: No module named 'private_actors',
@@ -116,7 +116,7 @@ def test_a_process_without_the_actor_class_can_ask_an_actor_hosted_elsewhere(
 def test_a_runtime_starts_when_an_actor_with_pending_work_has_a_class_it_cannot_import(
     dsn: str, private_module
 ) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         rt.spawn(private_module.Secret, id="secret")
         rt.spawn(Appender, id="appender")
     with Store(dsn) as store:
@@ -127,7 +127,7 @@ def test_a_runtime_starts_when_an_actor_with_pending_work_has_a_class_it_cannot_
     sys.modules.pop("private_actors", None)
     # Used to fail: Runtime.open() raises ModuleNotFoundError from the recovery pass
     # (recover -> host.deliver -> _start -> resolve_class): the node cannot start at all.
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         assert rt.store is not None
         assert appended.id and rt.store.wait(appended.id, timeout=5).state == "resolved"
 
@@ -138,7 +138,7 @@ def test_a_runtime_starts_when_an_actor_with_pending_work_has_a_class_it_cannot_
 def test_sending_to_another_actor_with_a_message_id_already_taken_is_refused(
     dsn: str,
 ) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         a = rt.spawn(Appender, id="a")
         b = rt.spawn(Appender, id="b")
         assert a.ask(Item(1), id="orders/1").get(timeout=5) == [1]
@@ -152,7 +152,7 @@ def test_sending_to_another_actor_with_a_message_id_already_taken_is_refused(
 
 
 def test_an_actor_with_the_longest_id_spawn_accepts_can_be_asked(dsn: str) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         ref = rt.spawn(Appender, id="x" * 512)  # accepted: ids may have 1024 characters
         # Used to fail: InvalidIdError from Reply.get (Store.get -> check_id): the message id the
         # runtime chose ("x" * 512 + "/m-…", 1046 characters) was written and handled, but
@@ -161,7 +161,7 @@ def test_an_actor_with_the_longest_id_spawn_accepts_can_be_asked(dsn: str) -> No
 
 
 def test_a_message_with_the_longest_id_ask_accepts_can_sleep(dsn: str) -> None:
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         ref = rt.spawn(Sleeper, id="sleeper")
         message_id = "sleeper/" + "m" * 1016  # 1024 characters: accepted by ask
         # Used to fail: InvalidIdError: its timer step "…/1" (1026 characters) is refused by
@@ -175,7 +175,7 @@ def test_a_message_with_the_longest_id_ask_accepts_can_sleep(dsn: str) -> None:
 def test_a_message_from_another_process_is_handled_before_a_later_local_one(
     dsn: str,
 ) -> None:
-    with runtime(dsn, idle_timeout=60) as rt, Store(dsn) as other:
+    with Runtime(dsn, idle_timeout=60) as rt, Store(dsn) as other:
         ref = rt.spawn(Appender, id="a")
         ref.ask(Item(0)).get(timeout=5)  # a live, idle activation
         elsewhere = ActorRef("a", other)  # a sender with no runtime here: it reaches "a" by NOTIFY
@@ -212,7 +212,7 @@ class Slow(DurableActor[Items]):
 def test_messages_left_by_a_runtime_that_closed_are_handled_by_another_live_runtime(
     dsn: str,
 ) -> None:
-    with runtime(dsn) as other:
+    with Runtime(dsn) as other:
         rt = Runtime(dsn).open()
         ref = rt.spawn(Slow, id="slow")
         replies = [ref.ask(Item(n)) for n in range(100)]  # about 5 s of work

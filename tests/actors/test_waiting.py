@@ -14,13 +14,13 @@ from promissory.actors import Context, DurableActor, handler
 from promissory.errors import PromiseTimedOutError
 from promissory.runtime import Runtime
 from promissory.store import Store
-from tests.actors.kit import TALLY, Nap, eventually, one, python, runtime, sql
+from tests.actors.kit import TALLY, Nap, eventually, one, python, sql
 
 
 @pytest.fixture
 def rt(dsn: str) -> Iterator[Runtime]:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         yield rt
 
 

@@ -18,8 +18,6 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -280,15 +278,6 @@ def under(run: str) -> tuple[str, str]:
 
 
 UNDER = "(id = %s OR id LIKE %s)"
-
-
-@contextmanager
-def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
-    rt = Runtime(dsn, **options).open()
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 # -- plain actors --------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def test_a_message_deadline_that_passes_while_no_process_runs_is_honoured_on_sta
     dsn: str,
 ) -> None:
     kit.reset()
-    with kit.runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         rt.spawn(Child, id="sleeper")
         rt.ref("sleeper").ask(Nap(30), id="sleeper/m", timeout=0.8)
         eventually(
@@ -206,7 +206,7 @@ def test_a_message_deadline_that_passes_while_no_process_runs_is_honoured_on_sta
         "SELECT state, timeout_at < clock_timestamp() FROM promises WHERE id = 'sleeper/m'",
     )
     assert (state, overdue) == ("pending", True)
-    with kit.runtime(dsn):
+    with Runtime(dsn):
         check_canceled(dsn, "sleeper/m", root_state="rejected_timedout", actors=False)
     assert [m.key for m in marks_named("cleanup")] == ["sleeper/m"]
     assert [m.key for m in marks_named("cancelled")] == [
@@ -220,12 +220,12 @@ def test_a_run_deadline_that_passes_while_no_process_runs_is_honoured_on_start(
 ) -> None:
     kit.reset()
     run = "agent/run/deadline-down"
-    with kit.runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         handle = rt.start(kit.TREES["timer"], "go", id=run, deadline=1.0)
         start_tree(rt, dsn, "timer", run, started=handle)
     time.sleep(1.0)
     assert state_of(dsn, run) == "pending"
-    with kit.runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         assert rt.store is not None
         with pytest.raises(PromiseTimedOutError):
             RunHandle(run, rt.store).result(timeout=10)

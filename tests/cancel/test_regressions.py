@@ -303,7 +303,7 @@ def test_bug8_a_fenced_agent_run_does_not_go_on_to_ask_its_model(dsn: str) -> No
         tools=[_nap_then_clean],
     )
     run = "agent/run/fenced"
-    with kit.runtime(dsn, suspend_after=30) as rt:
+    with Runtime(dsn, suspend_after=30) as rt:
         rt.start(agent, "go", id=run)
         eventually(
             lambda: sql(dsn, "SELECT 1 FROM promises WHERE kind = 'timer' AND state = 'pending'")

@@ -125,7 +125,7 @@ def test_a_cancel_kept_while_no_process_runs_takes_effect_on_the_next_start(
 ) -> None:
     kit.reset()
     run = f"agent/run/down-{how}"
-    with kit.runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         start_tree(rt, dsn, "timer", run)
     if how == "store":
         with Store(dsn) as store:
@@ -146,14 +146,14 @@ def test_a_cancel_kept_while_no_process_runs_takes_effect_on_the_next_start(
     assert {r.id for r in all_rows if r.marked} == {run, f"{run}/3", f"{run}/3/3"}
     assert {r.state for r in all_rows if r.kind in ("message", "timer")} == {"rejected_canceled"}
 
-    with kit.runtime(dsn):
+    with Runtime(dsn):
         all_rows = check_canceled(dsn, run)
     leaf = message_of(all_rows, "leaf")
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == [f"timer:{leaf}"]
     check_answers(all_rows, run)
     assert [r.id for r in all_rows if r.marked] == []
     # Another start finds nothing to do for the run: no cleanup runs again.
-    with kit.runtime(dsn) as again:
+    with Runtime(dsn) as again:
         assert again.recovery is not None and again.recovery.activated == 0
     assert len([m for m in kit.marks() if m.name == "cleanup"]) == 1
     assert models_asked() == ["lead_timer:1", "leaf_timer:1", "sub_timer:1"]

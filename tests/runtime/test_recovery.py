@@ -19,6 +19,7 @@ from promissory.actors import (
     current_step,
     handler,
 )
+from promissory.runtime import Runtime
 from promissory.store import Store
 from promissory.testing import read_effects
 from tests.actors.kit import (
@@ -30,7 +31,6 @@ from tests.actors.kit import (
     Sleeper,
     eventually,
     one,
-    runtime,
     sql,
 )
 
@@ -39,7 +39,7 @@ def test_a_timer_that_came_due_while_no_runtime_ran_fires_right_after_the_next_s
     dsn: str,
 ) -> None:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         reply = rt.spawn(Sleeper, id="sleeper").ask(Nap(1.0), id="sleeper/nap")
         eventually(lambda: rt.host.suspended_count() == 1, what="the nap suspended")
         assert one(dsn, "SELECT awaiting FROM promises WHERE id = %s", reply.id) == [
@@ -54,7 +54,7 @@ def test_a_timer_that_came_due_while_no_runtime_ran_fires_right_after_the_next_s
     time.sleep(max(0.0, float(left)) + 0.05)
     assert one(dsn, "SELECT state FROM promises WHERE id = 'sleeper/nap'") == "pending"
     started = time.monotonic()
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         assert rt.recovery is not None and rt.recovery.suspended == 1
         assert rt.store is not None
         assert Reply("sleeper/nap", rt.store).get(timeout=5) == "woke sleeper/nap"
@@ -66,7 +66,7 @@ def test_two_runtimes_started_at_once_on_pending_work_handle_each_message_exactl
     dsn: str, tmp_path: Path
 ) -> None:
     actors = [f"appenders/{k}" for k in range(4)]
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         for actor_id in actors:
             rt.spawn(Appender, id=actor_id)
     # Messages written with no runtime up: they wait in the mailboxes.
@@ -147,14 +147,14 @@ def test_a_retry_backoff_survives_a_restart_of_the_runtime_and_does_not_start_ov
     dsn: str,
 ) -> None:
     TALLY.clear()
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         reply = rt.spawn(Retrier, id="retrier").ask(Backoff(dsn), id="retrier/b")
         eventually(lambda: rt.host.suspended_count() == 1, what="the retry waits on its timer")
     state, attempt, next_at = one(
         dsn, "SELECT state, attempt, next_attempt_at FROM promises WHERE id = 'retrier/b/1'"
     )
     assert (state, attempt) == ("pending", 1)
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         assert rt.store is not None
         assert Reply(reply.id, rt.store).get(timeout=5) == "ok on attempt 2"
         finished = one(dsn, "SELECT settled_at FROM promises WHERE id = 'retrier/b/1'")

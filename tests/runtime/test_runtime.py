@@ -10,6 +10,7 @@ import time
 import msgspec
 
 from promissory.actors import Context, DurableActor, Reply, handler
+from promissory.runtime import Runtime
 from promissory.store import Store
 from tests.actors.kit import (
     Appender,
@@ -23,12 +24,11 @@ from tests.actors.kit import (
     eventually,
     one,
     python,
-    runtime,
 )
 
 
 def test_an_idle_activation_is_passivated_and_a_new_message_reactivates_it(dsn: str) -> None:
-    with runtime(dsn, idle_timeout=0.2) as rt:
+    with Runtime(dsn, idle_timeout=0.2) as rt:
         ref = rt.spawn(Appender, id="appender")
         assert ref.ask(Item(1)).get(timeout=5) == [1]
         idle_since = time.monotonic()
@@ -42,7 +42,7 @@ def test_an_idle_activation_is_passivated_and_a_new_message_reactivates_it(dsn: 
 
 
 def test_a_process_with_only_a_runtime_can_ask_an_actor_hosted_here(dsn: str) -> None:
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         ref = rt.spawn(Echo, id="echo")
         here = ref.ask(Ping("local")).get(timeout=5, type=Pong)
         assert here == Pong("local", os.getpid(), rt.node_id)
@@ -60,7 +60,7 @@ def test_a_process_with_only_a_runtime_can_ask_an_actor_hosted_here(dsn: str) ->
 
 
 def test_a_reply_rebuilt_from_its_id_gives_the_same_answer_anywhere(dsn: str) -> None:
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         ref = rt.spawn(Echo, id="echo")
         reply = ref.ask(Ping("hello"))
         pong = reply.get(timeout=5, type=Pong)
@@ -77,7 +77,7 @@ def test_a_reply_rebuilt_from_its_id_gives_the_same_answer_anywhere(dsn: str) ->
 
 
 def test_awaiting_replies_in_asyncio_does_not_block_the_event_loop(dsn: str) -> None:
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         sleepers = [rt.spawn(Sleeper, id=f"sleepers/{k}") for k in range(3)]
 
         async def main() -> tuple[list[str], list[str], int, float]:
@@ -124,7 +124,7 @@ class Busy(DurableActor[Items]):
 
 def test_closing_the_runtime_lets_the_handler_in_flight_finish_its_message(dsn: str) -> None:
     STARTED.clear()
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         reply = rt.spawn(Busy, id="busy").ask(Item(7))
         assert STARTED.wait(5)
     # Closed while the step ran: the message was settled before close returned.

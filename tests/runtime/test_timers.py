@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from promissory.actors import Context, DurableActor, handler
-from tests.actors.kit import TALLY, Nap, runtime, sql
+from promissory.runtime import Runtime
+from tests.actors.kit import TALLY, Nap, sql
 
 
 class At(msgspec.Struct):
@@ -35,7 +36,7 @@ class Alarm(DurableActor):
 def test_sleeps_of_different_lengths_in_different_actors_wake_in_due_order(dsn: str) -> None:
     TALLY.clear()
     lengths = {"alarms/a": 0.4, "alarms/b": 0.1, "alarms/c": 0.3, "alarms/d": 0.2}
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         replies = [rt.spawn(Alarm, id=a).ask(Nap(s)) for a, s in lengths.items()]
         assert [r.get(timeout=5) for r in replies] == list(lengths)
     assert TALLY.logs["wakes"] == ["alarms/b", "alarms/d", "alarms/c", "alarms/a"]
@@ -49,7 +50,7 @@ def test_sleeps_of_different_lengths_in_different_actors_wake_in_due_order(dsn: 
 
 
 def test_a_sleep_of_zero_or_until_a_past_time_goes_on_at_once(dsn: str) -> None:
-    with runtime(dsn, suspend_after=0.02) as rt:
+    with Runtime(dsn, suspend_after=0.02) as rt:
         ref = rt.spawn(Alarm, id="alarm")
         started = time.monotonic()
         assert ref.ask(Nap(0)).get(timeout=5) == "alarm"

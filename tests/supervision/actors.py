@@ -15,8 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -114,14 +113,6 @@ def start(rt: Runtime, cls: type[Supervisor], id: str = "sup", **spec: Any) -> S
     ref = SupervisorRef(rt.spawn(cls, id=id, spec=ChildSpec(**spec)), timeout=15.0)
     ref.which_children()
     return ref
-
-
-@contextmanager
-def runtime(dsn: str, **options: Any) -> Iterator[Runtime]:
-    """A started ``Runtime`` on ``dsn``, closed afterwards."""
-    options.setdefault("idle_timeout", 30.0)
-    with Runtime(dsn, **options) as rt:
-        yield rt
 
 
 def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:

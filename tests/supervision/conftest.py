@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from promissory.runtime import Runtime
-from tests.supervision.actors import EVENTS, FAILING, FENCED, TALLY, reset_gates, runtime
+from tests.supervision.actors import EVENTS, FAILING, FENCED, TALLY, reset_gates
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def rt(dsn: str) -> Iterator[Runtime]:
     EVENTS.clear()
     FENCED.clear()
     FAILING.clear()
-    with runtime(dsn) as rt:
+    with Runtime(dsn) as rt:
         try:
             yield rt
         finally:
