@@ -172,6 +172,24 @@ class Opened:
         return time.monotonic() - self.t0
 
 
+class StoreCount:
+    """The store's own count of its write transactions (the group-commit writer's batches)
+    and reads (queries on its read pool) over the timed part of a trial: what the message
+    path costs this process, whatever else the database serves meanwhile. The reads include
+    the fleet's look at the other nodes (two small queries every 0.5 s)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        assert rt.store is not None
+        self.store = rt.store
+        self.writes = -self.store.writer_stats[0]
+        self.reads = -self.store.reads
+
+    def stop(self, units: int) -> dict[str, float]:
+        self.writes += self.store.writer_stats[0]
+        self.reads += self.store.reads
+        return {"units": units, "writes": self.writes, "reads": self.reads}
+
+
 def _result(op: Opened, **fields: Any) -> dict[str, Any]:
     fields["hold"] = op.close()
     fields["open_seconds"] = op.opened - op.t0
@@ -200,12 +218,83 @@ def w1(dsn: str, n: int, warmup: int, runs: int) -> dict[str, Any]:
     for _ in range(warmup):
         ref.ask(Run(n)).get(timeout=120)
     samples = []
+    count = StoreCount(op.rt)
     for _ in range(runs):
         t = time.perf_counter()
         ref.ask(Run(n)).get(timeout=120)
         samples.append(time.perf_counter() - t)
     total = warmup + runs
-    return _result(op, samples=samples, units=n, steps_total=n * total, messages=total)
+    return _result(
+        op,
+        samples=samples,
+        units=n,
+        steps_total=n * total,
+        messages=total,
+        store_count=count.stop(runs * n or runs),
+    )
+
+
+def w1_otel(dsn: str, n: int, warmup: int, runs: int) -> dict[str, Any]:
+    """W1 with OpenTelemetry tracing on: every message and step a span, kept by the SDK's
+    in-memory exporter (the ``otel`` extra).
+
+    The messages alternate, traced and not, on the same actor in the same process, so each
+    traced sample has an untraced one beside it (``off_samples``): their ratio is the cost of
+    tracing, free of the machine's drift between trials.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from promissory import disable_tracing, enable_tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    op = Opened(dsn)
+    ref = op.rt.spawn(Stepper, id="w1")
+
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+
+    def one(traced: bool) -> float:
+        if traced:
+            enable_tracing(provider)
+        else:
+            disable_tracing()
+        c = time.process_time()
+        t = time.perf_counter()
+        ref.ask(Run(n)).get(timeout=120)
+        took = time.perf_counter() - t
+        cpu[traced].append(time.process_time() - c)
+        return took
+
+    for i in range(warmup):
+        one(i % 2 == 0)
+        one(i % 2 == 1)
+    exporter.clear()
+    cpu[True].clear()
+    cpu[False].clear()
+    on, off = [], []
+    for i in range(runs):
+        # Alternate which goes first, so neither is always the warmer.
+        for traced in (True, False) if i % 2 == 0 else (False, True):
+            (on if traced else off).append(one(traced))
+    disable_tracing()
+    spans = len(exporter.get_finished_spans())
+    # Each traced message: its send, its handling, and a span per step.
+    assert spans >= runs * (n + 2), spans
+    total = 2 * (warmup + runs)
+    return _result(
+        op,
+        samples=on,
+        off_samples=off,
+        cpu_on=cpu[True],
+        cpu_off=cpu[False],
+        units=n,
+        steps_total=n * total,
+        messages=total,
+        spans=spans,
+    )
 
 
 def w2(dsn: str, actors: int, steps: int, warmup: int, batches: int) -> dict[str, Any]:
@@ -232,10 +321,12 @@ def w2(dsn: str, actors: int, steps: int, warmup: int, batches: int) -> dict[str
 
     for _ in range(warmup):
         batch()
+    count = StoreCount(rt)
     samples = [batch() for _ in range(batches)]
     total = (warmup + batches) * actors
     return _result(
         op,
+        store_count=count.stop(batches * actors * steps),
         samples=samples,
         units=actors * steps,
         steps_total=total * steps,
@@ -436,10 +527,12 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool) -> dict[str, Any]:
         r.get(timeout=300)
     pick = random.Random(7).sample(range(SUPERVISED), crashes)
     t = time.perf_counter()
+    count = StoreCount(rt)
     replies = [rt.ref(f"sup/c{i}").ask(Work(i, crash=crash)) for i in pick]
     for r in replies:
         r.get(timeout=300)
     took = time.perf_counter() - t
+    counted = count.stop(crashes)
     restarts = rt.store.read(
         lambda conn: conn.execute(
             "SELECT coalesce(sum(restarts), 0) FROM actors WHERE parent = 'sup'"
@@ -447,6 +540,7 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool) -> dict[str, Any]:
     )
     return _result(
         op,
+        store_count=counted,
         samples=[took],
         units=crashes,
         steps_total=crashes,
@@ -464,6 +558,7 @@ def w6(dsn: str, passivated: bool, samples: int) -> dict[str, Any]:
     ref = rt.spawn(Prober, id="w6")
     ref.ask(Probe(-1)).get(timeout=30)
     lat = []
+    count = StoreCount(rt)
     for k in range(samples + 5):
         if passivated:
             deadline = time.monotonic() + 5
@@ -477,7 +572,14 @@ def w6(dsn: str, passivated: bool, samples: int) -> dict[str, Any]:
             time.sleep(0.0002)
         if k >= 5:
             lat.append(MARKS[f"probe/{k}"] - t)
-    return _result(op, samples=lat, units=1, steps_total=0, messages=samples + 6)
+    return _result(
+        op,
+        samples=lat,
+        units=1,
+        steps_total=0,
+        messages=samples + 6,
+        store_count=count.stop(samples + 5),
+    )
 
 
 # -- W7: the agent -----------------------------------------------------------------------------

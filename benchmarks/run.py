@@ -6,7 +6,8 @@ Usage::
 
 Workloads (BENCHMARKS.md says what each measures and why):
 
-W1  sequential no-op steps in one message (one workflow): N = 0, 1, 10, 100
+W1  sequential no-op steps in one message (one workflow): N = 0, 1, 10, 100; also with
+    OpenTelemetry tracing on (``promissory+otel``: the in-memory exporter), when installed
 W2  M actors (workflows) at once, 10 steps each: M = 10, 100, 1000
 W3  SIGKILL at step 900 of 1,000, then restart: time to run again, replay, completion
 W4  N actors parked in a durable sleep: resident memory and threads (N = 100 … 10,000)
@@ -68,7 +69,12 @@ from _common import (  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ME = os.path.abspath(__file__)
 PROMISSORY, DBOS, PG1, PGB, PYKKA = "promissory", "DBOS", "pg-1", "pg-batch", "pykka"
-SYSTEMS = [PROMISSORY, PG1, PGB, PYKKA, DBOS]
+PROMISSORY_OTEL = "promissory+otel"
+"""promissory with OpenTelemetry tracing on (the ``otel`` extra, in-memory exporter)."""
+SYSTEMS = [PROMISSORY, PROMISSORY_OTEL, PG1, PGB, PYKKA, DBOS]
+OTEL = importlib.util.find_spec("opentelemetry") is not None and (
+    importlib.util.find_spec("opentelemetry.sdk") is not None
+)
 ALL = ["W1", "W2", "W3", "W4", "W5", "W6", "W7"]
 
 
@@ -110,6 +116,8 @@ M = {
         Metric("KB stored", "KB", True, "{:,.0f}"),
         Metric("JSON KB", "KB", True, "{:,.0f}"),
         Metric("turns/s", "turns/s", False, "{:,.0f}"),
+        Metric("tracing cost", "%", True, "{:+,.1f}"),
+        Metric("tracing CPU", "%", True, "{:+,.1f}"),
     ]
 }
 
@@ -128,6 +136,21 @@ def per_run(r: dict[str, Any]) -> dict[str, float]:
     out = {"ms/run": s * 1000}
     if r["units"]:
         out["steps/s"] = r["units"] / s
+    return out
+
+
+def per_run_traced(r: dict[str, Any]) -> dict[str, float]:
+    """A traced W1 trial: its own ms/run, and the median cost of tracing over the pairs of
+    messages it sent alternately traced and not (the same actor, process and moment)."""
+    out = per_run(r)
+    both = zip(r["samples"], r["off_samples"], strict=True)
+    pairs = [on / off - 1 for on, off in both if off > 0]
+    if pairs:
+        out["tracing cost"] = med(pairs) * 100
+    if r.get("cpu_on") and r.get("cpu_off"):
+        # The process's own CPU per message (every thread): what tracing adds, whatever the
+        # database and the other processes of the machine are doing.
+        out["tracing CPU"] = (med(r["cpu_on"]) / med(r["cpu_off"]) - 1) * 100
     return out
 
 
@@ -214,7 +237,7 @@ class Trial:
     def target(self) -> str | None:
         if self.system.startswith(DBOS):
             return "dbos"
-        if self.system in (PROMISSORY, PG1, PGB):
+        if self.system in (PROMISSORY, PROMISSORY_OTEL, PG1, PGB):
             return "bench"
         return None
 
@@ -225,7 +248,7 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
 
     def add(*trials: Trial) -> None:
         for x in trials:
-            if x.workload in only and (dbos or x.system != DBOS):
+            if x.workload in only and (dbos or not x.system.startswith(DBOS)):
                 t.append(x)
 
     # W1 ----------------------------------------------------------------------------------
@@ -239,6 +262,8 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
             Trial("W1", lab, DBOS, "_dbos:w1", a, per_run),
             Trial("W1", lab, PYKKA, "_plain:pykka_w1", a, per_run),
         )
+        if OTEL:
+            add(Trial("W1", lab, PROMISSORY_OTEL, "_promissory:w1_otel", a, per_run_traced))
         if n:
             add(Trial("W1", lab, PG1, "_plain:pg_w1", {**a, "per_commit": 1}, per_run))
         if n > 1:
@@ -477,12 +502,14 @@ class Bench:
         self.dsn = with_database(args.dsn, self.db)
         self.dbos_url = as_url(with_database(args.dsn, self.dbos_db))
         self.idle: dict[str, dict[str, float]] = {}
+        self.with_dbos = False
         self.calibration: list[dict[str, Any]] = []
 
     def dbname(self, target: str) -> str:
         return self.db if target == "bench" else self.dbos_db
 
     def setup(self, dbos: bool) -> None:
+        self.with_dbos = dbos
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db}"')
             if dbos:
@@ -500,8 +527,9 @@ class Bench:
         """Empty the system's tables before a trial (outside the counted window)."""
         if target == "bench":
             with psycopg.connect(self.dsn, autocommit=True) as conn:
-                conn.execute("TRUNCATE promises, actors, nodes")
-        elif target == "dbos":
+                # CASCADE: the protocol's rpc_* rows go with the promises they belong to
+                conn.execute("TRUNCATE promises, actors, nodes CASCADE")
+        elif target == "dbos" and self.with_dbos:
             with psycopg.connect(as_url(with_database(self.admin, self.dbos_db))) as conn:
                 conn.autocommit = True
                 rows = conn.execute(
@@ -596,7 +624,8 @@ class Bench:
         d = r.get("delta")
         if d is None:
             return None
-        base = self.idle.get(DBOS if system.startswith(DBOS) else system)
+        family = DBOS if system.startswith(DBOS) else system
+        base = self.idle.get(PROMISSORY if family == PROMISSORY_OTEL else family)
         hold = float(r.get("hold") or 0.0)
         out = {}
         for k in ("commits", "wal", "xids"):
@@ -724,6 +753,34 @@ def per_unit(bench: Bench | None, trial: Trial) -> tuple[float | None, float | N
     return med(commits), min(wal), unit
 
 
+def store_cost(trial: Trial, trials: list[Trial]) -> str:
+    """promissory's own count of its write transactions and reads per unit of the timed part
+    (median over reps), beside the database's commit count: that one also counts the
+    transaction in which each listening session reads a NOTIFY, and other sessions' work.
+    For the supervisor's trial, per restart: beyond the same messages not crashing."""
+
+    def per(t: Trial) -> tuple[float, float] | None:
+        counts = [r["store_count"] for r in t.results if r.get("store_count")]
+        if not counts:
+            return None
+        w = med([c["writes"] / max(1, c["units"]) for c in counts])
+        r = med([c["reads"] / max(1, c["units"]) for c in counts])
+        return w, r
+
+    mine = per(trial)
+    if mine is None:
+        return ""
+    if trial.kind.startswith("sup:"):
+        if not trial.args.get("crash"):
+            return ""
+        ok = next((t for t in trials if t.label == trial.label + " (no crash)"), None)
+        base = per(ok) if ok is not None else None
+        if base is None:
+            return ""
+        mine = (mine[0] - base[0], mine[1] - base[1])
+    return f"; store: {mine[0]:.2f} writes, {mine[1]:.2f} reads"
+
+
 def restart_cost(trials: list[Trial]) -> dict[str, tuple[float, float, str]]:
     """Commits and WAL per restart of the supervisor trial: what its crashing messages cost
     beyond the same messages not crashing (the two trials set up the same tree)."""
@@ -802,7 +859,7 @@ def report(bench: Bench | None, trials: list[Trial]) -> dict[str, Any]:
             if t.key not in shown_counts and system == t.system:
                 c, w, unit = overrides.get(t.key) or per_unit(bench, t)
                 if c is not None and c == c:
-                    counts = (f"{c:,.2f} / {unit}", f"{w:,.0f} / {unit}")
+                    counts = (f"{c:,.2f} / {unit}{store_cost(t, trials)}", f"{w:,.0f} / {unit}")
                     shown_counts.add(t.key)
             disturbed = sum(1 for r in t.results if r["others"])
             spread = f"{metric.show(min(vals))} – {metric.show(max(vals))}" if len(vals) > 1 else ""
@@ -869,6 +926,17 @@ def check_aims(trials: list[Trial]) -> list[dict[str, Any]]:
             "W1(100) within 3× the one-commit-per-step ceiling (pg-1)",
             p >= c / 3,
             f"{p:,.0f} vs {c:,.0f} steps/s = {p / c:.2f} of it (aim ≥ 0.33)",
+        )
+    cost, costs = value(trials, "W1 N=100", PROMISSORY_OTEL, "tracing cost")
+    cpu, _ = value(trials, "W1 N=100", PROMISSORY_OTEL, "tracing CPU")
+    if have(cost):
+        aim(
+            "W1(100) with OpenTelemetry tracing (in-memory exporter): < 10 % more time per step",
+            cost < 10,
+            f"{cost:+.1f} % (median over reps of each rep's median over traced/untraced pairs; "
+            "reps: "
+            + ", ".join(f"{c:+.1f}" for c in costs)
+            + (f"; the process's CPU per step: {cpu:+.1f} %)" if have(cpu) else ")"),
         )
     for m in (100,):
         p, _ = value(trials, f"W2 {m}×10", PROMISSORY, "steps/s")

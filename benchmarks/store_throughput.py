@@ -266,7 +266,7 @@ def child(name: str, dsn: str, warmup: float, seconds: float, empty: bool) -> di
 
 def measured(name: str, dsn: str, args: argparse.Namespace, empty: bool = False) -> dict:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE promises")
+        conn.execute("TRUNCATE promises CASCADE")
     time.sleep(args.settle)
     before = counters(dsn)
     watcher = Watcher(dsn)
@@ -324,7 +324,7 @@ def main() -> None:
     if args.child:
         if args.truncate:  # only for running a child by hand (profiling)
             with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute("TRUNCATE promises")
+                conn.execute("TRUNCATE promises CASCADE")
         result = run_trial(args.child, args.dsn, args.warmup, args.seconds, args.empty)
         print(json.dumps(result))
         return

@@ -2,7 +2,8 @@
 
 A small HTTP service: ``POST /runs`` with a JSON body ``{"task": "..."}`` starts an agent run
 and answers its id at once; ``GET /runs/<id>`` answers its state, and its result once it has
-one. The runtime opens when the service starts and drains when it stops; runs in flight when
+one. A request it cannot use (malformed JSON, no task, a bad run id) is answered 400 with a
+message. The runtime opens when the service starts and drains when it stops; runs in flight when
 the service is killed continue on its next start.
 
     python examples/asyncio_service.py --port 8080
@@ -16,11 +17,13 @@ import argparse
 import asyncio
 import json
 import signal
+import urllib.parse
 import uuid
 from typing import Any
 
 from promissory import Runtime
 from promissory.agents import Agent, FunctionModel, ModelRequest, reply
+from promissory.errors import InvalidInputError
 
 summariser = Agent(
     "summariser",
@@ -33,6 +36,24 @@ def _task_of(request: ModelRequest) -> str:
     return request.messages[0].text
 
 
+class BadRequest(Exception):
+    """The request cannot be used as it is; answered 400 with this message."""
+
+
+def task_of(body: bytes) -> str:
+    """The task of a ``POST /runs`` body: a JSON object with a non-empty string ``task``."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest('the body must be a JSON object such as {"task": "..."}')
+    task = data.get("task")
+    if not isinstance(task, str) or not task.strip():
+        raise BadRequest('"task" must be a non-empty string')
+    return task
+
+
 class Service:
     """The HTTP front of a runtime."""
 
@@ -42,6 +63,8 @@ class Service:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             status, body = await self.route(reader)
+        except (BadRequest, InvalidInputError) as exc:
+            status, body = 400, {"error": str(exc)}
         except Exception as exc:  # one bad request must not take the service down
             status, body = 500, {"error": str(exc)}
         data = json.dumps(body).encode()
@@ -55,21 +78,26 @@ class Service:
         writer.close()
 
     async def route(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
-        request_line = (await reader.readline()).decode().split()
+        request_line = (await reader.readline()).decode(errors="replace").split()
         headers: dict[str, str] = {}
-        while (line := (await reader.readline()).decode().strip()) != "":
+        while (line := (await reader.readline()).decode(errors="replace").strip()) != "":
             key, _, value = line.partition(":")
             headers[key.lower()] = value.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if len(request_line) < 2:
+            raise BadRequest("not an HTTP request line")
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > 1_000_000:
+            raise BadRequest(f"a bad Content-Length: {length!r}")
+        body = await reader.readexactly(int(length))
         method, path = request_line[0], request_line[1]
         if method == "POST" and path == "/runs":
-            task = json.loads(body or b"{}").get("task", "")
+            task = task_of(body)
             run_id = f"service/{uuid.uuid4().hex[:12]}"
             # Starting a run writes two rows and returns: off the loop, it never blocks it.
             await asyncio.to_thread(self.rt.start, summariser, task, id=run_id)
             return 202, {"id": run_id}
         if method == "GET" and path.startswith("/runs/"):
-            run_id = path.removeprefix("/runs/")
+            run_id = urllib.parse.unquote(path.removeprefix("/runs/"))
             assert self.rt.store is not None
             promise = await asyncio.to_thread(self.rt.store.find, run_id)
             if promise is None:

@@ -2,7 +2,8 @@
 
 The ``check_again_later`` tool sleeps durably: a timer row, not a thread. Stop the process
 while it waits and start it again later: the timer fires on the next start (at once if it came
-due meanwhile), and the run goes on from there.
+due meanwhile), and the run goes on from there. Once it has finished, starting it again gives
+its kept answer at once, and says so; ``promissory forget examples-timer`` lets it run anew.
 
     python examples/durable_timer.py                 # waits a day
     python examples/durable_timer.py --seconds 2     # waits two seconds
@@ -60,12 +61,17 @@ def watcher(seconds: float) -> Agent:
 def main(seconds: float = 86400.0) -> str:
     agent = watcher(seconds)
     with Runtime() as rt:
-        assert rt.store is not None
-        if rt.store.find(RUN_ID) is None:
-            handle = rt.start(agent, "Watch the price", id=RUN_ID)
+        handle: RunHandle = rt.start(agent, "Watch the price", id=RUN_ID)
+        if not handle.reused:
+            print(f"waiting {seconds} s on a durable timer (stop me and start me again)...")
+        elif not handle.done():
+            print(f"{RUN_ID} is under way already: waiting on its durable timer, as it was...")
         else:
-            handle = RunHandle(RUN_ID, rt.store)
-        print(f"waiting {seconds} s on a durable timer (stop me and start me again)...")
+            # The run id is its idempotency key: the finished run is not run again.
+            print(
+                f"{RUN_ID} ran already; this is its kept answer, nothing ran again "
+                f"(to run it anew: promissory forget {RUN_ID})"
+            )
         answer: str = handle.result()
     print(answer)
     return answer

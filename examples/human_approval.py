@@ -31,7 +31,9 @@ def transfer(ctx: Context, amount: int) -> str:
     Args:
         amount: how much to move.
     """
-    approval = ctx.promise(id=f"approvals/{RUN_ID}/{amount}", timeout=7 * 24 * 3600)
+    # One approval per run (ctx.message_id is the run's id): a resumed run asks again rather
+    # than reuse an answer given to the run it continues. The run owns it: a cancel reaches it.
+    approval = ctx.promise(id=f"approvals/{ctx.message_id}/{amount}", timeout=7 * 24 * 3600)
     if not approval.result(bool):
         return f"transfer of {amount} was declined"
     return ctx.step(send_money, amount)

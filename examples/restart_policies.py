@@ -41,8 +41,12 @@ class Job(msgspec.Struct):
     name: str
 
 
-class Worker(DurableActor[Tries]):
-    """Calls a service that fails the first time; the failure crashes the worker."""
+class Worker(DurableActor[Tries], name="examples.restart_policies.Worker"):
+    """Calls a service that fails the first time; the failure crashes the worker.
+
+    Defined in a script, so it is given a stable name: another process (or this script run
+    again) hosts its actors under that name.
+    """
 
     @handler
     def job(self, ctx: Context, msg: Job) -> str:
@@ -63,7 +67,7 @@ def flaky_service(caller: str) -> str:
     return f"served {caller} on call {_calls[caller]}"
 
 
-class Team(Supervisor):
+class Team(Supervisor, name="examples.restart_policies.Team"):
     intensity = 5
     period = 10.0
 

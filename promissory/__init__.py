@@ -1,7 +1,10 @@
 """promissory: a durable actor runtime for AI agents.
 
 Every message an actor receives and every step it takes is a durable promise, a row in
-Postgres. The public names are re-exported here.
+Postgres. The public names users start with are re-exported here: the runtime, plain actors
+and supervision (``promissory.actors``), the store's records (``promissory.store``) and the
+agent essentials (``promissory.agents`` has the rest: adapters, stop conditions, usage).
+The words are defined in docs/glossary.md.
 
 Example:
     >>> from promissory import Runtime, DurableActor, Context, handler
@@ -16,11 +19,13 @@ Example:
 """
 
 from . import errors
+from ._tracing import disable_tracing, enable_tracing, tracing_enabled
+from ._version import __version__
 from .actors import (
     ActorRef,
     AutoShutdown,
     Backoff,
-    Cancelled,
+    Canceled,
     ChildDef,
     ChildExit,
     ChildInfo,
@@ -43,7 +48,19 @@ from .actors import (
     current_step,
     handler,
 )
-from .runtime import Runtime
+from .agents import (
+    Agent,
+    MaxTurns,
+    NoToolCalls,
+    ScriptedModel,
+    Tool,
+    call,
+    mcp_server,
+    reply,
+    tool,
+)
+from .protocol import ProtocolServer
+from .runtime import Missed, Runtime
 from .store import (
     ActorCancel,
     ErrorInfo,
@@ -52,16 +69,18 @@ from .store import (
     Promise,
     PromiseKind,
     PromiseState,
+    Schedule,
     Store,
+    register_error,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "ActorCancel",
     "ActorRef",
+    "Agent",
     "AutoShutdown",
     "Backoff",
-    "Cancelled",
+    "Canceled",
     "ChildDef",
     "ChildExit",
     "ChildInfo",
@@ -73,24 +92,39 @@ __all__ = [
     "DurablePromise",
     "ErrorInfo",
     "Exit",
-    "ActorCancel",
+    "MaxTurns",
+    "Missed",
+    "NoToolCalls",
     "Outcome",
     "Page",
     "Promise",
+    "ProtocolServer",
     "PromiseKind",
     "PromiseState",
     "Reply",
     "Restart",
     "RetryPolicy",
     "Runtime",
+    "Schedule",
+    "ScriptedModel",
     "StepInfo",
     "Store",
     "Strategy",
     "Supervisor",
     "SupervisorRef",
     "Terminated",
+    "Tool",
+    "call",
     "child",
     "current_step",
+    "disable_tracing",
+    "enable_tracing",
     "errors",
     "handler",
+    "mcp_server",
+    "register_error",
+    "reply",
+    "tool",
+    "tracing_enabled",
+    "__version__",
 ]

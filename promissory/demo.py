@@ -125,10 +125,10 @@ class StagedTrouble:
     fails its first turn (its restart gets through); the others pass straight through.
     """
 
-    def __init__(self, inner: Model, role: str) -> None:
+    def __init__(self, inner: Model, role: str, name: str | None = None) -> None:
         self.inner = inner
         self.role = role
-        self.name = inner.name
+        self.name = name or inner.name
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Fail as the role is staged to, else ask the model."""
@@ -147,10 +147,13 @@ class StagedTrouble:
 def build_team(model: Model | str | None = None) -> Agent:
     """The lead agent with its three researchers attached; ``model`` for all, or offline.
     Either way the flaky researcher fails once and the broken one always (``StagedTrouble``).
+    A model given as a string is named by it (``"ollama:llama3.2"``), so a run keeps the very
+    string it was started with (``RunTask.model``) and ``promissory demo`` can ask for it back.
     """
 
     def pick(role: str) -> Model:
-        return StagedTrouble(model_from(model) if model is not None else OfflineModel(role), role)
+        inner = model_from(model) if model is not None else OfflineModel(role)
+        return StagedTrouble(inner, role, name=model if isinstance(model, str) else None)
 
     researchers = {
         role: Agent(

@@ -7,12 +7,17 @@ The tree::
     │   ├── InvalidIdError         empty, too long, or holding control characters
     │   ├── InvalidTagsError       tags that are not an object of strings
     │   └── EncodeError            a value msgspec cannot encode as JSON
+    ├── InvalidDefinitionError     a class, handler or runnable promissory cannot use as written
     ├── DecodeError                a stored value does not decode to the type asked for
     ├── PromiseNotFoundError       no promise has that id
+    ├── ScheduleNotFoundError      no schedule has that id
+    ├── RunNotFinishedError        a run to forget still has work pending or running
     ├── StoreError                 the store could not do what was asked
     │   ├── StoreUnavailableError  the database stayed unreachable past the configured wait
+    │   ├── StoreBusyError         the database kept timing out or canceling a statement
     │   ├── SchemaTooNewError      the database holds a newer schema than this code knows
-    │   └── FencedError            a write for an actor activation that is no longer current
+    │   ├── FencedError            a write for an actor activation that is no longer current
+    │   └── QueryError             a statement given to ``run_sql`` (``promissory sql``) failed
     ├── PromiseFailedError         a promise was rejected; raised where its value is awaited
     │   ├── PromiseTimedOutError   ... because its timeout passed
     │   ├── PromiseCanceledError   ... because it was canceled
@@ -21,46 +26,72 @@ The tree::
     ├── ActorError                 about an actor, as a whole
     │   ├── ActorNotFoundError     no actor has that id
     │   ├── ActorExistsError       an actor with that id exists, of another kind
-    │   └── ActorStoppedError      the actor was stopped, or given up by its supervisor
-    ├── ChildFailed                a child actor failed and its supervisor gave it up
-    ├── ChildCancelled             a child actor's work was canceled
+    │   ├── ActorStoppedError      the actor was stopped, or given up by its supervisor
+    │   ├── ActorTypeNotHostedError this node does not host the actor's type
+    │   └── ActorBuildError        the actor's class raised while an activation was made
+    ├── UnknownMessageError        the actor has no handler for a message's type
+    ├── EscalationError            a supervisor's children failed more often than it allows
+    ├── ChildFailedError           a child actor failed and its supervisor gave it up
+    ├── ChildCanceledError         a child actor's work was canceled
     ├── StepTimedOutError          a step's attempt took longer than its timeout
-    └── ModelError                 a model call failed (with its kind, and whether to retry)
+    ├── ModelError                 a model call failed (with its kind, and whether to retry)
+    ├── MCPServerError             an MCP server could not be reached, or a call to it failed
+    ├── OutputInvalidError         an agent's answer did not fit its output type
+    ├── AgentNotFoundError         no agent of that name is defined in this process
+    ├── ServeError                 a server (web view, protocol) cannot be served as asked
+    └── ProtocolError              a durable-promise protocol request refused, with its status
 
 Control-flow signals derive from ``BaseException`` so that a user's ``except Exception``
 cannot swallow them; they are not errors and are not in this tree.
 
 Errors are stored as JSON when they reject a promise (type, message, traceback and their
-arguments), so each error here is constructible from its positional arguments alone.
+arguments), so each error here is constructible from its positional arguments alone, and each
+is stored under its name in this module. Names earlier versions stored (``ChildFailed``,
+``promissory.actors._supervisor.EscalationError``…) are registered too (see
+``promissory.store.register_error``), so rows written before a rename still rebuild.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ActorBuildError",
     "ActorError",
     "ActorExistsError",
     "ActorNotFoundError",
     "ActorStoppedError",
-    "ChildCancelled",
-    "ChildFailed",
+    "ActorTypeNotHostedError",
+    "AgentNotFoundError",
+    "ChildCanceledError",
+    "ChildFailedError",
     "DecodeError",
     "EncodeError",
+    "EscalationError",
     "FencedError",
+    "InvalidDefinitionError",
     "InvalidIdError",
     "InvalidInputError",
     "InvalidTagsError",
+    "MCPServerError",
     "ModelError",
     "NondeterminismError",
+    "OutputInvalidError",
     "PromiseCanceledError",
     "PromiseFailedError",
     "PromiseNotFoundError",
     "PromiseTimedOutError",
     "PromissoryError",
+    "ProtocolError",
+    "QueryError",
     "RemoteError",
+    "RunNotFinishedError",
+    "ServeError",
+    "ScheduleNotFoundError",
     "SchemaTooNewError",
     "StepTimedOutError",
+    "StoreBusyError",
     "StoreError",
     "StoreUnavailableError",
+    "UnknownMessageError",
 ]
 
 
@@ -91,12 +122,44 @@ class EncodeError(InvalidInputError):
     """A value cannot be encoded as JSON by msgspec."""
 
 
+class InvalidDefinitionError(PromissoryError, TypeError):
+    """A class, handler or runnable is written in a way promissory cannot use: a handler
+    without a message annotation, two handlers for one message type, a supervisor's bad
+    intensity, an object ``Runtime.run`` cannot start. Found when it is defined or first used;
+    a ``TypeError``, as Python's own complaints about a definition are.
+    """
+
+
 class DecodeError(PromissoryError):
     """A stored value does not decode to the type that was asked for."""
 
 
 class PromiseNotFoundError(PromissoryError, LookupError):
     """No promise has the given id."""
+
+
+class ScheduleNotFoundError(PromissoryError, LookupError):
+    """No schedule has the given id (``rt.pause_schedule``, ``promissory schedules pause``…)."""
+
+
+class RunNotFinishedError(PromissoryError):
+    """A run cannot be forgotten: it, or something under it or owned by it, is still pending
+    or running (``Store.forget`` without ``force``, or a forced forget whose actors did not
+    end in time).
+
+    Attributes:
+        run_id: the run's id.
+        unfinished: what is still pending or running, as ``"id (what)"`` strings (the
+            first few).
+
+    """
+
+    def __init__(
+        self, message: str = "", run_id: str = "", unfinished: list[str] | None = None
+    ) -> None:
+        super().__init__(message, run_id, list(unfinished or []))
+        self.run_id = run_id
+        self.unfinished = list(unfinished or [])
 
 
 class StoreError(PromissoryError):
@@ -107,12 +170,38 @@ class StoreUnavailableError(StoreError):
     """The database stayed unreachable for longer than the store is configured to wait."""
 
 
+class StoreBusyError(StoreError):
+    """The database did not finish a statement in time, or canceled it to break a conflict
+    (a statement or lock timeout, a deadlock), for longer than the store is configured to wait.
+
+    Like ``StoreUnavailableError``, it says nothing about the work itself: the same statement
+    may well succeed later. The runtime retries its own bookkeeping after either.
+    """
+
+
 class SchemaTooNewError(StoreError):
     """The database holds a schema newer than this promissory knows; writes are refused."""
 
 
 class FencedError(StoreError):
     """A write was made for an actor activation that a newer activation has replaced."""
+
+
+class QueryError(StoreError):
+    """A statement given to ``run_sql`` (``promissory sql``) failed, or was not run.
+
+    Attributes:
+        statement: the 1-based number of the statement it is about, when there is one.
+        sqlstate: the server's error code, when the server refused it.
+
+    """
+
+    def __init__(
+        self, message: str, statement: int | None = None, sqlstate: str | None = None
+    ) -> None:
+        super().__init__(message, statement, sqlstate)
+        self.statement = statement
+        self.sqlstate = sqlstate
 
 
 class PromiseFailedError(PromissoryError):
@@ -187,7 +276,29 @@ class ActorStoppedError(ActorError):
     """The actor was stopped, or given up by its supervisor, before handling the message."""
 
 
-class ChildFailed(PromissoryError):
+class ActorTypeNotHostedError(ActorError, LookupError):
+    """The node does not host the actor's type: its class is not defined (imported) in this
+    process, or ``Runtime(hosts=...)`` leaves it out. A node that hosts it runs the actor.
+    """
+
+
+class ActorBuildError(ActorError):
+    """The actor's class raised while an activation of it was made (its ``__init__``); the
+    exception it raised is the ``__cause__``. The node reports it as the actor's crash.
+    """
+
+
+class UnknownMessageError(PromissoryError):
+    """The actor has no handler for a message's type; the message is rejected with this."""
+
+
+class EscalationError(PromissoryError):
+    """A supervisor's children failed more often than its intensity allows (it escalates), or
+    a supervisor was set up in a way it cannot run (a pool with other than one child spec).
+    """
+
+
+class ChildFailedError(PromissoryError):
     """A child actor failed and was given up; raised where the parent awaits it.
 
     The name reads as what happened to the child; the original failure is ``__cause__``
@@ -205,7 +316,7 @@ class ChildFailed(PromissoryError):
         self.cause: BaseException | None = None
 
 
-class ChildCancelled(PromissoryError):
+class ChildCanceledError(PromissoryError):
     """A child actor's work was canceled; raised where the parent awaits it.
 
     Attributes:
@@ -216,6 +327,12 @@ class ChildCancelled(PromissoryError):
     def __init__(self, message: str, child_id: str | None = None) -> None:
         super().__init__(message, child_id)
         self.child_id = child_id
+
+
+class MCPServerError(PromissoryError):
+    """An MCP server could not be reached (or broke off), or a tool call failed there; a tool
+    call's failure becomes an error result for the model, naming the server.
+    """
 
 
 class ModelError(PromissoryError):
@@ -256,3 +373,37 @@ class StepTimedOutError(PromissoryError, TimeoutError):
     def __init__(self, message: str, step_id: str | None = None) -> None:
         super().__init__(message, step_id)
         self.step_id = step_id
+
+
+class OutputInvalidError(PromissoryError):
+    """An agent's final answer did not fit its ``output_type``, after the corrections allowed."""
+
+
+class AgentNotFoundError(PromissoryError, LookupError):
+    """No agent of the given name is defined in this process (agents register when they are
+    made: import the module that defines it before starting the runtime).
+    """
+
+
+class ServeError(PromissoryError):
+    """A server (the web view, the protocol) cannot be served as asked (an address refused,
+    a port taken).
+    """
+
+
+class ProtocolError(PromissoryError):
+    """A request of the durable-promise protocol refused, with the status it is answered with.
+
+    Example:
+        >>> ProtocolError(404, "promise p not found").status
+        404
+
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -9,6 +9,11 @@ Each instance is one *activation*: a pykka ThreadingActor that the runtime start
 actor has work and stops when it is idle or suspended, so a waiting actor holds no thread.
 ``on_start`` and ``on_stop`` therefore run once per activation, not once per actor.
 
+A class is kept under a stable type name (``kind()``): ``module:QualName``, or the one it gives
+with ``name=``, which a class defined in a script needs
+(``class Counter(DurableActor[Count], name="billing.counter")``). A node hosts the types its
+process has defined (see ``_types``).
+
 Example:
     >>> class Count(msgspec.Struct):
     ...     n: int = 0
@@ -24,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import threading
 import typing
 from collections.abc import Callable
@@ -31,35 +37,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pykka
 
-from ..errors import InvalidInputError, PromissoryError
-from ..store import Promise
+from ..errors import ActorBuildError, InvalidDefinitionError
 from ._activation import Activation, Binding
+from ._handlers import HandlerSpec, handler, handlers_of
+from ._types import register_type
 
 S = TypeVar("S")
-F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["DurableActor", "handler"]
-
-_HANDLER_MARK = "__promissory_handler__"
-
-
-def handler(fn: F) -> F:
-    """Mark a method ``(self, ctx, msg)`` as the handler for the type of ``msg``.
-
-    The message type comes from the annotation of the third parameter; one handler per type.
-    """
-    setattr(fn, _HANDLER_MARK, True)
-    return fn
-
-
-class HandlerSpec:
-    """A handler: the method's name and the type its messages decode to."""
-
-    __slots__ = ("method", "message_type")
-
-    def __init__(self, method: str, message_type: Any) -> None:
-        self.method = method
-        self.message_type = message_type
 
 
 _binding = threading.local()
@@ -78,40 +63,46 @@ class DurableActor(pykka.ThreadingActor, Generic[S]):
     """
 
     use_daemon_thread = True
+    supervises: ClassVar[bool] = False
+    """Whether this is a ``Supervisor`` (kept in the actor's row: its children's exits go to
+    it, on whichever node handles them)."""
     reply_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     state_type: ClassVar[Any] = None
     handlers: ClassVar[dict[str, HandlerSpec]] = {}
 
     state: S
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    type_name: ClassVar[str] = ""
+    """The stable name actors of this class are kept under (``kind``): ``module:QualName``,
+    or the ``name=`` given in the class statement."""
+
+    former_kinds: ClassVar[tuple[str, ...]] = ()
+    """Names actors of this class were kept under before a rename: a journal's spawn step that
+    holds one of them still replays (a journal kept by the earlier version stays valid)."""
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.type_name = name if name is not None else f"{cls.__module__}:{cls.__qualname__}"
+        register_type(cls.type_name, cls)
         found = _state_type_of(cls)
         if found is not None:
             cls.state_type = found
         table: dict[str, HandlerSpec] = {}
         for base in reversed(cls.__mro__):
             table.update(base.__dict__.get("_own_handlers", {}))
-        own: dict[str, HandlerSpec] = {}
-        for name, fn in cls.__dict__.items():
-            if callable(fn) and getattr(fn, _HANDLER_MARK, False):
-                message_type = _message_type_of(cls, fn)
-                key = _type_key(message_type)
-                if key in own:
-                    raise TypeError(
-                        f"{cls.__qualname__} has two handlers for {key}: "
-                        f"{own[key].method} and {name}"
-                    )
-                own[key] = HandlerSpec(name, message_type)
+        own = handlers_of(cls, dict(cls.__dict__))
         cls._own_handlers = own  # type: ignore[attr-defined]
         table.update(own)
         cls.handlers = table
+        on_start = cls.__dict__.get("on_start")
+        if on_start is not None and not getattr(on_start, _GUARDED, False):
+            cls.on_start = _guard_on_start(on_start)  # type: ignore[method-assign,assignment]
 
     def __init__(self) -> None:
         super().__init__()
         binding: Binding | None = getattr(_binding, "current", None)
         if binding is None:
-            raise TypeError(
+            raise InvalidDefinitionError(
                 f"{type(self).__qualname__} is started by a Runtime (rt.spawn), not directly"
             )
         self.id: str = binding.actor_id
@@ -120,8 +111,8 @@ class DurableActor(pykka.ThreadingActor, Generic[S]):
 
     @classmethod
     def kind(cls) -> str:
-        """The name the actor's class is stored under: ``module:QualName``."""
-        return f"{cls.__module__}:{cls.__qualname__}"
+        """The name the actor's class is stored under (see ``type_name``)."""
+        return cls.type_name or f"{cls.__module__}:{cls.__qualname__}"
 
     def on_receive(self, message: Any) -> Any:
         """Handle the runtime's commands to this activation (not user messages)."""
@@ -142,46 +133,58 @@ class DurableActor(pykka.ThreadingActor, Generic[S]):
             return None
 
 
+_GUARDED = "__promissory_guarded__"
+
+
+def _guard_on_start(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``fn`` (a class's own ``on_start``), its failure kept for the activation to report.
+
+    pykka logs an exception from ``on_start`` and stops the actor, which would leave the
+    runtime poking a dead thread; kept instead, it becomes the activation's crash, for
+    supervision to decide on, like a handler's. A subclass's ``super().on_start()`` runs the
+    base's unguarded, so the failure stops the whole chain.
+    """
+
+    @functools.wraps(fn)
+    def on_start(self: Any) -> None:
+        activation: Activation | None = getattr(self, "_activation", None)
+        if activation is None or activation.starting:
+            fn(self)
+            return
+        activation.starting = True
+        try:
+            fn(self)
+        except Exception as exc:
+            activation.build_error = exc
+        finally:
+            activation.starting = False
+
+    setattr(on_start, _GUARDED, True)
+    return on_start
+
+
 def start_activation(
     actor_class: type[DurableActor[Any]], binding: Binding
 ) -> tuple[pykka.ActorRef[Any], Activation]:
-    """Start one activation of ``actor_class`` on its own thread."""
+    """Start one activation of ``actor_class`` on its own thread.
+
+    Raises:
+        ActorBuildError: the class's ``__init__`` raised (its exception is the ``__cause__``).
+
+    """
     _binding.current = binding
     try:
-        ref = actor_class.start()
+        try:
+            ref = actor_class.start()
+        except Exception as exc:
+            raise ActorBuildError(
+                f"{actor_class.__qualname__}() raised {type(exc).__name__}: {exc}"
+            ) from exc
         activation: Activation = _binding.created
         return ref, activation
     finally:
         _binding.current = None
         _binding.created = None
-
-
-def check_state(actor_class: type[DurableActor[Any]], state: Any) -> None:
-    """Refuse an initial ``state`` that does not fit the actor's state type.
-
-    Raises:
-        InvalidInputError: it does not encode, or does not decode as ``state_type``.
-
-    """
-    if state is None or actor_class.state_type is None:
-        return
-    from ..store import decode, encode
-
-    try:
-        decode(encode(state, what="state").encode(), actor_class.state_type)
-    except PromissoryError as exc:
-        raise InvalidInputError(
-            f"the state given to {actor_class.__qualname__} does not fit its state type "
-            f"{getattr(actor_class.state_type, '__name__', actor_class.state_type)}: {exc}"
-        ) from exc
-
-
-def handler_for(actor_class: type[DurableActor[Any]], message: Promise) -> HandlerSpec | None:
-    """The handler of ``actor_class`` for a stored message, by its type tag."""
-    from ._messages import TYPE_TAG
-
-    name = message.tags.get(TYPE_TAG)
-    return actor_class.handlers.get(name) if name is not None else None
 
 
 def _state_type_of(cls: type) -> Any:
@@ -192,32 +195,3 @@ def _state_type_of(cls: type) -> Any:
             if args and not isinstance(args[0], TypeVar):
                 return args[0]
     return None
-
-
-def _message_type_of(cls: type, fn: Callable[..., Any]) -> Any:
-    import inspect
-
-    params = list(inspect.signature(fn).parameters.values())
-    if len(params) != 3:
-        raise TypeError(
-            f"handler {cls.__qualname__}.{fn.__name__} must take (self, ctx, msg), "
-            f"not {len(params)} parameters"
-        )
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception as exc:
-        raise TypeError(
-            f"cannot read the annotations of {cls.__qualname__}.{fn.__name__}: {exc}"
-        ) from exc
-    message_type = hints.get(params[2].name)
-    if message_type is None:
-        raise TypeError(
-            f"handler {cls.__qualname__}.{fn.__name__} must annotate its message parameter "
-            f"{params[2].name!r} with the message type"
-        )
-    return message_type
-
-
-def _type_key(message_type: Any) -> str:
-    origin = typing.get_origin(message_type) or message_type
-    return getattr(origin, "__name__", None) or repr(message_type)

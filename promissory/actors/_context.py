@@ -23,51 +23,53 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import inspect
+import functools
+import logging
 import random as random_module
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import _tracing
 from .._crashpoints import reached
 from ..errors import (
     ActorError,
-    ChildCancelled,
     FencedError,
     InvalidInputError,
     PromiseNotFoundError,
-    StepTimedOutError,
 )
-from ..store import Promise, PromiseKind, PromiseState, decode, encode, error_info, rebuild_error
-from ..store._actors import Fence, spawn_op, watch_op
-from ..store._promises import promise_from_row
-from ..store._steps import journal_query, now_step_op, promise_step_op, send_op, step_op
-from ..store._validate import MAX_ACTOR_ID_LENGTH, Timeout, check_id, timeout_parts
-from ._actor import check_state
-from ._cancel import Cancelled, CancelState, EndOfJournal
-from ._journal import Journal, callable_name, fingerprint
+from ..store import (
+    MAX_ACTOR_ID_LENGTH,
+    Fence,
+    Promise,
+    PromiseKind,
+    PromiseState,
+    Store,
+    Timeout,
+    check_id,
+    decode,
+    encode,
+    error_info,
+    now_step_op,
+    promise_step_op,
+    send_op,
+    spawn_op,
+    step_op,
+    timeout_parts,
+    watch_op,
+)
+from ._cancel import Canceled, CancelState
+from ._engine import Bound, DurablePromise, Handling
+from ._handlers import check_state
+from ._journal import Journal, StepKind, fingerprint
 from ._messages import encode_message, message_tags, start_message, type_name
-from ._outcome import result_of
-from ._retry import NO_RETRY, RetryPolicy
+from ._retry import RetryPolicy
 from ._signals import Suspend, Terminated
 from ._spec import ChildSpec, Exit
-from ._steps import (
-    StepCall,
-    StepInfo,
-    StepOutcome,
-    _current_step,
-    _from_step,
-    _PlannedStep,
-    _return_type,
-    _with_step,
-)
+from ._steps import StepCall, StepOutcome
+from ._types import check_hostable_name
 
 if TYPE_CHECKING:
-    from ._activation import Activation
     from ._actor import DurableActor
     from ._ref import ActorRef
 
@@ -76,34 +78,7 @@ T = TypeVar("T")
 __all__ = ["Context", "DurablePromise"]
 
 
-class DurablePromise:
-    """A promise a handler started (a call, an external promise, a timer) and may wait on.
-
-    ``result`` returns its value or raises its error, waiting if it is still pending.
-    """
-
-    __slots__ = ("id", "_ctx", "_record", "_target")
-
-    def __init__(
-        self, ctx: Context, id: str, record: Promise | None, target: str | None = None
-    ) -> None:
-        self.id = id
-        self._ctx = ctx
-        self._record = record
-        self._target = target
-
-    def result(self, type: Any = Any) -> Any:
-        """The value decoded as ``type``; raises the rejection's error. Waits if pending."""
-        record = self._ctx._await([self], wait_all=False)[self.id]
-        return self._ctx._result(record, type, self._target)
-
-    def done(self) -> bool:
-        """Whether it is settled, as far as this handler run knows."""
-        return self._record is not None and self._record.state.settled
-
-    def __repr__(self) -> str:
-        state = self._record.state.value if self._record is not None else "?"
-        return f"DurablePromise({self.id!r}, {state})"
+log = logging.getLogger("promissory.actors")
 
 
 class Context:
@@ -118,46 +93,61 @@ class Context:
 
     def __init__(
         self,
-        activation: Activation,
+        activation: Bound,
         message: Promise,
         journal: Journal,
         cancel: CancelState | None = None,
     ) -> None:
+        self._run = Handling(activation, message, journal, cancel)
         self._activation = activation
         self._host = activation.host
         self._store = activation.store
-        assert activation.fence is not None
-        self._fence: Fence = activation.fence
+        self._fence: Fence = self._run.fence
         self.actor_id = activation.actor_id
         self.message = message
         self.message_id = message.id
         self._journal = journal
-        self._cancel = cancel or CancelState(message.id, self._store, self._host.cleanup_timeout)
+        self._cancel = self._run.cancel
         self._rng: random_module.Random | None = None
         self.exit: tuple[Exit, str | None] | None = None
 
-    def replay_of(self, message_id: str) -> Context:
+    @property
+    def cancel_state(self) -> CancelState:
+        """Whether the message was canceled (or timed out), and what that allows."""
+        return self._cancel
+
+    def replay_of(self, message_id: str, *, until: int | None = None) -> Context:
         """A read-only context over another message's journal (of this actor or another).
 
         Running a handler's code with it replays that message's kept operations and raises
         ``EndOfJournal`` at the first one the journal does not hold; it writes nothing. Used to
-        rebuild where an ended message got to (``AgentRun.resume``).
+        rebuild where an ended message got to (``AgentRun.resume``). With ``until``, only the
+        steps before that position (1-based) are held, and they are returned as kept whatever
+        the code asks now (no non-determinism check): a fork's prefix (``AgentRun.fork``).
         """
-        query, params = journal_query(message_id, "", 0)
-        rows = self._store.read(lambda conn: conn.execute(query, params).fetchall())
-        records = [promise_from_row(r) for r in rows]
+        records = self._store.journal(message_id).records
         message = next((r for r in records if r.id == message_id), None)
         if message is None:
             raise PromiseNotFoundError(f"no promise has the id {message_id!r}", message_id)
         cancel = CancelState(message_id, self._store, 0.0)
         cancel.dry = True
-        steps = [r for r in records if r.id != message_id]
-        return Context(self._activation, message, Journal(message_id, steps), cancel)
+        journal = Journal(message_id, [r for r in records if r.id != message_id])
+        if until is not None:
+            journal = journal.before(until)
+        return Context(self._activation, message, journal, cancel)
+
+    @property
+    def store(self) -> Store:
+        """The store the actor is kept in: for reads, and for announcing what is not kept
+        (an agent's streamed text). Writes go through the context's durable operations.
+        """
+        return self._store
 
     @property
     def actor(self) -> DurableActor[Any]:
         """The actor instance handling the message."""
-        return self._activation.actor
+        actor: DurableActor[Any] = self._activation.actor
+        return actor
 
     def ref(self, actor_id: str | None = None) -> ActorRef:
         """A ref to ``actor_id`` (default: this actor)."""
@@ -181,7 +171,7 @@ class Context:
         from the kept JSON (as ``returns``, default ``fn``'s return annotation), so the first
         run and every replay see the same value. ``current_step()`` inside ``fn`` gives the
         step id to use as an idempotency key. ``timeout`` bounds each attempt (the message's
-        deadline, if nearer, wins): an async function is cancelled at it, a sync one's result
+        deadline, if nearer, wins): an async function is canceled at it, a sync one's result
         arriving late counts as a failed attempt; a final timeout is kept as
         ``rejected_timedout``.
 
@@ -190,7 +180,7 @@ class Context:
             BaseException: the step's final error, rebuilt from its record.
 
         """
-        result: T = self._plan_step(fn, args, kwargs, name, retry, returns, timeout).run()
+        result: T = self._run.plan_step(fn, args, kwargs, name, retry, returns, timeout).run()
         return result
 
     def step_many(
@@ -205,13 +195,13 @@ class Context:
         false: then the caller looks at the outcomes first and calls ``raise_signals`` itself.
         """
         planned = [
-            self._plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns, c.timeout)
+            self._run.plan_step(c.fn, c.args, c.kwargs, c.name, c.retry, c.returns, c.timeout)
             for c in calls
         ]
         if len(planned) <= 1 or max_concurrency <= 1:
             outcomes = [p.outcome() for p in planned]
         else:
-            self._hold_places(planned)
+            self._run.hold_places(planned)
             outcomes = list(self._host.parallel.map(lambda p: p.outcome(), planned))
         if signals:
             self.raise_signals(outcomes)
@@ -222,187 +212,12 @@ class Context:
         a fenced-off activation, or a suspension (all waits of the steps together).
         """
         for o in outcomes:
-            if isinstance(o.error, Cancelled | FencedError):
+            if isinstance(o.error, Canceled | FencedError):
                 raise o.error
         suspends = [o.error for o in outcomes if isinstance(o.error, Suspend)]
         if suspends:
             awaiting = [id for s in suspends for id in s.awaiting]
             raise Suspend(awaiting, wait_all=False)
-
-    def _hold_places(self, planned: list[_PlannedStep]) -> None:
-        # Steps that run together finish in any order, and a step's row is written when it
-        # finishes. Writing a pending row for each first (one group commit) keeps their rows
-        # in call order (``ORDER BY seq``) and lets a replay see they had started.
-        fresh = [p for p in planned if p.record is None]
-        if len(fresh) < 2:
-            return
-        self._cancel.gate(fresh[0].sid)
-        futures = [
-            self._store.submit(
-                step_op(
-                    p.sid,
-                    self._fence,
-                    state=PromiseState.PENDING,
-                    value=None,
-                    fingerprint=p.fp,
-                    attempt=0,
-                )
-            )
-            for p in fresh
-        ]
-        for p, future in zip(fresh, futures, strict=True):
-            p.record = future.result()
-            self._journal.keep(p.record)
-
-    def _plan_step(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        name: str | None,
-        retry: RetryPolicy | None,
-        returns: Any,
-        timeout: float | None = None,
-    ) -> _PlannedStep:
-        label = name or callable_name(fn)
-        fp = fingerprint("step", label, [list(args), kwargs] if kwargs else list(args))
-        rtype = returns if returns is not None else _return_type(fn)
-        sid, record = self._journal.attempt(self._journal.next(), fp)
-        policy = retry or NO_RETRY
-        return _PlannedStep(self, sid, label, fp, fn, args, kwargs, policy, rtype, record, timeout)
-
-    def _invoke(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        info: StepInfo,
-        timeout: float | None = None,
-    ) -> Any:
-        own = timeout
-        timeout = self._nearest(timeout)
-        try:
-            return self._call(fn, args, kwargs, info, own, timeout)
-        except StepTimedOutError:
-            if timeout is not None and (own is None or timeout < own):
-                # The message's deadline, not the step's own, cut it: the handler is out of
-                # time (a cancel), and the step's attempt is not a failure to retry or keep.
-                self._cancel.request()
-                self._cancel.deadline = True
-                self._cancel.reason = f"the deadline of {self.message_id} passed"
-                self._cancel.gate(info.id)
-                raise Cancelled(self._cancel.reason, deadline=True) from None
-            raise
-
-    def _call(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        info: StepInfo,
-        own: float | None,
-        timeout: float | None,
-    ) -> Any:
-        started = time.monotonic()
-        token = _current_step.set(info)
-        try:
-            if inspect.iscoroutinefunction(fn):
-                result = self._run_async(fn(*args, **kwargs), info, timeout)
-            else:
-                result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = self._run_async(result, info, timeout)
-        finally:
-            _current_step.reset(token)
-        elapsed = time.monotonic() - started
-        if own is not None and elapsed > own:
-            # A sync function cannot be interrupted: a late result counts as a timeout.
-            raise StepTimedOutError(f"step {info.id} took longer than {own:.3f} s", info.id)
-        if timeout is not None and elapsed > timeout:
-            # It outlived its message's deadline: its result is kept, but the handler's next
-            # durable operation sees the deadline (as for a cancel).
-            self._cancel.request()
-            self._cancel.deadline = True
-            self._cancel.reason = f"the deadline of {self.message_id} passed"
-        return result
-
-    def _run_async(self, awaitable: Any, info: StepInfo, timeout: float | None) -> Any:
-        future = self._host.start_coroutine(_with_step(info, awaitable, timeout))
-        self._cancel.track(future)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            # Cancelled because the message was: nothing is kept for this step.
-            self._cancel.gate(info.id)
-            raise Cancelled(self._cancel.reason, self._cancel.deadline) from None
-        except TimeoutError as exc:
-            if timeout is not None and isinstance(exc, asyncio.TimeoutError | TimeoutError):
-                raise StepTimedOutError(
-                    f"step {info.id} took longer than {timeout:.3f} s", info.id
-                ) from exc
-            raise
-        finally:
-            self._cancel.untrack(future)
-
-    def _nearest(self, timeout: float | None) -> float | None:
-        """The step's timeout, or less if the message's deadline comes first."""
-        deadline = self.message.timeout_at
-        if deadline is None:
-            return timeout
-        left = max(0.001, (deadline - datetime.now(UTC)).total_seconds())
-        return left if timeout is None else min(timeout, left)
-
-    def _keep_step(
-        self,
-        sid: str,
-        state: PromiseState,
-        value: str | None,
-        fp: str,
-        attempt: int,
-        next_attempt_at: datetime | None = None,
-        first: bool = False,
-    ) -> Promise:
-        op = step_op(
-            sid,
-            self._fence,
-            state=state,
-            value=value,
-            fingerprint=fp,
-            attempt=attempt,
-            next_attempt_at=next_attempt_at,
-            first=first,
-        )
-        record: Promise = self._store.execute(op)
-        self._journal.keep(record)
-        reached("step.kept", sid)
-        return record
-
-    def _step_value(self, record: Promise, rtype: Any) -> Any:
-        if record.state is PromiseState.RESOLVED:
-            return decode(record.value, rtype)
-        info = record.error()
-        if info is None:
-            raise ActorError(f"step {record.id} is {record.state.value} with no error recorded")
-        raise _from_step(rebuild_error(info), record.id)
-
-    def _wait_for_retry(self, sid: str, attempt: int, next_at: datetime | None) -> None:
-        if self._cancel.dry:
-            raise EndOfJournal(sid)
-        if next_at is None:
-            return
-        remaining = (next_at - datetime.now(UTC)).total_seconds()
-        if remaining <= 0:
-            return
-        if remaining <= max(self._host.suspend_after, 0.0):
-            if self._cancel.requested.wait(remaining):
-                self._cancel.gate(sid)
-            return
-        # A long backoff costs a timer row, not a thread: wait on a timer under the step.
-        timer_id = f"{sid}/retry-{attempt}"
-        timer = self._store.execute(
-            promise_step_op(timer_id, self._fence, kind="timer", fingerprint="retry", at=next_at)
-        )
-        self._await([DurablePromise(self, timer_id, timer)], wait_all=False)
 
     # -- timers and promises ---------------------------------------------------------------
 
@@ -420,33 +235,25 @@ class Context:
 
     def _timer(self, secs: float | None, at: datetime | None) -> None:
         sid = self._journal.next()
-        record = self._journal.lookup(sid, "sleep")
+        record = self._journal.lookup(sid, fingerprint(StepKind.SLEEP))
         if record is None:
             self._cancel.gate(sid)
-            record = self._store.execute(
+            record = self._run.execute(
                 promise_step_op(
-                    sid, self._fence, kind="timer", fingerprint="sleep", secs=secs, at=at
+                    sid,
+                    self._fence,
+                    kind=PromiseKind.TIMER,
+                    fingerprint=fingerprint(StepKind.SLEEP),
+                    secs=secs,
+                    at=at,
                 )
             )
             self._journal.keep(record)
-        settled = self._await([DurablePromise(self, sid, record)], wait_all=False)[sid]
+        timer = DurablePromise(self._run, sid, record)
+        with _tracing.waiting(self._run, [timer]):
+            settled = self._run.await_all([timer], wait_all=False)[sid]
         if settled.state is not PromiseState.RESOLVED:
-            self._cut_off(settled)
-
-    def _cut_off(self, record: Promise) -> None:
-        """A promise this handler waited on was canceled or timed out: if that is because the
-        handler's own message was (the cancel reaches everything under it), it is a
-        ``Cancelled`` for the handler, not an error of that promise.
-        """
-        if record.state not in (PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT):
-            return
-        if not self._cancel.requested.is_set():
-            own = self._store.find(self.message_id)
-            if own is None or not own.state.settled:
-                return
-            self._cancel.request()
-        if self._cancel.cleanup_until is None:
-            self._cancel.gate(record.id)
+            self._run.cut_off(settled)
 
     def promise(
         self,
@@ -467,15 +274,15 @@ class Context:
         param_json = encode(param, what="param") if param is not None else None
         secs, at = timeout_parts(timeout)
         if id is None:
-            record = self._journal.lookup(sid, "promise")
+            record = self._journal.lookup(sid, fingerprint(StepKind.PROMISE))
             if record is None:
                 self._cancel.gate(sid)
-                record = self._store.execute(
+                record = self._run.execute(
                     promise_step_op(
                         sid,
                         self._fence,
-                        kind="promise",
-                        fingerprint="promise",
+                        kind=PromiseKind.PROMISE,
+                        fingerprint=fingerprint(StepKind.PROMISE),
                         param=param_json,
                         tags=tag_json,
                         secs=secs,
@@ -483,16 +290,20 @@ class Context:
                     )
                 )
                 self._journal.keep(record)
-            return DurablePromise(self, sid, record)
+            return DurablePromise(self._run, sid, record)
         check_id(id)
-        fp = f"promise:{id}"
+        fp = fingerprint(StepKind.PROMISE, id)
         kept = self._journal.lookup(sid, fp)
         if kept is not None:
-            return DurablePromise(self, id, None)
+            return DurablePromise(self._run, id, None)
         self._cancel.gate(sid)
-        outcome = self._store.create(id, param=param, timeout=timeout, tags=tags)
-        self._keep_step(sid, PromiseState.RESOLVED, encode({"promise": id}), fp, 1)
-        return DurablePromise(self, id, outcome.promise)
+        # The promise belongs to this message (this run) whatever its id: a cancel of the
+        # run reaches it (unless another run created or waited on it first).
+        outcome = self._store.create(
+            id, param=param, timeout=timeout, tags=tags, owner=self.message_id
+        )
+        self._run.keep_step(sid, PromiseState.RESOLVED, encode({"promise": id}), fp, 1)
+        return DurablePromise(self._run, id, outcome.promise)
 
     # -- other actors ----------------------------------------------------------------------
 
@@ -507,7 +318,7 @@ class Context:
         """Ask ``target`` as a step and wait for the reply (decoded as ``returns``).
 
         A replay neither sends again nor waits on another message. A failure of a child of
-        this actor that its supervisor gave up is raised as ``ChildFailed``.
+        this actor that its supervisor gave up is raised as ``ChildFailedError``.
         """
         return self.start_call(target, msg, timeout=timeout).result(returns)
 
@@ -519,22 +330,30 @@ class Context:
         Start several and ``gather`` them to fan out.
         """
         target_id = target if isinstance(target, str) else target.id
-        sid = self._send(target_id, msg, timeout, "call")
-        return DurablePromise(self, sid, self._journal.get(sid), target_id)
+        sid = self._send(target_id, msg, timeout, StepKind.CALL)
+        return DurablePromise(self._run, sid, self._journal.get(sid), target_id)
 
     def send(self, target: ActorRef | str, msg: Any, *, timeout: Timeout = None) -> str:
-        """Tell ``target`` as a step; return the message id. A replay does not send again."""
-        target_id = target if isinstance(target, str) else target.id
-        return self._send(target_id, msg, timeout, "send")
+        """Tell ``target`` as a step; return the message id. A replay does not send again.
 
-    def _send(self, target_id: str, msg: Any, timeout: Timeout, kind: str) -> str:
+        The message is written with the handler's next durable write (a kept step, a wait,
+        its reply: an outbox, so it costs no commit of its own) and handed to ``target``
+        then; a handler that waits, or crashes, has it written first. A ``target`` that does
+        not exist or has stopped by then does not fail the handler, which has moved on: the
+        message is dropped with a warning, and the step kept as rejected (a replay does the
+        same). Use ``call`` to learn whether the message was taken.
+        """
+        target_id = target if isinstance(target, str) else target.id
+        return self._send(target_id, msg, timeout, StepKind.SEND)
+
+    def _send(self, target_id: str, msg: Any, timeout: Timeout, kind: StepKind) -> str:
         sid = self._journal.next()
         fp = fingerprint(kind, f"{target_id}:{type_name(msg)}", msg)
         record = self._journal.lookup(sid, fp)
         if record is not None:
-            if record.kind is PromiseKind.STEP and record.state.rejected:
-                raise self._step_value(record, Any)
-            return sid
+            if kind is StepKind.CALL and record.kind is PromiseKind.STEP and record.state.rejected:
+                raise self._run.step_value(record, Any)
+            return sid  # a send whose target was gone was dropped then, and is now
         self._cancel.gate(sid)
         param = encode_message(msg)
         tags = encode(message_tags(msg), what="tags")
@@ -542,31 +361,64 @@ class Context:
         op = send_op(
             sid, target_id, param=param, tags=tags, secs=secs, at=at, fence=self._fence, fp=fp
         )
+        mark = self._store.mark()
+        self._host.sending(target_id)
+        if kind is StepKind.SEND:
+            self._run.defer(op, functools.partial(self._sent, sid, target_id, fp, mark))
+            return sid
         try:
-            outcome = self._store.execute(op)
-        except ActorError as exc:
+            outcome = self._run.execute(op)
+        except BaseException as exc:
+            self._host.sent(target_id, None, mark)
+            if not isinstance(exc, ActorError):
+                raise
             # Keep the failure, so a replay raises it too even if the target exists by then.
             info = error_info(exc)
-            self._keep_step(sid, PromiseState.REJECTED, encode(info), fp, 1)
+            self._run.keep_step(sid, PromiseState.REJECTED, encode(info), fp, 1)
             raise
         record = outcome.promise
         self._journal.keep(record)
-        reached("message.committed", sid)
-        if outcome.applied:
-            self._host.deliver(target_id, record)
+        try:
+            reached("message.committed", sid)
+        finally:
+            self._host.sent(target_id, outcome, mark)
         return sid
+
+    def _sent(self, sid: str, target_id: str, fp: str, mark: int, outcome: Any) -> None:
+        """A deferred ``send`` was written (``outcome``: its ``Sent``) or refused."""
+        if isinstance(outcome, BaseException):
+            self._host.sent(target_id, None, mark)
+            if not isinstance(outcome, ActorError):
+                return  # the write failed as a whole: the handler's own write raises it
+            log.warning(
+                "actor %s: message %s to %s dropped: %s", self.actor_id, sid, target_id, outcome
+            )
+            # Kept, so the step reads the same on replay (and a person can see why).
+            try:
+                self._run.keep_step(sid, PromiseState.REJECTED, encode(error_info(outcome)), fp, 1)
+            except Exception as exc:
+                log.info(
+                    "actor %s: the dropped message %s was not kept: %r", self.actor_id, sid, exc
+                )
+            return
+        self._journal.keep(outcome.promise)
+        try:
+            reached("message.committed", sid)
+        finally:
+            self._host.sent(target_id, outcome, mark)
 
     def gather(self, *promises: DurablePromise, returns: Any = Any) -> list[Any]:
         """Wait for all ``promises`` and return their values in order (fan-in).
 
         Raises the error of the first one (in argument order) that was rejected.
         """
-        records = self._await(list(promises), wait_all=True)
+        with _tracing.waiting(self._run, promises):
+            records = self._run.await_all(list(promises), wait_all=True)
         for p in promises:
             record = records.get(p.id)
             if record is not None and record.state.rejected:
-                self._result(record, returns, p._target)  # raises
-        return [self._result(records[p.id], returns, p._target) for p in promises]
+                self._run.result(record, returns, p._target)  # raises
+        return [self._run.result(records[p.id], returns, p._target) for p in promises]
 
     def spawn(
         self,
@@ -581,14 +433,16 @@ class Context:
         ``spec`` says how its failures are handled: by this actor's supervisor logic when this
         actor is a ``Supervisor``, else by the runtime with the child's own spec (restart type,
         intensity, backoff); a child given up rejects its pending messages, so a ``call`` to it
-        raises ``ChildFailed`` here.
+        raises ``ChildFailedError`` here.
         """
         check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         check_state(actor_class, state)
         kind = actor_class.kind()
+        check_hostable_name(actor_class, kind)
         sid = self._journal.next()
-        fp = f"spawn:{kind}:{id}"
-        if self._journal.lookup(sid, fp) is None:
+        fp = fingerprint(StepKind.SPAWN, f"{kind}:{id}")
+        former = [fingerprint(StepKind.SPAWN, f"{k}:{id}") for k in actor_class.former_kinds]
+        if self._journal.lookup(sid, fp, *former) is None:
             self._cancel.gate(sid)
             step = step_op(
                 sid,
@@ -597,7 +451,7 @@ class Context:
                 value=encode({"actor": id}),
                 fingerprint=fp,
             )
-            _, _, kept = self._store.execute(
+            _, _, kept = self._run.execute(
                 spawn_op(
                     id,
                     parent=self.actor_id,
@@ -607,6 +461,8 @@ class Context:
                     fence=self._fence,
                     step=step,
                     start=start_message(actor_class),
+                    supervisor=actor_class.supervises,
+                    node=self._host.home_for(kind),
                 )
             )
             self._journal.keep(kept)
@@ -620,12 +476,12 @@ class Context:
         """
         target_id = target if isinstance(target, str) else target.id
         sid = self._journal.next()
-        fp = f"watch:{target_id}"
+        fp = fingerprint(StepKind.WATCH, target_id)
         if self._journal.lookup(sid, fp) is not None:
             return
         self._cancel.gate(sid)
-        status = self._store.execute(watch_op(target_id, self.actor_id))
-        self._keep_step(sid, PromiseState.RESOLVED, encode({"watching": target_id}), fp, 1)
+        status = self._run.execute(watch_op(target_id, self.actor_id))
+        self._run.keep_step(sid, PromiseState.RESOLVED, encode({"watching": target_id}), fp, 1)
         if status is None or status[0] not in ("running", "restarting"):
             down = Terminated(actor=target_id, exit=Exit.NORMAL if status else Exit.SHUTDOWN)
             self.send(self.actor_id, down)
@@ -643,10 +499,11 @@ class Context:
     def now(self) -> datetime:
         """The database's clock, kept: a replay returns the same time."""
         sid = self._journal.next()
-        record = self._journal.lookup(sid, "now")
+        fp = fingerprint(StepKind.NOW)
+        record = self._journal.lookup(sid, fp)
         if record is None:
             self._cancel.gate(sid)
-            record = self._store.execute(now_step_op(sid, self._fence, "now"))
+            record = self._run.execute(now_step_op(sid, self._fence, fp))
             self._journal.keep(record)
         value: datetime = decode(record.value, datetime)
         return value
@@ -658,98 +515,3 @@ class Context:
         return self._rng.random()
 
     # -- waiting ---------------------------------------------------------------------------
-
-    def _await(self, promises: list[DurablePromise], *, wait_all: bool) -> dict[str, Promise]:
-        known: dict[str, Promise] = {}
-        for p in promises:
-            if p._record is not None and p._record.state.settled:
-                known[p.id] = p._record
-        if _satisfied(known, promises, wait_all):
-            return known
-        pending = [p.id for p in promises if p.id not in known]
-        known.update(self._refresh(pending))
-        if _satisfied(known, promises, wait_all):
-            return known
-        self._cancel.gate(promises[0].id)
-        grace = self._host.suspend_after
-        if grace > 0 and not _due_after(promises, known, grace, wait_all):
-            deadline = time.monotonic() + grace
-            woken = threading.Event()
-            pending = [p.id for p in promises if p.id not in known]
-            sub = self._store.subscribe(
-                "settled", [*pending, self.message_id], lambda k, key, r: woken.set()
-            )
-            try:
-                while True:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    woken.wait(left)
-                    woken.clear()
-                    if self._cancel.requested.is_set():
-                        self._cancel.gate(promises[0].id)
-                    known.update(self._refresh([p.id for p in promises if p.id not in known]))
-                    if _satisfied(known, promises, wait_all):
-                        return known
-            finally:
-                sub.cancel()
-        raise Suspend([p.id for p in promises if p.id not in known], wait_all)
-
-    def _refresh(self, ids: list[str]) -> dict[str, Promise]:
-        if not ids:
-            return {}
-        found = self._store.get_many(ids)
-        return {id: p for id, p in found.items() if p.state.settled}
-
-    def _result(self, record: Promise, type: Any, target: str | None) -> Any:
-        if record.kind is PromiseKind.TIMER and record.state is PromiseState.RESOLVED:
-            return None
-        self._cut_off(record)
-        if (
-            target is not None
-            and record.state in (PromiseState.REJECTED_CANCELED, PromiseState.REJECTED_TIMEDOUT)
-            and self._is_child(target)
-        ):
-            how = "canceled" if record.state is PromiseState.REJECTED_CANCELED else "timed out"
-            raise ChildCancelled(f"child {target!r} was {how} ({record.id})", target)
-        return result_of(record, type, is_child=self._is_child if target else None)
-
-    def _is_child(self, actor_id: str) -> bool:
-        row = self._store.read(
-            lambda conn: conn.execute(
-                "SELECT parent FROM actors WHERE id = %s", (actor_id,)
-            ).fetchone()
-        )
-        return row is not None and row[0] == self.actor_id
-
-
-def _satisfied(
-    known: Mapping[str, Promise], promises: Iterable[DurablePromise], wait_all: bool
-) -> bool:
-    ids = [p.id for p in promises]
-    if not wait_all:
-        return any(i in known for i in ids)
-    if any(known[i].state.rejected for i in ids if i in known):
-        return True
-    return all(i in known for i in ids)
-
-
-def _due_after(
-    promises: list[DurablePromise], known: dict[str, Promise], grace: float, wait_all: bool
-) -> bool:
-    """Whether the wait is not expected to end within ``grace`` seconds: it needs a timer
-    due later (any, for a wait on all; every one, for a wait on any). A sleep of an hour then
-    suspends at once instead of holding its thread for the grace first; should it end sooner
-    after all (a cancel, a failure of another awaited promise), the settle wakes the actor as
-    it wakes any suspended one. The local clock is good enough for this guess.
-    """
-    now = datetime.now(UTC)
-    far = [
-        p._record is not None
-        and p._record.kind is PromiseKind.TIMER
-        and p._record.timeout_at is not None
-        and (p._record.timeout_at - now).total_seconds() > grace
-        for p in promises
-        if p.id not in known
-    ]
-    return any(far) if wait_all else bool(far) and all(far)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _tracing
 from ..store import encode
 
 TYPE_TAG = "promissory:type"
@@ -21,9 +22,12 @@ def type_name(msg: Any) -> str:
 
 
 def message_tags(msg: Any, tags: dict[str, str] | None = None) -> dict[str, str]:
-    """The tags a message is stored with: the caller's, plus its type name."""
+    """The tags a message is stored with: the caller's, plus its type name (and, while
+    tracing is on, the trace context it was sent in).
+    """
     out = dict(tags or {})
     out[TYPE_TAG] = type_name(msg)
+    _tracing.inject(out)
     return out
 
 

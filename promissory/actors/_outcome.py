@@ -9,34 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from ..errors import (
-    ChildFailed,
+    ChildFailedError,
     PromiseCanceledError,
     PromiseFailedError,
     PromiseTimedOutError,
 )
-from ..store import ErrorInfo, Promise, PromiseState, decode, rebuild_error
-
-FAILED_ACTOR_KEY = "failed_actor"
-"""In a rejected message's ``ErrorInfo``-shaped value: the actor whose failure rejected it."""
-
-
-class ActorFailure(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A message rejected because its recipient failed and was given up (stored as its value)."""
-
-    type: str
-    message: str = ""
-    args: list[Any] | None = None
-    traceback: str | None = None
-    failed_actor: str | None = None
-
-    def info(self) -> ErrorInfo:
-        """The failure itself, as an ``ErrorInfo``."""
-        return ErrorInfo(
-            type=self.type, message=self.message, args=self.args, traceback=self.traceback
-        )
+from ..store import Promise, PromiseState, decode, rebuild_error
 
 
 def result_of(
@@ -45,13 +24,13 @@ def result_of(
     """The value of a settled promise decoded as ``type``, or the error its rejection holds.
 
     ``is_child``: tells whether an actor is a child of the one awaiting; a rejection caused by
-    the failure of one of its own children is raised as ``ChildFailed``, with the child's error
+    the failure of one of its own children is raised as ``ChildFailedError``, with the child's error
     as its cause.
 
     Raises:
         PromiseTimedOutError: it timed out.
         PromiseCanceledError: it was canceled (unless the stored reason says otherwise).
-        ChildFailed: a child of the awaiting actor failed and was given up.
+        ChildFailedError: a child of the awaiting actor failed and was given up.
         BaseException: the stored error, rebuilt (``RemoteError`` if its type is unknown).
 
     """
@@ -62,28 +41,18 @@ def result_of(
         raise PromiseFailedError(f"promise {promise.id!r} is still pending", promise.id)
     if state is PromiseState.REJECTED_TIMEDOUT:
         raise PromiseTimedOutError(f"promise {promise.id!r} timed out", promise.id)
-    failure = _failure(promise)
+    failure = promise.error()
     if failure is None:
         if state is PromiseState.REJECTED_CANCELED:
             raise PromiseCanceledError(f"promise {promise.id!r} was canceled", promise.id)
         raise PromiseFailedError(f"promise {promise.id!r} was rejected", promise.id)
-    error = rebuild_error(failure.info())
+    error = rebuild_error(failure)
     if failure.failed_actor is not None and is_child is not None:
         if is_child(failure.failed_actor):
-            wrapped = ChildFailed(
+            wrapped = ChildFailedError(
                 f"child {failure.failed_actor!r} failed: {failure.type}: {failure.message}",
                 failure.failed_actor,
             )
             wrapped.cause = error
             raise wrapped from error
     raise error
-
-
-def _failure(promise: Promise) -> ActorFailure | None:
-    if promise.value is None:
-        return None
-    try:
-        failure: ActorFailure = decode(promise.value, ActorFailure)
-        return failure
-    except Exception:
-        return ActorFailure(type="builtins.Exception", message=bytes(promise.value).decode())

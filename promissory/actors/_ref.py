@@ -9,21 +9,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Mapping
-from typing import Any, Generic, TypeVar
+import weakref
+from collections.abc import Generator, Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
 
+from .. import _tracing
 from .._crashpoints import reached
-from ..store import Promise, Store, Timeout, encode
-from ..store._steps import send_op
-from ..store._validate import MAX_ACTOR_ID_LENGTH, check_id, timeout_parts
+from ..store import (
+    MAX_ACTOR_ID_LENGTH,
+    EventKind,
+    Expectation,
+    Promise,
+    Sent,
+    Store,
+    Timeout,
+    check_id,
+    encode,
+    send_op,
+    timeout_parts,
+)
 from ._ids import new_message_id
-from ._messages import encode_message, message_tags
+from ._messages import encode_message, message_tags, type_name
 from ._outcome import result_of
 
 T = TypeVar("T")
 
-Deliver = Callable[[str, Promise], None]
-"""How a runtime hands a just-committed message to the actor in this process, if it hosts it."""
+
+class Delivery(Protocol):
+    """How a runtime hands a just-committed message to the actor in this process, if it hosts
+    it: told before the send (``sending``: a NOTIFY of the message that overtakes the send's
+    return is then not taken for another's) and after it (``sent``: what the send wrote, or
+    ``None`` when it failed; ``mark``, the store's settle mark from before it).
+    """
+
+    def sending(self, actor_id: str) -> None: ...
+
+    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None: ...
+
 
 __all__ = ["ActorRef", "Reply"]
 
@@ -42,7 +65,7 @@ class ActorRef:
 
     __slots__ = ("id", "_store", "_deliver")
 
-    def __init__(self, id: str, store: Store, deliver: Deliver | None = None) -> None:
+    def __init__(self, id: str, store: Store, deliver: Delivery | None = None) -> None:
         self.id = check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         self._store = store
         self._deliver = deliver
@@ -68,6 +91,8 @@ class ActorRef:
             ActorNotFoundError: no actor has this id (nothing is written).
             ActorStoppedError: the actor is stopped or failed (nothing is written).
             EncodeError: the message cannot be encoded (nothing is written).
+            StoreUnavailableError: with a ``timeout``, the database did not keep the message
+                within it (the message says whether it was withdrawn or may still be kept).
 
         """
         return self._send(msg, id, timeout, tags).id
@@ -81,22 +106,49 @@ class ActorRef:
         tags: Mapping[str, str] | None = None,
     ) -> Reply[Any]:
         """Send ``msg`` and return a ``Reply`` bound to it; see ``tell`` for the arguments."""
-        return Reply(self._send(msg, id, timeout, tags).id, self._store)
+        message_id = check_id(id) if id is not None else new_message_id(self.id)
+        # Expected before it is written, so its settle in this process is caught with its
+        # value: the reply costs no read.
+        expected = self._store.expect(message_id)
+        try:
+            sent = self._send(msg, message_id, timeout, tags)
+        except BaseException:
+            expected.cancel()
+            raise
+        return Reply(sent.id, self._store, expected=expected, pending=sent)
 
     def _send(
         self, msg: Any, id: str | None, timeout: Timeout, tags: Mapping[str, str] | None
     ) -> Promise:
         message_id = check_id(id) if id is not None else new_message_id(self.id)
+        with _tracing.producer(self.id, type_name(msg), message_id):
+            return self._commit(msg, message_id, timeout, tags)
+
+    def _commit(
+        self, msg: Any, message_id: str, timeout: Timeout, tags: Mapping[str, str] | None
+    ) -> Promise:
         param = encode_message(msg)
         tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
         secs, at = timeout_parts(timeout)
         op = send_op(message_id, self.id, param=param, tags=tag_json, secs=secs, at=at)
-        outcome = self._store.execute(op)
-        reached("message.committed", message_id)
-        if outcome.applied and self._deliver is not None:
-            self._deliver(self.id, outcome.promise)
-        promise: Promise = outcome.promise
-        return promise
+        # A message with a deadline is not waited on past it: the send returns within it too.
+        within = secs if at is None else (at - datetime.now(UTC)).total_seconds()
+        limit = None if within is None else max(0.0, within)
+        mark = self._store.mark()
+        if self._deliver is None:
+            sent: Sent = self._store.execute(op, timeout=limit)
+            return sent.promise
+        self._deliver.sending(self.id)
+        try:
+            sent = self._store.execute(op, timeout=limit)
+        except BaseException:
+            self._deliver.sent(self.id, None, mark)
+            raise
+        try:
+            reached("message.committed", message_id)
+        finally:
+            self._deliver.sent(self.id, sent, mark)
+        return sent.promise
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorRef) and other.id == self.id
@@ -115,12 +167,24 @@ class Reply(Generic[T]):
     A reply can also be rebuilt from its id in another process: ``Reply(id, store)``.
     """
 
-    __slots__ = ("id", "_store", "_type")
+    __slots__ = ("id", "_store", "_type", "_expected", "_pending", "__weakref__")
 
-    def __init__(self, id: str, store: Store, type: Any = Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        store: Store,
+        type: Any = Any,
+        *,
+        expected: Expectation | None = None,
+        pending: Promise | None = None,
+    ) -> None:
         self.id = id
         self._store = store
         self._type = type
+        self._expected = expected
+        self._pending = pending
+        if expected is not None:
+            weakref.finalize(self, expected.cancel)
 
     def get(self, timeout: float | None = None, *, type: Any = None) -> T:
         """The reply, decoded as ``type``; raises what the handler's failure became.
@@ -129,7 +193,8 @@ class Reply(Generic[T]):
             TimeoutError: ``timeout`` seconds passed with the message still pending.
 
         """
-        promise = self._store.wait(self.id, timeout)
+        pending, self._pending = self._pending, None
+        promise = self._store.wait(self.id, timeout, expected=self._expected, pending=pending)
         return result_of(promise, type if type is not None else self._type)  # type: ignore[no-any-return]
 
     def promise(self) -> Promise:
@@ -150,7 +215,7 @@ class Reply(Generic[T]):
         def on_settled(kind: str, key: str, resync: bool) -> None:
             loop.call_soon_threadsafe(woken.set)
 
-        sub = self._store.subscribe("settled", [self.id], on_settled)
+        sub = self._store.subscribe(EventKind.SETTLED, [self.id], on_settled)
         try:
             while True:
                 promise = await asyncio.to_thread(self._store.get, self.id)

@@ -7,6 +7,8 @@ import random
 import msgspec
 import msgspec.structs
 
+from ..errors import InvalidInputError
+
 __all__ = ["RetryPolicy"]
 
 
@@ -43,7 +45,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if isinstance(self.non_retryable, str | type):
-            raise ValueError(
+            raise InvalidInputError(
                 f"non_retryable takes a tuple of exception types or names, not "
                 f"{self.non_retryable!r} alone: write ({self.non_retryable!r},)"
             )
@@ -54,19 +56,19 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             elif isinstance(entry, str) and entry:
                 names.append(entry)
             else:
-                raise ValueError(
+                raise InvalidInputError(
                     "non_retryable takes exception types or their names, not "
                     f"{entry!r} ({type(entry).__name__})"
                 )
         msgspec.structs.force_setattr(self, "non_retryable", tuple(names))
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
+            raise InvalidInputError(f"max_attempts must be at least 1, not {self.max_attempts}")
         if self.initial_interval < 0 or self.max_interval < 0:
-            raise ValueError("retry intervals must not be negative")
+            raise InvalidInputError("retry intervals must not be negative")
         if self.multiplier < 1:
-            raise ValueError(f"multiplier must be at least 1, not {self.multiplier}")
+            raise InvalidInputError(f"multiplier must be at least 1, not {self.multiplier}")
         if not 0 <= self.jitter <= 1:
-            raise ValueError(f"jitter must be between 0 and 1, not {self.jitter}")
+            raise InvalidInputError(f"jitter must be between 0 and 1, not {self.jitter}")
 
     def retries(self, exc: BaseException) -> bool:
         """Whether ``exc`` is of a kind this policy retries at all."""

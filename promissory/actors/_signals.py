@@ -7,9 +7,11 @@ when a child ends, a watcher the second when the actor it watches ends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import msgspec
 
-from ..store import ErrorInfo
+from ..store import ErrorInfo, PromiseState
 from ._spec import Exit
 
 
@@ -31,6 +33,26 @@ class Suspend(BaseException):  # noqa: N818 - a signal, not an error
         self.wait_all = wait_all
 
 
+def wait_is_over(
+    awaiting: Sequence[str], states: Mapping[str, PromiseState], wait_all: bool
+) -> bool:
+    """Whether a wait on ``awaiting`` is over, given the states of the promises (those missing
+    from ``states`` do not exist: nothing can settle them, so the wait is over and the replay
+    says why).
+
+    A wait on any ends at the first settled promise; a wait on all ends when every one has
+    settled, or at the first rejected one (a ``gather`` fails fast). The one rule used by the
+    handler that waits, the activation that suspends, and the node that wakes it.
+    """
+    ids = set(awaiting)
+    if not ids or not ids <= states.keys():
+        return True
+    settled = [states[i] for i in ids if states[i].settled]
+    if not wait_all:
+        return bool(settled)
+    return len(settled) == len(ids) or any(s.rejected for s in settled)
+
+
 class ChildExit(msgspec.Struct, frozen=True, kw_only=True):
     """Sent to a supervisor when one of its children ended (crashed, stopped, escalated).
 
@@ -39,6 +61,8 @@ class ChildExit(msgspec.Struct, frozen=True, kw_only=True):
         exit: how it ended.
         error: the failure, for an abnormal or escalated exit.
         epoch: the child's epoch after the exit was recorded (older exits are stale).
+        at: the database's time when the exit was recorded (seconds since 1970), the time
+            the supervisor's intensity window counts the restart at.
 
     """
 
@@ -46,6 +70,7 @@ class ChildExit(msgspec.Struct, frozen=True, kw_only=True):
     exit: Exit
     error: ErrorInfo | None = None
     epoch: int = 0
+    at: float | None = None
 
 
 class Terminated(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,6 +13,8 @@ import random
 
 import msgspec
 
+from ..errors import InvalidInputError
+
 __all__ = ["Backoff", "ChildSpec", "Exit", "Restart"]
 
 
@@ -97,9 +99,11 @@ class ChildSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     def __post_init__(self) -> None:
         if self.significant and self.restart is Restart.PERMANENT:
-            raise ValueError("a significant child must be transient or temporary (as in OTP)")
+            raise InvalidInputError(
+                "a significant child must be transient or temporary (as in OTP)"
+            )
         if self.intensity < 0 or self.period <= 0:
-            raise ValueError("intensity must be >= 0 and period > 0")
+            raise InvalidInputError("intensity must be >= 0 and period > 0")
 
 
 def intensity_allows(

@@ -1,10 +1,9 @@
-"""Steps: a function run once and kept, its retries, and what it knows while it runs.
+"""Steps as data: what a running step knows of itself, and what ``step_many`` takes and gives.
 
-``_PlannedStep`` is one ``ctx.step`` with its id and journal record fixed: replayed from the
-record when there is one, else run (attempt after attempt, as its ``RetryPolicy`` says, with
-the attempt count and next attempt's time kept in its row) and its outcome kept before the
-handler goes on. ``current_step()`` gives the running function its step id, the idempotency
-key that stays the same across retries and crashes.
+``current_step()`` gives the function a step runs its ``StepInfo``: its id, the idempotency
+key that stays the same across retries and crashes, and its attempt. ``StepCall`` and
+``StepOutcome`` are ``Context.step_many``'s input and output. How a step runs and is kept is
+``_engine``'s (``PlannedStep``).
 """
 
 from __future__ import annotations
@@ -13,33 +12,54 @@ import asyncio
 import contextvars
 import typing
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .._crashpoints import step_started
-from ..errors import StepTimedOutError
-from ..store import Promise, PromiseState, encode, error_info, rebuild_error
-from ._cancel import Cancelled, EndOfJournal
+from .. import _tracing
 from ._retry import RetryPolicy
-from ._signals import Suspend
 
 if TYPE_CHECKING:
-    from ._context import Context
+    pass
 
 __all__ = ["StepCall", "StepInfo", "StepOutcome", "current_step"]
 
 
 class StepInfo(msgspec.Struct, frozen=True):
-    """The step a function runs as: its id (use it as an idempotency key) and attempt number."""
+    """The step a function runs as, inside ``ctx.step`` (see ``current_step``).
+
+    A step runs again in two ways. Its ``RetryPolicy`` retries it within one incarnation of
+    its actor: ``attempt`` counts those tries, from 1, and the id stays the same. A failure
+    that crashes the actor (no retry left, or none asked for) is kept, and the actor's next
+    incarnation, replaying the message, tries the step again as a new step under
+    ``{id}~1`` (then ``~2``…): ``incarnation`` is that ``N`` (0 the first time), and
+    ``attempt`` starts again at 1.
+
+    Attributes:
+        id: the step id, ``{message id}/{position}``, with ``~N`` when ``incarnation`` is N.
+        attempt: this try's number under this id, from 1 (kept across crashes, so a retry
+            after a crash mid-backoff goes on counting).
+        incarnation: how many earlier incarnations of the actor failed at this step (0 the
+            first time it runs).
+
+    Example:
+        >>> def charge(order: int) -> str:
+        ...     step = current_step()
+        ...     log.info("charging %s: try %d of incarnation %d", order, step.attempt,
+        ...              step.incarnation)
+        ...     return payments.charge(order, idempotency_key=step.idempotency_key)
+
+    """
 
     id: str
     attempt: int
+    incarnation: int = 0
 
     @property
     def idempotency_key(self) -> str:
-        """The step id: the same across every attempt and every replay of this step."""
+        """The step id: the same across every attempt and every replay of this step (a new
+        incarnation's try, under ``~N``, is a new step with a new key).
+        """
         return self.id
 
 
@@ -88,6 +108,7 @@ def _return_type(fn: Callable[..., Any]) -> Any:
 
 async def _with_step(info: StepInfo, awaitable: Any, timeout: float | None = None) -> Any:
     _current_step.set(info)
+    _tracing.enter_step(info.id)
     if timeout is None:
         return await awaitable
     return await asyncio.wait_for(awaitable, timeout)
@@ -115,117 +136,6 @@ class StepOutcome(msgspec.Struct, frozen=True):
     def ok(self) -> bool:
         """Whether the step succeeded."""
         return self.error is None
-
-
-class _PlannedStep:
-    """A step with its id and journal record fixed, ready to run (or to replay)."""
-
-    __slots__ = (
-        "ctx",
-        "sid",
-        "label",
-        "fp",
-        "fn",
-        "args",
-        "kwargs",
-        "policy",
-        "rtype",
-        "record",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        ctx: Context,
-        sid: str,
-        label: str,
-        fp: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        policy: RetryPolicy,
-        rtype: Any,
-        record: Promise | None,
-        timeout: float | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.ctx = ctx
-        self.sid = sid
-        self.label = label
-        self.fp = fp
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.policy = policy
-        self.rtype = rtype
-        self.record = record
-
-    def _first(self) -> bool:
-        """Whether the step has no row yet (its first keep may share a multi-row insert)."""
-        return self.record is None
-
-    def outcome(self) -> StepOutcome:
-        try:
-            return StepOutcome(value=self.run())
-        except (Exception, Suspend, Cancelled) as exc:
-            return StepOutcome(error=exc)
-
-    def run(self) -> Any:
-        ctx, sid, fp = self.ctx, self.sid, self.fp
-        record = self.record
-        attempt = 1
-        if record is not None:
-            if record.state is PromiseState.REJECTED_CANCELED:
-                # Pending when its message was canceled (the cancel reached it): the step was
-                # cut off, not failed. A read-only replay stops here; a handler is canceled.
-                if ctx._cancel.dry:
-                    raise EndOfJournal(sid)
-                ctx._cancel.request()
-                ctx._cancel.gate(sid)
-                raise Cancelled(ctx._cancel.reason, ctx._cancel.deadline)
-            if record.state.settled:
-                return ctx._step_value(record, self.rtype)
-            attempt = record.attempt + 1
-            ctx._wait_for_retry(sid, record.attempt, record.next_attempt_at)
-        while True:
-            ctx._cancel.gate(sid)
-            step_started(self.label, sid)
-            try:
-                step = StepInfo(sid, attempt)
-                value = ctx._invoke(self.fn, self.args, self.kwargs, step, self.timeout)
-            except Exception as exc:
-                if ctx._cancel.requested.is_set() and ctx._cancel.cleanup_until is None:
-                    # Failed while its message was being canceled: nothing to keep or retry.
-                    ctx._cancel.gate(sid)
-                delay = self.policy.delay(attempt) if self.policy.retries(exc) else None
-                if delay is None:
-                    info = error_info(exc)
-                    state = (
-                        PromiseState.REJECTED_TIMEDOUT
-                        if isinstance(exc, StepTimedOutError)
-                        else PromiseState.REJECTED
-                    )
-                    kept = ctx._keep_step(
-                        sid, state, encode(info, what="error"), fp, attempt, first=self._first()
-                    )
-                    raise _from_step(rebuild_error(kept.error() or info), sid) from exc
-                # A server's own "retry after" is a floor for the backoff.
-                delay = max(delay, float(getattr(exc, "retry_after", None) or 0.0))
-                next_at = datetime.now(UTC) + timedelta(seconds=delay)
-                kept = ctx._keep_step(
-                    sid, PromiseState.PENDING, None, fp, attempt, next_at, first=self._first()
-                )
-                self.record = kept
-                if kept.state.settled:  # kept by another activation meanwhile
-                    return ctx._step_value(kept, self.rtype)
-                ctx._wait_for_retry(sid, attempt, next_at)
-                attempt += 1
-                continue
-            value_json = encode(value, what=f"result of {self.label}")
-            kept = ctx._keep_step(
-                sid, PromiseState.RESOLVED, value_json, fp, attempt, first=self._first()
-            )
-            return ctx._step_value(kept, self.rtype)
 
 
 STEP_ATTRIBUTE = "promissory_step"

@@ -10,6 +10,10 @@ Differences from OTP, chosen for durable actors:
 * Escalation has its own exit kind (``Exit.ESCALATED``), so a transient supervisor whose
   children failed too often is restarted by its parent (OTP exits with ``shutdown``, which a
   transient parent spec treats as normal).
+* Children are created in start order, but a child's start message is not awaited before the
+  next one is created (OTP waits for each child's ``init`` to return): at a start and at a
+  ``one_for_all`` or ``rest_for_one`` restart, the children's first work runs concurrently.
+  Their mailboxes are durable, so a message to a sibling not yet started waits for it.
 * Restarting a child keeps its mailbox and its state snapshot: the message it failed on is
   handled again by the new incarnation. A child that is given up has its pending messages
   rejected with its failure, so no caller waits on it forever.
@@ -80,7 +84,13 @@ class Bounce(msgspec.Struct, frozen=True, tag="bounce"):
 
 
 class Revive(msgspec.Struct, frozen=True, tag="restart"):
-    """Start a child's next incarnation, after ``delay`` seconds if given."""
+    """Start a child's next incarnation, after ``delay`` seconds if given.
+
+    Its stored tag stays ``"restart"`` (the word it had before ``Restart`` named the restart
+    type): plans are kept as journaled step values, the JSON of each action is hashed into the
+    fingerprint of the step that applies it, and the store's ``PENDING_RESTART`` matches the
+    tag in SQL. A new tag would make a plan kept by an earlier version fail its replay.
+    """
 
     child: str
     delay: float | None = None

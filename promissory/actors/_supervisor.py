@@ -3,9 +3,13 @@
 A supervisor declares its flags as class attributes and its static children in ``children()``;
 they are started in order when it is spawned or restarted. When a child ends, the supervisor
 receives ``ChildExit`` in its mailbox and decides with ``plan_exit`` (OTP's rules, see
-``_strategy``); the plan and each action are journaled steps, so a crash in the middle of a
-restart finishes the job on replay. The restart history (the intensity window) is part of the
-supervisor's state in the store, so a crash loop that spans process restarts still counts.
+``_strategy``). A decision that only restarts children is written in the transaction that
+settles the exit, with the moved intensity window and each child's next incarnation: all or
+nothing, so a crash before it leaves nothing to finish and the exit is decided afresh. Any
+other decision (escalate, shut down, bounce, remove) keeps the plan and each action as
+journaled steps, so a crash in the middle finishes the job on replay. The restart history
+(the intensity window) is part of the supervisor's state in the store, so a crash loop that
+spans process restarts still counts.
 
 Dynamic children are managed with messages, answered with OTP's results: ``StartChild``,
 ``TerminateChild``, ``RestartChild``, ``DeleteChild``, ``WhichChildren``, ``CountChildren``
@@ -22,25 +26,26 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import msgspec
 import msgspec.structs
 
-from ..errors import InvalidInputError, PromissoryError
-from ..store import ErrorInfo, PromiseState, encode
-from ..store._actors import (
-    ACTOR_COLUMNS,
+from .._crashpoints import reached
+from ..errors import EscalationError, InvalidDefinitionError, InvalidInputError
+from ..store import (
+    DECISION_BITS,
     ActorRecord,
     ActorStatus,
-    actor_from_row,
     bounce_op,
-    end_actor_op,
+    encode,
     revive_op,
     spawn_op,
 )
-from ._actor import DurableActor, handler
+from ._actor import DurableActor
 from ._children import (
     ChildDef,
     ChildInfo,
@@ -55,15 +60,15 @@ from ._children import (
     WhichChildren,
 )
 from ._context import Context
+from ._handlers import handler
 from ._messages import start_message
-from ._outcome import ActorFailure
-from ._signals import ChildExit, Terminated
-from ._spec import ChildSpec, Exit, Restart
+from ._rows import child_view, end_child, spec_of
+from ._signals import ChildExit
+from ._spec import Exit, Restart
 from ._strategy import (
     Action,
     AutoShutdown,
     Bounce,
-    ChildView,
     Escalate,
     Remove,
     Revive,
@@ -73,7 +78,11 @@ from ._strategy import (
     plan_exit,
 )
 
-__all__ = ["EscalationError", "Supervisor", "end_child"]
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("promissory.actors")
+
+_UNREAD: Any = object()
 
 
 class SupervisorState(msgspec.Struct, kw_only=True):
@@ -81,10 +90,6 @@ class SupervisorState(msgspec.Struct, kw_only=True):
 
     history: list[float] = []
     started: int = 0
-
-
-class EscalationError(PromissoryError):
-    """A supervisor's children failed more often than its intensity allows."""
 
 
 class Supervisor(DurableActor[SupervisorState]):
@@ -99,6 +104,9 @@ class Supervisor(DurableActor[SupervisorState]):
 
     """
 
+    supervises: ClassVar[bool] = True
+    _decision: int | None = None
+    """The number of the decision the step being run applies (see ``DECISION_BITS``)."""
     strategy: ClassVar[Strategy] = Strategy.ONE_FOR_ONE
     intensity: ClassVar[int] = 1
     period: ClassVar[float] = 5.0
@@ -107,9 +115,9 @@ class Supervisor(DurableActor[SupervisorState]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not isinstance(cls.intensity, int) or cls.intensity < 0:
-            raise TypeError(f"{cls.__qualname__}.intensity must be an int >= 0")
+            raise InvalidDefinitionError(f"{cls.__qualname__}.intensity must be an int >= 0")
         if not cls.period > 0:
-            raise TypeError(f"{cls.__qualname__}.period must be > 0 seconds")
+            raise InvalidDefinitionError(f"{cls.__qualname__}.period must be > 0 seconds")
         cls.strategy = Strategy(cls.strategy)
         cls.auto_shutdown = AutoShutdown(cls.auto_shutdown)
 
@@ -132,12 +140,16 @@ class Supervisor(DurableActor[SupervisorState]):
             self._template()  # checked at start, as OTP checks its child spec list
             static = []  # the one spec is the pool's template, not a child to start
         restarting = self.state.started > 0
+        base = ctx.message.seq << DECISION_BITS
         if restarting:
             # A supervisor's restart restarts its subtree (as OTP's does): its children that
             # are still running are stopped, in reverse start order, then started again.
+            self._decision = base
             ctx.step(self._bounce_children, name="stop_children")
-        for spec in static:
+        for i, spec in enumerate(static, 1):
+            self._decision = base | i
             ctx.step(self._ensure_child, spec, restarting, name="start_child")
+        self._decision = base | ((1 << DECISION_BITS) - 1)
         ctx.step(self._revive_dynamic, [s.id for s in static], name="revive_children")
         # Each incarnation starts with a fresh intensity window, as in OTP.
         self.state = SupervisorState(history=[], started=self.state.started + 1)
@@ -148,8 +160,9 @@ class Supervisor(DurableActor[SupervisorState]):
         bounced = 0
         for record in reversed(self._child_records()):
             if record.status is ActorStatus.RUNNING:
-                host.shutdown_activation(record.id, _spec_of(record).shutdown)
-                store.execute(bounce_op(record.id))
+                host.shutdown_activation(record.id, spec_of(record).shutdown)
+                store.execute(bounce_op(record.id, self._decision, host.home_for(record.kind)))
+                reached("actor.bounced", record.id)
                 bounced += 1
         return bounced
 
@@ -158,7 +171,7 @@ class Supervisor(DurableActor[SupervisorState]):
         actor_id = f"{self.id}/{spec.id}"
         store = self._activation.store
         host = self._activation.host
-        start = start_message(host.resolve_class(spec.kind))
+        child_class = host.resolve_class(spec.kind)
         record, created, _ = store.execute(
             spawn_op(
                 actor_id,
@@ -166,7 +179,9 @@ class Supervisor(DurableActor[SupervisorState]):
                 kind=spec.kind,
                 spec=encode(spec.spec),
                 state=spec.state_json,
-                start=start,
+                start=start_message(child_class),
+                supervisor=child_class.supervises,
+                node=host.home_for(spec.kind),
             )
         )
         if created:
@@ -178,13 +193,36 @@ class Supervisor(DurableActor[SupervisorState]):
     def _revive(
         self, actor_id: str, kind: str, *, delay: float | None = None, from_stopped: bool = False
     ) -> bool:
-        """Start a child's next incarnation (sending a supervisor child its start message)."""
+        """Start a child's next incarnation (sending a supervisor child its start message),
+        once per decision: a replay of the step that did it (after a kill) changes nothing.
+        """
         host = self._activation.host
         start = start_message(host.resolve_class(kind))
+        decision = self._decision
         record = self._activation.store.execute(
-            revive_op(actor_id, delay=delay, from_stopped=from_stopped, start=start)
+            revive_op(
+                actor_id,
+                delay=delay,
+                from_stopped=from_stopped,
+                start=start,
+                decision=decision,
+                node=host.home_for(kind),
+            )
         )
+        if record is None and decision is not None:
+            current = self._child(actor_id)
+            if current is not None and (current.decision or -1) >= decision:
+                host.restarted(current)  # revived by this decision before the kill: go on
+                return True
         if record is not None:
+            reached("actor.revived", actor_id)
+            log.info(
+                "supervisor %s restarts child %s (restart %d%s)",
+                self.id,
+                actor_id,
+                record.restarts,
+                f", in {delay:.3f} s" if delay else "",
+            )
             host.restarted(record)
         return record is not None
 
@@ -206,7 +244,7 @@ class Supervisor(DurableActor[SupervisorState]):
             local = record.id.removeprefix(self.id + "/")
             if local in static or record.status is ActorStatus.RUNNING:
                 continue
-            if _spec_of(record).restart is Restart.TEMPORARY:
+            if spec_of(record).restart is Restart.TEMPORARY:
                 continue
             if self._revive(record.id, record.kind, from_stopped=True):
                 revived += 1
@@ -217,31 +255,99 @@ class Supervisor(DurableActor[SupervisorState]):
     @handler
     def child_exit(self, ctx: Context, msg: ChildExit) -> None:
         """Apply OTP's rules to a child's exit."""
+        if not len(ctx._run.journal) and self._decide_at_settle(ctx, msg):
+            return
         plan = ctx.step(self._plan, msg, name="plan")
         if plan is None:
-            return  # a stale exit: that incarnation was already dealt with
+            return  # a stale exit (an older epoch): it was dealt with already
         actions = msgspec.convert(plan["actions"], list[Action])
-        for action in actions:
+        base = ctx.message.seq << DECISION_BITS
+        for i, action in enumerate(actions):
             if isinstance(action, Escalate):
                 ctx.stop(Exit.ESCALATED, action.reason)
                 break
             if isinstance(action, ShutDown):
                 ctx.stop(Exit.SHUTDOWN, action.reason)
                 break
+            # The action's number: applied once (see DECISION_BITS), and until a restart in
+            # the plan is applied, no node activates that child (``PENDING_RESTART``).
+            self._decision = base | i
             ctx.step(self._apply, action, msg, name=f"apply:{type(action).__name__.lower()}")
         self.state = SupervisorState(history=plan["history"], started=self.state.started)
 
-    def _plan(self, msg: ChildExit) -> dict[str, Any] | None:
+    def _decide_at_settle(self, ctx: Context, msg: ChildExit) -> bool:
+        """A decision that only restarts children is written with the exit's settle, in one
+        transaction (the exit handled, the intensity window moved on, each child's next
+        incarnation): no step is kept, since a crash before that commit leaves nothing of it
+        and the exit is decided afresh. Returns ``False`` for any other decision (escalate,
+        shut down, bounce, remove), made step by step.
+        """
         failed = self._child(msg.child)
+        plan = self._plan(msg, failed)
+        if plan is None:
+            return True  # a stale exit: nothing to do
+        actions = msgspec.convert(plan["actions"], list[Action])
+        if not actions or not all(isinstance(a, Revive) for a in actions):
+            return False
+        host = self._activation.host
+        base = ctx.message.seq << DECISION_BITS
+        for i, action in enumerate(actions):
+            assert isinstance(action, Revive)
+            kind = failed.kind if failed is not None and failed.id == action.child else None
+            kind = kind or self._kind_of(action.child)
+            if kind is None:
+                return False
+            op = revive_op(
+                action.child,
+                delay=action.delay,
+                start=start_message(host.resolve_class(kind)),
+                decision=base | i,
+                node=host.home_for(kind),
+                with_settle=ctx.message_id,
+            )
+            ctx._run.settle_with(
+                op, functools.partial(self._revived, action.child, action.delay, base | i)
+            )
+        self.state = SupervisorState(history=plan["history"], started=self.state.started)
+        return True
+
+    def _revived(self, actor_id: str, delay: float | None, decision: int, record: Any) -> None:
+        if isinstance(record, BaseException):
+            log.warning("supervisor %s could not restart %s: %r", self.id, actor_id, record)
+            return
+        if record is None:
+            # Nothing revived now: ending with its tree, or revived by this very decision in
+            # a commit whose answer was lost (the writer read it back): then activate it.
+            current = self._child(actor_id)
+            if (
+                current is not None
+                and current.status in (ActorStatus.RUNNING, ActorStatus.RESTARTING)
+                and (current.decision if current.decision is not None else -1) >= decision
+            ):
+                self._activation.host.restarted(current)
+            return
+        reached("actor.revived", actor_id)
+        log.info(
+            "supervisor %s restarts child %s (restart %d%s)",
+            self.id,
+            actor_id,
+            record.restarts,
+            f", in {delay:.3f} s" if delay else "",
+        )
+        self._activation.host.restarted(record)
+
+    def _plan(self, msg: ChildExit, failed: Any = _UNREAD) -> dict[str, Any] | None:
+        if failed is _UNREAD:
+            failed = self._child(msg.child)
         if failed is None or failed.epoch != msg.epoch:
             return None
-        now = _db_now(self._activation.store)
+        now = msg.at if msg.at is not None else self._activation.store.now()
         history = list(self.state.history)
         # A one_for_one restart within the intensity concerns the failed child alone: a
         # supervisor of thousands then reads one row per restart, not all of them.
         siblings = needs_siblings(
             strategy=self.strategy,
-            restart=_spec_of(failed).restart,
+            restart=spec_of(failed).restart,
             exit=msg.exit,
             history=history,
             now=now,
@@ -250,7 +356,7 @@ class Supervisor(DurableActor[SupervisorState]):
         )
         records = self._child_records() if siblings else [failed]
         views = [
-            _view(r, now)
+            child_view(r, now)
             for r in records
             if r.status is not ActorStatus.STOPPED or r.id == msg.child
         ]
@@ -272,11 +378,15 @@ class Supervisor(DurableActor[SupervisorState]):
         host = self._activation.host
         if isinstance(action, Bounce):
             host.shutdown_activation(action.child, action.shutdown)
-            return store.execute(bounce_op(action.child)) is not None
+            home = self._home_of(action.child)
+            bounced = store.execute(bounce_op(action.child, self._decision, home)) is not None
+            reached("actor.bounced", action.child)
+            return bounced
         if isinstance(action, Revive):
             kind = self._kind_of(action.child)
             return kind is not None and self._revive(action.child, kind, delay=action.delay)
         if isinstance(action, Remove):
+            host.end_children(action.child)  # a child supervisor's workers first, as in OTP
             host.shutdown_activation(action.child, action.shutdown)
             error = exit.error if action.child == exit.child else None
             end_child(store, action.child, action.exit, error, delete=action.delete)
@@ -284,14 +394,18 @@ class Supervisor(DurableActor[SupervisorState]):
             return True
         raise TypeError(f"not an action to apply: {action!r}")
 
+    def _home_of(self, actor_id: str) -> str | None:
+        kind = self._kind_of(actor_id)
+        return self._activation.host.home_for(kind) if kind is not None else None
+
     def _kind_of(self, actor_id: str) -> str | None:
-        record = next((r for r in self._child_records() if r.id == actor_id), None)
+        # One row: a restart under a supervisor of thousands reads no sibling.
+        record = self._child(actor_id)
         return record.kind if record is not None else None
 
     def _child_records(self) -> list[ActorRecord]:
-        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE parent = %s ORDER BY seq"
-        rows = self._activation.store.read(lambda conn: conn.execute(query, (self.id,)).fetchall())
-        return [actor_from_row(r) for r in rows]
+        children: list[ActorRecord] = self._activation.store.children_of(self.id)
+        return children
 
     # -- dynamic children ----------------------------------------------------------------------
 
@@ -334,7 +448,7 @@ class Supervisor(DurableActor[SupervisorState]):
         except InvalidInputError as exc:
             return ChildResult(ok=False, error=str(exc))
         actor_id = f"{self.id}/{spec.id}"
-        start = start_message(self._activation.host.resolve_class(spec.kind))
+        child_class = self._activation.host.resolve_class(spec.kind)
         record, created, _ = self._activation.store.execute(
             spawn_op(
                 actor_id,
@@ -342,8 +456,10 @@ class Supervisor(DurableActor[SupervisorState]):
                 kind=spec.kind,
                 spec=encode(spec.spec),
                 state=spec.state_json,
-                start=start,
+                start=start_message(child_class),
                 revive=False,
+                supervisor=child_class.supervises,
+                node=self._activation.host.home_for(spec.kind),
             )
         )
         if created:
@@ -364,8 +480,9 @@ class Supervisor(DurableActor[SupervisorState]):
         record = self._child(id)
         if record is None:
             return ChildResult(ok=False, error="not_found")
-        spec = _spec_of(record)
+        spec = spec_of(record)
         host = self._activation.host
+        host.end_children(record.id)  # a child supervisor's workers first, as in OTP
         host.shutdown_activation(record.id, spec.shutdown)
         end_child(
             self._activation.store,
@@ -380,6 +497,7 @@ class Supervisor(DurableActor[SupervisorState]):
     @handler
     def restart_child(self, ctx: Context, msg: RestartChild) -> ChildResult:
         """Start a terminated child again: ``running`` / ``restarting`` if it is not stopped."""
+        self._decision = ctx.message.seq << DECISION_BITS
         return msgspec.convert(ctx.step(self._restart, msg.id, name="restart_child"), ChildResult)
 
     def _stopped_child(self, id: str) -> tuple[ActorRecord | None, ChildResult | None]:
@@ -411,8 +529,7 @@ class Supervisor(DurableActor[SupervisorState]):
         if record is None:
             assert refused is not None
             return msgspec.structs.replace(refused, actor=None)
-        query = "DELETE FROM actors WHERE id = %s AND status IN ('stopped', 'failed')"
-        self._activation.store.read(lambda conn: conn.execute(query, (record.id,)))
+        self._activation.store.delete_ended_actor(record.id)
         return ChildResult(ok=True)
 
     @handler
@@ -421,16 +538,19 @@ class Supervisor(DurableActor[SupervisorState]):
         host = self._activation.host
         out = []
         for record in self._child_records():
-            cls = _class_or_none(host, record.kind)
+            supervises = record.supervisor
+            if supervises is None:  # a row from before the column: the class tells
+                cls = _class_or_none(host, record.kind)
+                supervises = cls is not None and issubclass(cls, Supervisor)
             out.append(
                 ChildInfo(
                     id=record.id.removeprefix(self.id + "/"),
                     actor=record.id,
                     kind=record.kind,
                     status=record.status.value,
-                    supervisor=cls is not None and issubclass(cls, Supervisor),
+                    supervisor=supervises,
                     restarts=record.restarts,
-                    restart=_spec_of(record).restart,
+                    restart=spec_of(record).restart,
                 )
             )
         return out
@@ -451,81 +571,14 @@ class Supervisor(DurableActor[SupervisorState]):
 
     def _child(self, id: str) -> ActorRecord | None:
         actor_id = id if id.startswith(self.id + "/") else f"{self.id}/{id}"
-        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s AND parent = %s"
-        store = self._activation.store
-        row = store.read(lambda conn: conn.execute(query, (actor_id, self.id)).fetchone())
-        return actor_from_row(row) if row else None
-
-
-def end_child(
-    store: Any, actor_id: str, exit: Exit, error: ErrorInfo | None, *, delete: bool = False
-) -> list[str]:
-    """End an actor for good: reject its mailbox (with its failure, if it failed), tell its
-    watchers, and with ``delete`` drop its row. Returns the ids of the rejected messages.
-    """
-    if error is not None:
-        failure = ActorFailure(
-            type=error.type,
-            message=error.message,
-            args=error.args,
-            traceback=error.traceback,
-            failed_actor=actor_id,
-        )
-        status = ActorStatus.FAILED
-    else:
-        text = f"actor {actor_id!r} was stopped ({exit.value})"
-        failure = ActorFailure(
-            type="promissory.errors.ActorStoppedError", message=text, args=[text]
-        )
-        status = ActorStatus.STOPPED
-    down = Terminated(actor=actor_id, exit=exit, error=error)
-    _, rejected, _ = store.execute(
-        end_actor_op(
-            actor_id,
-            status=status,
-            reason=encode({"exit": exit.value, "error": error}),
-            reject_state=PromiseState.REJECTED,
-            reject_value=encode(failure),
-            down=encode(down),
-            down_tags=encode({"promissory:type": "Terminated"}),
-            delete=delete,
-        )
-    )
-    return list(rejected)
-
-
-def _view(record: ActorRecord, now: float) -> ChildView:
-    spec = _spec_of(record)
-    history: list[float] = msgspec.json.decode(bytes(record.history))
-    started = history[-1] if history else record.created_at.timestamp()
-    running_for = max(0.0, now - started)
-    return ChildView(
-        id=record.id,
-        restart=spec.restart,
-        significant=spec.significant,
-        shutdown=spec.shutdown,
-        backoff=spec.backoff,
-        alive=record.status in (ActorStatus.RUNNING, ActorStatus.RESTARTING),
-        epoch=record.epoch,
-        restarts=record.restarts,
-        running_for=running_for,
-    )
-
-
-def _spec_of(record: ActorRecord) -> ChildSpec:
-    raw = bytes(record.spec)
-    return msgspec.json.decode(raw, type=ChildSpec) if raw not in (b"{}", b"") else ChildSpec()
+        record = self._activation.store.actor_row(actor_id)
+        return record if record is not None and record.parent == self.id else None
 
 
 def _class_or_none(host: Any, kind: str) -> type | None:
     try:
         cls: type = host.resolve_class(kind)
         return cls
-    except Exception:
+    except Exception as exc:
+        log.warning("promissory: the class %s cannot be loaded here (%r)", kind, exc)
         return None
-
-
-def _db_now(store: Any) -> float:
-    query = "SELECT extract(epoch FROM clock_timestamp())"
-    row = store.read(lambda conn: conn.execute(query).fetchone())
-    return float(row[0])

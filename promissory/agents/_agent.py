@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .. import _tracing
 from ..actors import Backoff, ChildSpec, Reply, Restart, RetryPolicy
-from ..errors import InvalidInputError
-from ..store import Store
-from ._messages import ModelSettings, ToolSpec, Usage
+from ..errors import AgentNotFoundError, InvalidDefinitionError, InvalidInputError
+from ..store import Promise, Store
+from ._chat import ModelSettings, ToolSpec, Usage
+from ._mcp import MCPServer
 from ._model import Model, model_from
 from ._stop import NoToolCalls, StopCondition
+from ._stream import RunStream
 from ._tools import Tool
 
 if TYPE_CHECKING:
@@ -37,21 +40,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("promissory.agents")
 
-__all__ = ["Agent", "AgentTool", "Prices", "RunContext", "RunHandle", "RunResult"]
+__all__ = [
+    "Agent",
+    "AgentTool",
+    "ForkPoint",
+    "Prices",
+    "RunContext",
+    "RunHandle",
+    "RunResult",
+]
 
 _registry: dict[str, Agent] = {}
 _registry_lock = threading.Lock()
+_on_define: list[Callable[[Agent], object]] = []
+"""Called with each agent as it is defined (the loop makes its run type hostable)."""
+_run_types: dict[str, type[Any]] = {}
+"""Each defined agent's run type (the actor its runs are), by agent name. The loop makes it
+when the agent is defined (``_on_define``) and keeps it here for ``Agent.start``: the loop
+imports this module, never the other way round."""
 
 
 def registered(name: str) -> Agent:
     """The agent registered under ``name`` (agents register when they are made)."""
     agent = _registry.get(name)
     if agent is None:
-        raise LookupError(
+        raise AgentNotFoundError(
             f"no agent named {name!r} is defined in this process; import the module that "
             "defines it before starting the runtime"
         )
     return agent
+
+
+def defined_agents() -> list[Agent]:
+    """Every agent defined (registered) in this process so far."""
+    with _registry_lock:
+        return list(_registry.values())
 
 
 class Prices(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,7 +104,7 @@ class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     turn: int
 
 
-class RunResult(msgspec.Struct, frozen=True, kw_only=True):
+class RunResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A finished run, as kept in its promise's value.
 
     Attributes:
@@ -89,6 +112,10 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
         usage: tokens and cost, its sub-agents' included.
         turns: model calls made.
         stop: why it stopped (``final_answer``, ``max_turns``, ``tool:NAME``…).
+        reused: the run existed already when it was started (its id is its idempotency
+            key), so this is its kept outcome and nothing ran again; ``Store.forget`` (or
+            ``promissory forget ID``) lets the id run anew. Never stored: it says how this
+            call came by the result.
 
     """
 
@@ -96,16 +123,40 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     usage: Usage
     turns: int
     stop: str
+    reused: bool = False
+
+
+class ForkPoint(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Where a forked run comes from, and what it changes (``Runtime.fork``).
+
+    Attributes:
+        source: the run forked.
+        at: the position (1-based) of the first of its steps the fork does not reuse: the
+            steps before it are read from the source's journal, this one and the rest run anew.
+        prompt: the system prompt the fork runs with, if changed.
+        model: the name of the model the fork runs with, if changed.
+        tools: the names of the tools the fork has, if changed.
+
+    """
+
+    source: str
+    at: int
+    prompt: str | None = None
+    model: str | None = None
+    tools: list[str] | None = None
 
 
 class RunTask(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """The message that starts a run: which agent, its input, and (when it continues a
-    canceled or timed-out run) that run's id.
+    """The message that starts a run: which agent, its input, (when it continues a canceled
+    or timed-out run) that run's id, (for a top-level run) the name of the model it was
+    started with, ``param->>'model'`` in SQL, and (for a fork) where it was forked from.
     """
 
     agent: str
     input: Any
     resume: str | None = None
+    model: str | None = None
+    fork: ForkPoint | None = None
 
 
 DEFAULT_MODEL_RETRY = RetryPolicy(max_attempts=4, initial_interval=1.0, max_interval=30.0)
@@ -119,7 +170,8 @@ class Agent:
         instructions: the system prompt, or a function of the ``RunContext``.
         model: a ``Model`` or a string such as ``"openai:gpt-4o-mini"``.
         tools: functions, ``Tool``s, other agents (as sub-agents with the default policy),
-            or other agents' ``as_tool(...)`` (to set the sub-agent's restart policy).
+            other agents' ``as_tool(...)`` (to set the sub-agent's restart policy), or MCP
+            servers (``mcp_server(...)``: all their tools).
         stop: when the loop ends (default: the model answers without calling a tool).
         output_type: a msgspec Struct (or any msgspec type) the final answer must decode to;
             an invalid answer is sent back to the model to correct, ``output_retries`` times.
@@ -135,7 +187,7 @@ class Agent:
         name: str,
         instructions: str | Callable[[RunContext], str],
         model: Model | str,
-        tools: Sequence[Callable[..., Any] | Tool | AgentTool | Agent] = (),
+        tools: Sequence[Callable[..., Any] | Tool | AgentTool | Agent | MCPServer] = (),
         *,
         stop: StopCondition | None = None,
         output_type: Any = None,
@@ -150,22 +202,11 @@ class Agent:
         self.name = name
         self.instructions = instructions
         self.model: Model = model_from(model)
-        self.tools: dict[str, Tool | AgentTool] = {}
-        for t in tools:
-            if isinstance(t, Agent):
-                item: Tool | AgentTool = t.as_tool()  # with the default policy
-            elif isinstance(t, Tool | AgentTool):
-                item = t
-            elif callable(t):
-                item = Tool(t)
-            else:
-                raise InvalidInputError(
-                    f"agent {name}: a tool must be a function, a Tool, an Agent or an agent's "
-                    f"as_tool(), not {t!r}"
-                )
-            if item.name in self.tools:
-                raise InvalidInputError(f"agent {name} has two tools named {item.name!r}")
-            self.tools[item.name] = item
+        self.toolsets: list[MCPServer] = [t for t in tools if isinstance(t, MCPServer)]
+        """MCP servers whose tools the agent has (listed by each run, as a kept step)."""
+        self.tools: dict[str, Tool | AgentTool] = tool_items(
+            name, [t for t in tools if not isinstance(t, MCPServer)]
+        )
         self.stop = stop or NoToolCalls()
         self.output_type = output_type
         self.output_retries = output_retries
@@ -175,8 +216,23 @@ class Agent:
         self.prices = prices
         with _registry_lock:
             if name in _registry and _registry[name] is not self:
-                log.debug("agent %s redefined; the newest definition is used", name)
+                # Runs find their agent by name (after a restart too): the older definition
+                # is no longer reachable, which is a mistake unless it is on purpose.
+                log.warning(
+                    "agent %r defined again: runs started or resumed from now on use the newest "
+                    "definition (give each agent a name of its own)",
+                    name,
+                )
             _registry[name] = self
+        for hook in _on_define:
+            hook(self)
+
+    @property
+    def type_name(self) -> str:
+        """The actor type its runs are kept under (``agent:<name>``): a node hosts this
+        agent's runs if the agent is defined in its process (``Runtime(hosts=[agent])``).
+        """
+        return f"agent:{self.name}"
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, model={self.model.name!r})"
@@ -207,12 +263,21 @@ class Agent:
     ) -> AgentTool:
         """Attach this agent to another as a tool: each call runs as a supervised child actor.
 
+        Example:
+            >>> lead = Agent("lead", "Plan and delegate.", model, tools=[
+            ...     researcher.as_tool(name="research", description="Find sources on a topic.",
+            ...                        restart="transient", intensity=2)])  # doctest: +SKIP
+
         Args:
+            name: the tool's name as the model sees it and calls it (default: the agent's
+                name). A call by any other name gets an error result that lists the tools.
+            description: what the model is told the tool does (default: "Ask the <name>
+                agent." and the agent's instructions).
             restart: the child's restart type (``transient`` by default: restarted after a
                 crash, not after finishing).
             backoff: wait between restarts.
             intensity: restarts allowed within ``period`` seconds before it is given up.
-            raise_errors: a failure raises ``ChildFailed`` in the parent's loop (its handler)
+            raise_errors: a failure raises ``ChildFailedError`` in the parent's loop (its handler)
                 instead of coming back to the model as an error result.
 
         """
@@ -233,24 +298,85 @@ class Agent:
         id: str | None = None,
         deadline: Any = None,
         resume: str | None = None,
+        fork: ForkPoint | None = None,
     ) -> RunHandle:
         """Start a run on ``rt`` and return its handle (``rt.start`` calls this).
 
         ``deadline`` (seconds, ``timedelta`` or ``datetime``) bounds the whole run, its
         sub-agents and tools included: past it, the run times out (``rejected_timedout``).
+        An ``id`` that exists already is not run again: the handle joins the run (still under
+        way) or returns its kept outcome (finished), ``reused`` is set on it and on its
+        ``RunResult``, and a line says so (INFO, logger ``promissory.agents``). The model's
+        name is kept with the run (``RunTask.model``). ``fork`` makes the run a fork
+        (``Runtime.fork`` builds it).
         """
-        from ._loop import AgentRun
-
+        run_type = _run_types.get(self.name)
+        if run_type is None:  # made by promissory.agents._loop, which the package imports
+            raise InvalidDefinitionError(
+                f"agent {self.name!r} has no run type: import promissory.agents"
+            )
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
         assert rt.store is not None
-        if rt.store.find(run_id) is not None:
+        # An id of its own is new: only one given may name a run that exists.
+        existing = rt.store.find(run_id) if id is not None else None
+        if existing is not None:
             # The run exists (the id is its idempotency key): wait on it; never revive it.
-            return RunHandle(run_id, rt.store)
-        ref = rt.spawn(AgentRun, id=run_id, spec=ChildSpec(restart=Restart.TEMPORARY))
-        task = RunTask(agent=self.name, input=input, resume=resume)
-        reply = ref.ask(task, id=run_id, timeout=deadline)
+            _say_reused(existing)
+            return RunHandle(run_id, rt.store, reused=True)
+        # A run that continues another continues its trace too.
+        earlier = rt.store.get(resume).tags if resume and _tracing.tracing_enabled() else None
+        with _tracing.continuing(earlier):
+            # Activated by its task, sent next: it starts that with no read.
+            ref = rt.spawn(
+                run_type, id=run_id, spec=ChildSpec(restart=Restart.TEMPORARY), activate=False
+            )
+            model = fork.model if fork is not None and fork.model else self.model.name
+            task = RunTask(agent=self.name, input=input, resume=resume, model=model, fork=fork)
+            reply = ref.ask(task, id=run_id, timeout=deadline)
         assert rt.store is not None
         return RunHandle(reply.id, rt.store)
+
+
+def tool_items(
+    agent: str, tools: Sequence[Callable[..., Any] | Tool | AgentTool | Agent]
+) -> dict[str, Tool | AgentTool]:
+    """An agent's tools by name, each made a ``Tool`` or an ``AgentTool``.
+
+    Raises:
+        InvalidInputError: an item is not a tool, or two have one name.
+
+    """
+    items: dict[str, Tool | AgentTool] = {}
+    for t in tools:
+        if isinstance(t, Agent):
+            item: Tool | AgentTool = t.as_tool()  # with the default policy
+        elif isinstance(t, Tool | AgentTool):
+            item = t
+        elif callable(t):
+            item = Tool(t)
+        else:
+            raise InvalidInputError(
+                f"agent {agent}: a tool must be a function, a Tool, an Agent or an agent's "
+                f"as_tool(), not {t!r}"
+            )
+        if item.name in items:
+            raise InvalidInputError(f"agent {agent} has two tools named {item.name!r}")
+        items[item.name] = item
+    return items
+
+
+def _say_reused(run: Promise) -> None:
+    """Log that starting ``run`` found it there already, and what that means."""
+    if run.state.settled:
+        log.info(
+            "run %s exists already (%s): its kept outcome is returned and nothing runs again; "
+            "to run this id anew, forget it first (promissory forget %s, or Store.forget)",
+            run.id,
+            run.state.value,
+            run.id,
+        )
+    else:
+        log.info("run %s exists already and is under way: joining it", run.id)
 
 
 class AgentTool:
@@ -298,14 +424,32 @@ class RunHandle:
 
     """
 
-    def __init__(self, id: str, store: Store) -> None:
+    def __init__(self, id: str, store: Store, *, reused: bool = False) -> None:
         self.id = id
+        self.reused = reused
+        """Whether the run existed already when it was started (see ``RunResult.reused``)."""
         self._reply: Reply[Any] = Reply(id, store, RunResult)
+        self._store = store
+
+    def stream(self, *, poll: float = 1.0) -> RunStream:
+        """The run's events, from its first kept one, then live, until it ends: text as the
+        model writes it, the model's answers, tool calls starting and finishing, sub-agents'
+        events (their run ids are under this one's), and ``RunEnded`` last. A stream opened
+        late, after a crash, or in another process replays what was kept, each once, then
+        goes on live (see ``RunStream``). Iterate it, or ``async for`` it.
+
+        Example:
+            >>> for event in rt.start(writer, "A haiku").stream():  # doctest: +SKIP
+            ...     if isinstance(event, TextDelta):
+            ...         print(event.text, end="", flush=True)
+
+        """
+        return RunStream(self._store, self.id, poll=poll)
 
     def details(self, timeout: float | None = None) -> RunResult:
-        """The finished run: output, usage, turns, stop reason. Waits for it."""
+        """The finished run: output, usage, turns, stop reason, reuse. Waits for it."""
         result: RunResult = self._reply.get(timeout)
-        return result
+        return msgspec.structs.replace(result, reused=True) if self.reused else result
 
     def result(self, timeout: float | None = None, *, type: Any = None) -> Any:
         """The run's output (decoded as ``type`` when given). Waits for it."""

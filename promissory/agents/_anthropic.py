@@ -7,12 +7,14 @@ back in one user message, tool results first. ``max_tokens`` is required by the 
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ..errors import ModelError
-from ._http import post_json
-from ._messages import Message, ModelRequest, ModelResponse, Part, TextPart, ToolCall, Usage
+from ._chat import Message, ModelRequest, ModelResponse, Part, TextPart, ToolCall, Usage
+from ._http import post_json, post_sse
 
 _STOP = {"end_turn": "end_turn", "tool_use": "tool_calls", "max_tokens": "max_tokens"}
 
@@ -61,6 +63,92 @@ class AnthropicModel:
             self.base_url, "/v1/messages", body, headers, self.timeout, self.name
         )
         return from_wire(data, self.name)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Send one Messages request with ``stream: true``: yield the answer's text as it
+        arrives, then the whole answer (tool calls and usage included).
+        """
+        if not self.api_key:
+            raise ModelError(
+                f"{self.name}: no API key (set ANTHROPIC_API_KEY)", "auth", retryable=False
+            )
+        headers = {"x-api-key": self.api_key, "anthropic-version": "2023-06-01"}
+        body = to_wire(self.model, request, self.max_tokens)
+        body["stream"] = True
+        answer = StreamedMessage()
+        async for name, event in post_sse(
+            self.base_url, "/v1/messages", body, headers, self.timeout, self.name
+        ):
+            if name == "json":  # the server answered whole, without streaming
+                whole = from_wire(event, self.name)
+                if whole.message.text:
+                    yield whole.message.text
+                yield whole
+                return
+            text = answer.add(name, event)
+            if text:
+                yield text
+        yield from_wire(answer.whole(), self.name)
+
+
+class StreamedMessage:
+    """Messages stream events put back together into one answer, as ``from_wire`` reads it:
+    ``message_start`` (model, input usage), ``content_block_start``/``_delta`` (text, or a
+    tool's input as pieces of JSON), ``message_delta`` (stop reason, output usage).
+    """
+
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {"content": [], "usage": {}}
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.inputs: dict[int, list[str]] = {}
+
+    def add(self, name: str, event: Any) -> str:
+        """Take one event; return the text it adds."""
+        if not isinstance(event, dict):
+            return ""
+        kind = event.get("type") or name
+        if kind == "message_start":
+            start = event.get("message") or {}
+            self.message["model"] = start.get("model")
+            self.message["usage"].update(start.get("usage") or {})
+        elif kind == "content_block_start":
+            self.blocks[event.get("index", 0)] = dict(event.get("content_block") or {})
+        elif kind == "content_block_delta":
+            index = event.get("index", 0)
+            delta = event.get("delta") or {}
+            block = self.blocks.setdefault(index, {"type": "text", "text": ""})
+            if delta.get("type") == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+                return str(delta.get("text", ""))
+            if delta.get("type") == "input_json_delta":
+                self.inputs.setdefault(index, []).append(delta.get("partial_json", ""))
+        elif kind == "message_delta":
+            delta = event.get("delta") or {}
+            if delta.get("stop_reason"):
+                self.message["stop_reason"] = delta["stop_reason"]
+            self.message["usage"].update(event.get("usage") or {})
+        elif kind == "error":
+            error = event.get("error") or {}
+            raise ModelError(
+                f"anthropic: the stream ended with an error: {error.get('message', error)}",
+                "server",
+                True,
+            )
+        return ""
+
+    def whole(self) -> dict[str, Any]:
+        """The answer as a non-streamed Messages body."""
+        content = []
+        for index in sorted(self.blocks):
+            block = self.blocks[index]
+            if block.get("type") == "tool_use":
+                pieces = "".join(self.inputs.get(index, ()))
+                try:
+                    block["input"] = json.loads(pieces) if pieces else block.get("input", {})
+                except ValueError:
+                    block["input"] = {}
+            content.append(block)
+        return {**self.message, "content": content}
 
 
 def to_wire(model: str, request: ModelRequest, max_tokens: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What the HTTP model adapters share: one async client per event loop, and error kinds.
+"""What the HTTP model adapters share: one async client per event loop, error kinds, and
+server-sent events (the streamed answers of both wire formats).
 
 Adapters run on the runtime's event loop (a model call is an async step). A provider's HTTP
 failure becomes a ``ModelError`` whose kind says whether trying again can help; rate limits
@@ -8,7 +9,9 @@ carry the server's ``retry-after``.
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -96,3 +99,68 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(error, str):
         return error[:300]
     return str(body)[:300]
+
+
+async def post_sse(
+    base_url: str, path: str, body: Any, headers: dict[str, str], timeout: float, provider: str
+) -> AsyncIterator[tuple[str, Any]]:
+    """POST ``body`` as JSON and yield the server-sent events of the answer as they arrive,
+    as ``(event name, decoded data)`` (the name is ``""`` when the server gives none); a
+    ``data: [DONE]`` ends the stream. A server that answers with plain JSON instead (it does
+    not stream) gives one event named ``json``: the whole answer. Failures are classified
+    ``ModelError``s, as ``post_json``'s are.
+    """
+    client = client_for(base_url, timeout)
+    try:
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise error_from_response(response, provider)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                await response.aread()
+                try:
+                    whole = response.json()
+                except ValueError as exc:
+                    raise ModelError(
+                        f"{provider}: the answer is neither a stream nor JSON: "
+                        f"{response.text[:200]}",
+                        "malformed_output",
+                        True,
+                    ) from exc
+                yield "json", whole
+                return
+            name, data = "", []
+            async for line in response.aiter_lines():
+                if line.startswith(":"):
+                    continue  # a comment (a keep-alive)
+                if line:
+                    field, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data.append(value)
+                    continue
+                if data:  # a blank line ends an event
+                    text = "\n".join(data)
+                    if text == "[DONE]":
+                        return
+                    yield name, _decode_event(text, provider)
+                name, data = "", []
+            if data and "\n".join(data) != "[DONE]":
+                yield name, _decode_event("\n".join(data), provider)
+    except httpx.TimeoutException as exc:
+        raise ModelError(f"{provider}: the request timed out ({exc})", "timeout", True) from exc
+    except httpx.TransportError as exc:
+        raise ModelError(
+            f"{provider}: the stream from {base_url} broke: {exc}", "connection", True
+        ) from exc
+
+
+def _decode_event(text: str, provider: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ModelError(
+            f"{provider}: a streamed event is not JSON: {text[:200]}", "malformed_output", True
+        ) from exc

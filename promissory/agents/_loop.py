@@ -11,40 +11,103 @@ tool (after its retries), an unknown tool, or bad arguments become error results
 
 from __future__ import annotations
 
+import logging
+import types
+import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..actors import Cancelled, Context, DurableActor, DurablePromise, Exit, handler
-from ..actors._cancel import EndOfJournal
-from ..actors._signals import Suspend
-from ..actors._steps import StepCall
+from .. import _tracing
+from ..actors import (
+    Canceled,
+    Context,
+    DurableActor,
+    DurablePromise,
+    EndOfJournal,
+    Exit,
+    StepCall,
+    StepOutcome,
+    Suspend,
+    current_step,
+    handler,
+)
 from ..errors import (
-    ChildCancelled,
-    ChildFailed,
+    ChildCanceledError,
+    ChildFailedError,
     FencedError,
     InvalidInputError,
+    MCPServerError,
+    ModelError,
     NondeterminismError,
-    PromissoryError,
+    OutputInvalidError,
 )
-from ._agent import Agent, AgentTool, RunContext, RunHandle, RunResult, RunTask, registered
-from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolResult, Usage
+from ..store import PromiseState
+from . import _observe
+from ._agent import (
+    Agent,
+    AgentTool,
+    ForkPoint,
+    RunContext,
+    RunHandle,
+    RunResult,
+    RunTask,
+    _on_define,
+    _run_types,
+    registered,
+)
+from ._chat import Message, ModelRequest, ModelResponse, ToolCall, ToolResult, ToolSpec, Usage
+from ._fork import agent_for, start_fork
+from ._mcp import MCPTool, list_server_tools
 from ._model import Model
 from ._stop import RunView
+from ._stream import Announcer, announcer_for
 from ._tools import Tool, content_of
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["AgentRun", "OutputInvalidError"]
+__all__ = ["AgentRun"]
 
-
-class OutputInvalidError(PromissoryError):
-    """The model's final answer did not fit the agent's ``output_type``, after corrections."""
+log = logging.getLogger("promissory.agents")
 
 
 async def _complete(model: Model, request: ModelRequest) -> ModelResponse:
-    return await model.complete(request)
+    step = current_step()
+    sid = step.id if step is not None else None
+    _observe.model_asked(sid, model, request)
+    response = await model.complete(request)
+    _observe.model_answered(sid, response)
+    return response
+
+
+async def _complete_live(
+    announcer: Announcer, run: str, model: Model, request: ModelRequest
+) -> ModelResponse:
+    """``_complete``, streamed when the model streams: its text is announced as it comes,
+    under a token of this call (a call made again is told apart), and the answer kept whole.
+    """
+    stream = getattr(model, "stream", None)
+    step = current_step()
+    if stream is None or step is None:
+        return await _complete(model, request)
+    _observe.model_asked(step.id, model, request)
+    token = uuid.uuid4().hex[:8]
+    response: ModelResponse | None = None
+    offset = 0
+    async for item in stream(request):
+        if isinstance(item, ModelResponse):
+            response = item
+        else:
+            announcer.delta(run, step.id, token, item, offset)
+            offset += len(item)
+    if response is None:
+        raise ModelError(
+            f"{model.name}: the stream ended without the whole answer", "malformed_output", True
+        )
+    _observe.model_answered(step.id, response)
+    return response
 
 
 class AgentRun(DurableActor[None]):
@@ -53,33 +116,114 @@ class AgentRun(DurableActor[None]):
     @handler
     def run(self, ctx: Context, task: RunTask) -> RunResult:
         """Run the agent's loop to a stop; the run's actor ends with it (and its sub-agents)."""
-        loop = _Loop(ctx, registered(task.agent), task)
+        agent = agent_for(task)
+        if task.model is not None and task.model != agent.model.name:
+            _warn_model_changed(ctx.message_id, task.model, agent)
+        _observe.run_began(ctx, task.agent, task.resume)
+        loop = _Loop(ctx, agent, task)
         try:
             result = loop.run()
-        except Cancelled:
+        except Canceled as exc:
             # Canceled or past its deadline: answer every tool call of the turn in flight (as
             # an error), so the transcript is whole, then end as a shutdown.
             loop.close_turn()
             ctx.stop(Exit.SHUTDOWN)
+            _observe.run_ended(ctx, task.agent, "timed out" if exc.deadline else "canceled")
+            raise
+        except Suspend as exc:
+            _observe.run_waits(ctx, task.agent, list(exc.awaiting))
+            raise
+        except FencedError:
+            raise  # a newer incarnation holds the run: nothing to say for this one
+        except Exception as exc:
+            _observe.run_ended(ctx, task.agent, "failed", exc)
             raise
         ctx.stop()
+        _observe.run_finished(ctx, task.agent, result)
         return result
+
+    @classmethod
+    def launch(cls, rt: Runtime, input: Any, *, id: str) -> RunHandle:
+        """Start a run of this type's agent with id ``id`` (a schedule's firing); a run
+        that exists is joined, not started again (``Agent.start``).
+        """
+        return registered(cls.kind().removeprefix("agent:")).start(rt, input, id=id)
+
+    @classmethod
+    def fork(
+        cls,
+        rt: Runtime,
+        run_id: str,
+        *,
+        at_step: int | str,
+        prompt: str | None = None,
+        model: Any = None,
+        tools: Any = None,
+        id: str | None = None,
+    ) -> RunHandle:
+        """Start a new run from run ``run_id``'s kept steps before ``at_step``, with the
+        changes given (``Runtime.fork`` calls this; see ``start_fork``).
+        """
+        return start_fork(
+            rt, run_id, at_step=at_step, prompt=prompt, model=model, tools=tools, id=id
+        )
 
     @classmethod
     def resume(cls, rt: Runtime, run_id: str) -> RunHandle:
         """Continue a canceled or timed-out run from its last whole turn, as a new run.
 
         The new run's id is ``{run_id}~resume{n}``; its transcript up to that turn is the old
-        run's, rebuilt from the old run's kept steps without calling anything.
+        run's, rebuilt from the old run's kept steps without calling anything. Resuming is
+        idempotent: while the latest continuation runs, or once it has finished, resuming
+        again joins it (its handle is returned) and starts nothing; only a continuation that
+        was itself canceled or timed out is continued, by the next one.
+
+        The continuation runs on the agent's model as it is defined now. When that is not the
+        model the run was started with (``RunTask.model``), it says so, at WARNING, naming
+        both, and goes on: the agent is defined in code, and changing its model between a
+        cancel and a resume may be the point.
         """
-        assert rt.store is not None
-        old = rt.store.get(run_id)
-        task = old.param_as(RunTask)
-        n = 1
-        while rt.store.find(f"{run_id}~resume{n}") is not None:
-            n += 1
+        store = rt.store
+        assert store is not None
+        task = store.get(run_id).param_as(RunTask)
+        n, source = 1, run_id
+        while (latest := store.find(f"{run_id}~resume{n}")) is not None:
+            if not latest.state.settled or latest.state is PromiseState.RESOLVED:
+                log.info("run %s is resumed already, by %s: joining it", run_id, latest.id)
+                return RunHandle(latest.id, store, reused=True)
+            n, source = n + 1, latest.id
+            task = latest.param_as(RunTask)
         agent = registered(task.agent)
-        return agent.start(rt, task.input, id=f"{run_id}~resume{n}", resume=run_id)
+        if task.model is not None and task.model != agent.model.name:
+            log.warning(
+                "run %s was started with model %s; it is resumed with model %s, agent %s's "
+                "model now",
+                run_id,
+                task.model,
+                agent.model.name,
+                agent.name,
+            )
+        return agent.start(rt, task.input, id=f"{run_id}~resume{n}", resume=source)
+
+
+_warned: dict[str, None] = {}
+"""Runs told to have changed model in this process (each is told once)."""
+
+
+def _warn_model_changed(run_id: str, started_with: str, agent: Agent) -> None:
+    """Say, once per run and process, that a run goes on with another model than it began."""
+    if run_id in _warned:
+        return
+    if len(_warned) > 10_000:
+        _warned.clear()
+    _warned[run_id] = None
+    log.warning(
+        "run %s was started with model %s and goes on with model %s, agent %s's model now",
+        run_id,
+        started_with,
+        agent.model.name,
+        agent.name,
+    )
 
 
 class _Loop:
@@ -99,61 +243,51 @@ class _Loop:
         """Their results so far, in the model's order (``None``: not yet)."""
         self.checkpoint: tuple[int, Usage, int] = (1, Usage(), 0)
         """(messages, usage, turns) at the end of the last whole turn."""
+        self.last: ModelResponse | None = None
+        """The model's latest answer."""
+        self.server_tools: dict[str, MCPTool] = {}
+        """The tools of the agent's MCP servers, as this run listed them."""
+        self.pending: tuple[ModelResponse, list[ToolResult | None]] | None = None
+        """A turn a fork continues: the model's answer, and the results kept before the cut."""
         if task.resume is not None and not dry:
             self._restore(task.resume)
+        if task.fork is not None and not dry:
+            self._restore_fork(task.fork)
         output_type = agent.output_type
         self.output_schema = msgspec.json.schema(output_type) if output_type is not None else None
 
     def run(self) -> RunResult:
-        agent, ctx = self.agent, self.ctx
+        agent = self.agent
+        self._list_servers()
         while True:
-            self.turns += 1
-            context = RunContext(
-                run_id=ctx.message_id, agent=agent.name, input=self.task.input, turn=self.turns
-            )
-            request = ModelRequest(
-                system=agent.system_prompt(context),
-                messages=list(self.messages),
-                tools=agent.tool_specs(),
-                output_schema=(
-                    msgspec.json.schema(agent.output_type)
-                    if agent.output_type is not None
-                    else None
-                ),
-                settings=agent.settings,
-            )
-            response: ModelResponse = ctx.step(  # type: ignore[assignment]
-                _complete,
-                agent.model,
-                request,
-                name=f"model:{agent.name}",
-                retry=agent.retry,
-                returns=ModelResponse,
-            )
-            self.open_calls = list(response.message.tool_calls)
-            usage = response.usage
-            if agent.prices is not None:
-                usage = msgspec.structs.replace(usage, cost=agent.prices.cost(usage))
-            self.usage += usage
-            self.messages.append(response.message)
-            calls = response.message.tool_calls
-            reason = agent.stop.check(self._view("model", response))
-            if reason is None and not calls:
-                reason = "final_answer"  # nothing left to do: the text is the answer
-            if reason is not None:
-                if calls:
-                    # Keep the transcript whole: every call the model made gets a result.
-                    self.messages.append(
-                        Message(
-                            "tool",
-                            [_error(c, f"not run: the run stopped ({reason})") for c in calls],
+            if self.pending is not None:
+                # A fork cut inside this turn's tool calls: the model's answer and the calls
+                # made before the cut are kept; the others run now.
+                response, done = self.pending
+                self.pending = None
+            else:
+                response = self._ask_model()
+                done = None
+                calls = response.message.tool_calls
+                reason = agent.stop.check(self._view("model", response))
+                if reason is None and not calls:
+                    reason = "final_answer"  # nothing left to do: the text is the answer
+                if reason is not None:
+                    if calls:
+                        # Keep the transcript whole: every call the model made gets a result.
+                        self.messages.append(
+                            Message(
+                                "tool",
+                                [_error(c, f"not run: the run stopped ({reason})") for c in calls],
+                            )
                         )
-                    )
-                output = self._final_output(response, reason)
-                if output is _CORRECT:
-                    continue
-                return RunResult(output=output, usage=self.usage, turns=self.turns, stop=reason)
-            results, values = self._run_tools(calls)
+                    output = self._final_output(response, reason)
+                    if output is _CORRECT:
+                        continue
+                    return RunResult(output=output, usage=self.usage, turns=self.turns, stop=reason)
+            calls = response.message.tool_calls
+            self.open_calls = list(calls)
+            results, values = self._run_tools(calls, done)
             self.messages.append(Message("tool", list[Any](results)))
             self.open_calls = []
             self.checkpoint = (len(self.messages), self.usage, self.turns)
@@ -161,6 +295,74 @@ class _Loop:
             if reason is not None:
                 output = self._tool_output(reason, calls, values)
                 return RunResult(output=output, usage=self.usage, turns=self.turns, stop=reason)
+
+    def _list_servers(self) -> None:
+        """List the tools of the agent's MCP servers, each as a kept step: a replay sees the
+        tools the run began with. A server that cannot be listed gives no tools (said once).
+        """
+        for server in self.agent.toolsets:
+            try:
+                specs: list[ToolSpec] = self.ctx.step(
+                    list_server_tools,  # type: ignore[arg-type]
+                    server,
+                    name=f"mcp:list:{server.name}",
+                    retry=server.retry,
+                    returns=list[ToolSpec],
+                )
+            except MCPServerError as exc:
+                if not self.dry:
+                    log.warning("run %s goes on without the tools of %s", self.ctx.message_id, exc)
+                continue
+            for item in server.tools(specs):
+                if item.name in self.agent.tools or item.name in self.server_tools:
+                    log.warning(
+                        "agent %s: MCP server %s has a tool %r, a name the agent has already; "
+                        "the first one is kept",
+                        self.agent.name,
+                        server.name,
+                        item.name,
+                    )
+                    continue
+                self.server_tools[item.name] = item
+
+    def _ask_model(self) -> ModelResponse:
+        """One model turn, as a kept step; its answer joins the transcript."""
+        agent, ctx = self.agent, self.ctx
+        self.turns += 1
+        context = RunContext(
+            run_id=ctx.message_id, agent=agent.name, input=self.task.input, turn=self.turns
+        )
+        request = ModelRequest(
+            system=agent.system_prompt(context),
+            messages=list(self.messages),
+            tools=agent.tool_specs() + [t.spec() for t in self.server_tools.values()],
+            output_schema=(
+                msgspec.json.schema(agent.output_type) if agent.output_type is not None else None
+            ),
+            settings=agent.settings,
+        )
+        announcer = None if self.dry else announcer_for(ctx.store)
+        complete = (
+            _complete if announcer is None else partial(_complete_live, announcer, ctx.message_id)
+        )
+        response: ModelResponse = ctx.step(  # type: ignore[assignment]
+            complete,
+            agent.model,
+            request,
+            name=f"model:{agent.name}",
+            retry=agent.retry,
+            returns=ModelResponse,
+        )
+        if announcer is not None:
+            announcer.kept(ctx.message_id)
+        self.open_calls = list(response.message.tool_calls)
+        self.last = response
+        usage = response.usage
+        if agent.prices is not None:
+            usage = msgspec.structs.replace(usage, cost=agent.prices.cost(usage))
+        self.usage += usage
+        self.messages.append(response.message)
+        return response
 
     def close_turn(self) -> None:
         """Answer the open tool calls with the cancellation, as a kept cleanup step.
@@ -181,11 +383,45 @@ class _Loop:
 
     def _restore(self, old_id: str) -> None:
         """Rebuild the transcript of run ``old_id`` up to its last whole turn."""
-        replay = _Loop(self.ctx.replay_of(old_id), self.agent, self.task, dry=True)
+        context = self.ctx.replay_of(old_id)
+        old_task = context.message.param_as(RunTask)
+        replay = _Loop(context, agent_for(old_task), old_task, dry=True)
+        if old_task.resume is not None:
+            # The old run continued another: its first turn started from that one's transcript.
+            replay._restore(old_task.resume)
+        if old_task.fork is not None:
+            replay._restore_fork(old_task.fork)
         try:
             replay.run()
-        except (EndOfJournal, NondeterminismError, Cancelled):
+        except (EndOfJournal, NondeterminismError, Canceled):
             pass  # the old run stops here: the new one goes on from its last whole turn
+        count, usage, turns = replay.checkpoint
+        self.messages = replay.messages[:count]
+        self.usage = usage
+        self.turns = turns
+
+    def _restore_fork(self, fork: ForkPoint) -> None:
+        """Take the transcript of run ``fork.source`` as its steps before ``fork.at`` left
+        it: read from the source's journal (as kept, whatever this agent asks now), never
+        run again. A cut inside a turn's tool calls keeps that turn open (``pending``).
+        """
+        context = self.ctx.replay_of(fork.source, until=fork.at)
+        old_task = context.message.param_as(RunTask)
+        replay = _Loop(context, agent_for(old_task), old_task, dry=True)
+        if old_task.resume is not None:
+            replay._restore(old_task.resume)
+        if old_task.fork is not None:
+            replay._restore_fork(old_task.fork)
+        try:
+            replay.run()
+        except (EndOfJournal, Canceled):
+            pass  # the prefix ends here: this run goes on from it
+        if replay.open_calls and replay.last is not None:
+            calls = replay.open_calls
+            done = replay.turn_results if len(replay.turn_results) == len(calls) else []
+            self.messages, self.usage, self.turns = replay.messages, replay.usage, replay.turns
+            self.pending = (replay.last, list(done) or [None] * len(calls))
+            return
         count, usage, turns = replay.checkpoint
         self.messages = replay.messages[:count]
         self.usage = usage
@@ -231,15 +467,19 @@ class _Loop:
 
     # -- tools ---------------------------------------------------------------------------------
 
-    def _run_tools(self, calls: list[ToolCall]) -> tuple[list[ToolResult], list[Any]]:
-        results: list[ToolResult | None] = [None] * len(calls)
+    def _run_tools(
+        self, calls: list[ToolCall], done: list[ToolResult | None] | None = None
+    ) -> tuple[list[ToolResult], list[Any]]:
+        results: list[ToolResult | None] = list(done) if done else [None] * len(calls)
         self.turn_results = results
         values: list[Any] = [None] * len(calls)
         runnable: list[tuple[int, ToolCall, Tool | AgentTool, dict[str, Any]]] = []
         for i, call in enumerate(calls):
-            tool = self.agent.tools.get(call.name)
+            if results[i] is not None:
+                continue  # kept before a fork's cut
+            tool = self.agent.tools.get(call.name) or self.server_tools.get(call.name)
             if tool is None:
-                known = ", ".join(self.agent.tools) or "none"
+                known = ", ".join([*self.agent.tools, *self.server_tools]) or "none"
                 results[i] = _error(call, f"unknown tool {call.name!r}; the tools are: {known}")
                 continue
             if call.raw_arguments is not None:
@@ -258,6 +498,8 @@ class _Loop:
         size = self.agent.max_concurrency
         for start in range(0, len(runnable), size):
             self._run_chunk(runnable[start : start + size], results, values)
+            if not self.dry:
+                announcer_for(self.ctx.store).kept(self.ctx.message_id)
         return [r for r in results if r is not None], values
 
     def _run_chunk(
@@ -266,45 +508,76 @@ class _Loop:
         results: list[ToolResult | None],
         values: list[Any],
     ) -> None:
-        ctx = self.ctx
         # Sub-agents first: they run in their own actors while the functions below run here.
-        started: list[tuple[int, ToolCall, AgentTool, DurablePromise]] = []
-        for i, call, tool, kwargs in chunk:
-            if isinstance(tool, AgentTool):
-                child_id = f"{ctx.message_id}/t{self.turns}-{i}-{tool.name}"
-                ctx.spawn(AgentRun, id=child_id, spec=tool.child_spec)
-                task = RunTask(agent=tool.agent.name, input=kwargs["input"])
-                started.append((i, call, tool, ctx.start_call(child_id, task)))
+        ctx = self.ctx
+        # Each call is a span from its start to its result (when tracing), the parent of the
+        # sub-agent's own run (its context goes with the call's message).
+        started: list[tuple[int, ToolCall, AgentTool, DurablePromise, Any]] = []
+        try:
+            for i, call, tool, kwargs in chunk:
+                if isinstance(tool, AgentTool):
+                    child_id = f"{ctx.message_id}/t{self.turns}-{i}-{tool.name}"
+                    span = _tracing.start(f"execute_tool {tool.name}", _tool_attributes(call))
+                    with _tracing.current(span):
+                        ctx.spawn(run_class(tool.agent), id=child_id, spec=tool.child_spec)
+                        task = RunTask(agent=tool.agent.name, input=kwargs["input"])
+                        promise = ctx.start_call(child_id, task)
+                    started.append((i, call, tool, promise, span))
+                    if span is not None:
+                        span.set_attribute("promissory.promise.id", promise.id)
+                        span.set_attribute("promissory.run.id", promise.id)
+                        span.set_attribute("promissory.actor.id", child_id)
+                        span.set_attribute(_tracing.REPLAYED, promise.done())
+            self._run_functions(chunk, results, values)
+            for i, call, tool, promise, span in started:
+                with _tracing.current(span):
+                    error = self._sub_agent_result(i, call, tool, promise, results, values)
+                _tracing.finish(span, error)
+        except BaseException as exc:
+            for *_, span in started:
+                _tracing.finish(span, exc)
+            raise
+
+    def _run_functions(
+        self,
+        chunk: list[tuple[int, ToolCall, Tool | AgentTool, dict[str, Any]]],
+        results: list[ToolResult | None],
+        values: list[Any],
+    ) -> None:
+        ctx = self.ctx
         plain = [(i, c, t, kw) for i, c, t, kw in chunk if isinstance(t, Tool) and not t.durable]
-        outcomes = ctx.step_many(
-            [
-                StepCall(
-                    fn=t.fn,
-                    kwargs=kw,
-                    name=f"tool:{t.name}",
-                    retry=t.retry,
-                    returns=t.returns,
-                    timeout=t.timeout,
-                )
-                for _, _, t, kw in plain
-            ],
-            max_concurrency=self.agent.max_concurrency,
-            signals=False,
-        )
-        for (i, call, _, _), outcome in zip(plain, outcomes, strict=True):
-            if outcome.ok:
-                values[i] = outcome.value
-                results[i] = ToolResult(
-                    call_id=call.id, name=call.name, content=content_of(outcome.value)
-                )
-            elif not isinstance(outcome.error, Cancelled | Suspend | FencedError):
-                results[i] = _error(call, _describe(outcome.error))
+        steps = [
+            StepCall(
+                fn=t.fn,
+                kwargs=kw,
+                name=f"tool:{t.name}",
+                retry=t.retry,
+                returns=t.returns,
+                timeout=t.timeout,
+            )
+            for _, _, t, kw in plain
+        ]
+        if self.dry:
+            # One at a time (the same positions): a read-only replay that ends among them (a
+            # fork cut between two calls of a turn) keeps the results of those before.
+            outcomes = []
+            for (i, call, _, _), step in zip(plain, steps, strict=True):
+                [outcome] = ctx.step_many([step], signals=False)
+                _take(call, outcome, i, results, values)
+                outcomes.append(outcome)
+        else:
+            outcomes = ctx.step_many(
+                steps, max_concurrency=self.agent.max_concurrency, signals=False
+            )
+            for (i, call, _, _), outcome in zip(plain, outcomes, strict=True):
+                _take(call, outcome, i, results, values)
         # Finished calls keep their results (above) before a cancel or a wait ends the turn.
         ctx.raise_signals(outcomes)
         for i, call, tool, kwargs in chunk:
             if isinstance(tool, Tool) and tool.durable:
                 try:
-                    value = tool.fn(ctx, **kwargs)
+                    with _tracing.span(f"execute_tool {tool.name}", _tool_attributes(call)):
+                        value = tool.fn(ctx, **kwargs)
                 except FencedError:
                     raise  # this activation is stale: it must stop, not tell the model
                 except Exception as exc:  # a durable tool's failure is an error result too
@@ -312,31 +585,65 @@ class _Loop:
                     continue
                 values[i] = value
                 results[i] = ToolResult(call_id=call.id, name=call.name, content=content_of(value))
-        for i, call, tool, promise in started:
-            try:
-                child: RunResult = promise.result(RunResult)
-            except ChildCancelled as exc:
-                if self.dry:
-                    raise EndOfJournal(call.id) from None  # the old run was cut off here
-                results[i] = _error(call, f"the {tool.name} agent was canceled: {exc}")
-                continue
-            except ChildFailed as exc:
-                if tool.raise_errors:
-                    raise
-                results[i] = _error(call, f"the {tool.name} agent failed: {exc.cause or exc}")
-                continue
-            except FencedError:
-                raise  # this activation is stale: it must stop, not tell the model
-            except Exception as exc:
-                if tool.raise_errors:
-                    raise
-                results[i] = _error(call, f"the {tool.name} agent failed: {_describe(exc)}")
-                continue
-            self.usage += child.usage
-            values[i] = child.output
-            results[i] = ToolResult(
-                call_id=call.id, name=call.name, content=content_of(child.output)
-            )
+
+    def _sub_agent_result(
+        self,
+        i: int,
+        call: ToolCall,
+        tool: AgentTool,
+        promise: DurablePromise,
+        results: list[ToolResult | None],
+        values: list[Any],
+    ) -> BaseException | None:
+        """Wait for a sub-agent's run and put its result (or failure) in the turn's results;
+        return the failure, for its span.
+        """
+        try:
+            child: RunResult = promise.result(RunResult)
+        except ChildCanceledError as exc:
+            if self.dry:
+                raise EndOfJournal(call.id) from None  # the old run was cut off here
+            results[i] = _error(call, f"the {tool.name} agent was canceled: {exc}")
+            return exc
+        except ChildFailedError as exc:
+            if tool.raise_errors:
+                raise
+            results[i] = _error(call, f"the {tool.name} agent failed: {exc.cause or exc}")
+            return exc
+        except FencedError:
+            raise  # this activation is stale: it must stop, not tell the model
+        except Exception as exc:
+            if tool.raise_errors:
+                raise
+            results[i] = _error(call, f"the {tool.name} agent failed: {_describe(exc)}")
+            return exc
+        self.usage += child.usage
+        values[i] = child.output
+        results[i] = ToolResult(call_id=call.id, name=call.name, content=content_of(child.output))
+        return None
+
+
+def _take(
+    call: ToolCall,
+    outcome: StepOutcome,
+    i: int,
+    results: list[ToolResult | None],
+    values: list[Any],
+) -> None:
+    """Put a tool step's outcome in the turn's results (a signal leaves its place empty)."""
+    if outcome.ok:
+        values[i] = outcome.value
+        results[i] = ToolResult(call_id=call.id, name=call.name, content=content_of(outcome.value))
+    elif not isinstance(outcome.error, Canceled | Suspend | FencedError):
+        results[i] = _error(call, _describe(outcome.error))
+
+
+def _tool_attributes(call: ToolCall) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": call.name,
+        "gen_ai.tool.call.id": call.id,
+    }
 
 
 def _answers(results: list[ToolResult]) -> list[ToolResult]:
@@ -378,3 +685,29 @@ def _strip_fences(text: str) -> str:
 
 def _name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or repr(tp)
+
+
+def run_class(agent: Agent) -> type[AgentRun]:
+    """The actor type of ``agent``'s runs: ``AgentRun`` kept under ``agent:<name>``, so that
+    only nodes that define the agent host its runs (and say so: "waiting for a node that hosts
+    agent:lead"). Made once per agent name, and kept where ``Agent.start`` finds it.
+    """
+    cls: type[AgentRun] | None = _run_types.get(agent.name)
+    if cls is None:
+        qualname = f"AgentRun[{agent.name}]"
+        cls = types.new_class(
+            qualname,
+            (AgentRun,),
+            {"name": agent.type_name},
+            lambda ns: ns.update(
+                __module__=AgentRun.__module__,
+                __qualname__=qualname,
+                # Before issue 16 every run was kept under AgentRun's own name.
+                former_kinds=(AgentRun.kind(),),
+            ),
+        )
+        _run_types[agent.name] = cls
+    return cls
+
+
+_on_define.append(run_class)

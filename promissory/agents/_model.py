@@ -1,6 +1,8 @@
 """The ``Model`` interface, models for tests, and naming a model with a string.
 
-A model is anything with a ``name`` and ``async complete(request) -> ModelResponse``. Errors
+A model is anything with a ``name`` and ``async complete(request) -> ModelResponse``; one that
+also has ``stream(request)``, an async iterator of the answer's text as it is written and then
+the whole ``ModelResponse``, is streamed (both HTTP adapters and ``FunctionModel`` are). Errors
 are ``ModelError`` with a kind and ``retryable``; the agent's ``RetryPolicy``, not the adapter,
 decides whether to try again.
 
@@ -15,11 +17,11 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import InvalidInputError
-from ._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from ._chat import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
 __all__ = ["FunctionModel", "Model", "ScriptedModel", "call", "model_from", "reply"]
 
@@ -98,21 +100,63 @@ class ScriptedModel:
             )
 
 
-class FunctionModel:
-    """A model whose answer is ``fn(request)`` (a ``ModelResponse`` or a text)."""
+FunctionAnswer = ModelResponse | str | Iterable[str] | AsyncIterable[str]
+"""What a ``FunctionModel``'s function returns: an answer, a text, or a text in pieces."""
 
-    def __init__(
-        self, fn: Callable[[ModelRequest], ModelResponse | str], *, name: str = "function"
-    ) -> None:
+
+class FunctionModel:
+    """A model whose answer is ``fn(request)``: a ``ModelResponse``, a text, or the text in
+    pieces (an iterable or async iterable of strings, such as a generator), which ``stream``
+    yields one by one as a provider streams its deltas.
+
+    Example:
+        >>> def words(request):
+        ...     yield from ["Hello", ", ", "world"]
+        >>> model = FunctionModel(words, name="words")
+
+    """
+
+    def __init__(self, fn: Callable[[ModelRequest], FunctionAnswer], *, name: str = "function"):
         self.name = name
         self.fn = fn
         self.calls = 0
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Call the function."""
+        """Call the function (a text in pieces is joined)."""
+        answer: ModelResponse | None = None
+        pieces: list[str] = []
+        async for item in self.stream(request):
+            if isinstance(item, ModelResponse):
+                answer = item
+            else:
+                pieces.append(item)
+        assert answer is not None
+        return answer
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Call the function; yield its text as it gives it, then the whole answer."""
         self.calls += 1
         result = self.fn(request)
-        return reply(result) if isinstance(result, str) else result
+        if isinstance(result, ModelResponse):
+            if result.message.text:
+                yield result.message.text
+            yield result
+            return
+        if isinstance(result, str):
+            if result:
+                yield result
+            yield reply(result)
+            return
+        pieces: list[str] = []
+        if isinstance(result, AsyncIterable):
+            async for piece in result:
+                pieces.append(piece)
+                yield piece
+        else:
+            for piece in result:
+                pieces.append(piece)
+                yield piece
+        yield reply("".join(pieces))
 
 
 def model_from(spec: Model | str) -> Model:

@@ -2,20 +2,21 @@
 
 One adapter covers OpenAI, Ollama, vLLM, llama.cpp's server, LM Studio and the hosted
 OpenAI-compatible APIs: ``base_url`` + ``api_key`` + ``model``. Tool-call arguments arrive as a
-JSON string; one that does not parse is kept raw, so the loop can tell the model.
+JSON string; one that does not parse is kept raw, so the loop can tell the model. ``stream``
+reads the same answer as server-sent chunks, yielding its text as it comes.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 
 from ..errors import ModelError
-from ._http import post_json
-from ._messages import (
+from ._chat import (
     Message,
     ModelRequest,
     ModelResponse,
@@ -24,6 +25,7 @@ from ._messages import (
     ToolCall,
     Usage,
 )
+from ._http import post_json, post_sse
 
 _STOP = {"stop": "end_turn", "tool_calls": "tool_calls", "length": "max_tokens"}
 
@@ -74,6 +76,88 @@ class OpenAIChatModel:
             self.base_url, "/chat/completions", body, headers, self.timeout, self.name
         )
         return from_wire(data, self.name)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        """Send one Chat Completions request with ``stream: true``: yield the answer's text as
+        it arrives, then the whole answer (tool calls and usage included).
+        """
+        if not self.api_key:
+            raise ModelError(
+                f"{self.name}: no API key (set OPENAI_API_KEY)", "auth", retryable=False
+            )
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        body = to_wire(self.model, request)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        answer = StreamedAnswer()
+        events = post_sse(
+            self.base_url, "/chat/completions", body, headers, self.timeout, self.name
+        )
+        async for kind, chunk in events:
+            if kind == "json":  # the server answered whole, without streaming
+                whole = from_wire(chunk, self.name)
+                if whole.message.text:
+                    yield whole.message.text
+                yield whole
+                return
+            text = answer.add(chunk)
+            if text:
+                yield text
+        yield from_wire(answer.whole(), self.name)
+
+
+class StreamedAnswer:
+    """Chat Completions chunks put back together into one answer, as ``from_wire`` reads it:
+    the text, the tool calls (by ``index``: the id and name come first, the arguments in
+    pieces), the finish reason, and the usage of the last chunk.
+    """
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.usage: Any = None
+        self.model: str | None = None
+
+    def add(self, chunk: Any) -> str:
+        """Take one chunk; return the text it adds."""
+        if not isinstance(chunk, dict):
+            return ""
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        added = ""
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                added += delta["content"]
+            for raw in delta.get("tool_calls") or ():
+                call = self.calls.setdefault(raw.get("index", 0), {"function": {}})
+                if raw.get("id"):
+                    call["id"] = raw["id"]
+                function = raw.get("function") or {}
+                if function.get("name"):
+                    call["function"]["name"] = function["name"]
+                if function.get("arguments"):
+                    call["function"]["arguments"] = (
+                        call["function"].get("arguments", "") + function["arguments"]
+                    )
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        if added:
+            self.text.append(added)
+        return added
+
+    def whole(self) -> dict[str, Any]:
+        """The answer as a non-streamed Chat Completions body."""
+        message: dict[str, Any] = {"content": "".join(self.text) or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        return {
+            "choices": [{"message": message, "finish_reason": self.finish or "stop"}],
+            "usage": self.usage,
+            "model": self.model,
+        }
 
 
 def to_wire(model: str, request: ModelRequest) -> dict[str, Any]:

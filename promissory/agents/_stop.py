@@ -17,7 +17,8 @@ from typing import Literal
 
 import msgspec
 
-from ._messages import Message, ModelResponse, Usage
+from ..errors import InvalidInputError
+from ._chat import Message, ModelResponse, Usage
 
 __all__ = [
     "CostBudget",
@@ -114,7 +115,7 @@ class MaxTurns(StopCondition):
 
     def __init__(self, n: int) -> None:
         if n < 1:
-            raise ValueError("MaxTurns needs at least one turn")
+            raise InvalidInputError("MaxTurns needs at least one turn")
         self.n = n
 
     def check(self, run: RunView) -> str | None:

@@ -25,7 +25,7 @@ import msgspec
 
 from ..actors import Context, RetryPolicy
 from ..errors import InvalidInputError
-from ._messages import ToolSpec
+from ._chat import ToolSpec
 
 __all__ = ["Effect", "Tool", "tool"]
 

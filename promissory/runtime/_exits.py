@@ -17,17 +17,27 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .._crashpoints import reached
-from ..actors import ChildSpec, Exit
-from ..actors._messages import TYPE_TAG, start_message
-from ..actors._signals import ChildExit
-from ..actors._spec import intensity_allows, should_restart
-from ..actors._supervisor import Supervisor, end_child
-from ..store import ErrorInfo, Store, decode, encode
-from ..store._actors import (
-    ACTOR_COLUMNS,
+from ..actors import (
+    TYPE_TAG,
+    AutoShutdown,
+    ChildExit,
+    Exit,
+    Revive,
+    Strategy,
+    Supervisor,
+    child_view,
+    end_child,
+    plan_exit,
+    spec_of,
+    start_message,
+)
+from ..store import (
     ActorRecord,
     ActorStatus,
-    actor_from_row,
+    ErrorInfo,
+    Store,
+    decode,
+    encode,
     exit_op,
     revive_op,
 )
@@ -36,17 +46,6 @@ if TYPE_CHECKING:
     from ._host import NodeHost
 
 log = logging.getLogger("promissory.runtime")
-
-_SUBTREE = f"""
-WITH RECURSIVE tree AS (
-    SELECT id, 1 AS depth FROM actors WHERE parent = %s
-    UNION ALL
-    SELECT a.id, t.depth + 1 FROM actors a JOIN tree t ON a.parent = t.id
-)
-SELECT {ACTOR_COLUMNS} FROM actors a JOIN tree USING (id)
-WHERE a.status IN ('running', 'restarting')
-ORDER BY tree.depth DESC, a.seq DESC
-"""
 
 
 class Exits:
@@ -65,64 +64,154 @@ class Exits:
         exit: Exit,
         error: ErrorInfo | None,
         step: str | None = None,
+        parent: str | None = None,
     ) -> None:
         """Handle the exit of ``actor_id``'s activation ``epoch``.
 
         ``step``: the step whose failure escaped the handler; a restart tries it again.
+        ``parent``: its parent, as its activation knew it: when that is a ``Supervisor``, the
+        exit goes to it in one write and no read.
         """
+        if parent is not None and self._tell(actor_id, epoch, parent, exit, error, step, True):
+            return
         record = self._record(actor_id)
         if record is None or record.status is not ActorStatus.RUNNING or record.epoch != epoch:
-            # Another incarnation took over, or the actor ended meanwhile: nothing to do.
+            # A newer activation (a later epoch) took over, or the actor ended: nothing to do.
             self.host.release(actor_id)
             return
-        if record.parent is not None and self._is_supervisor(record.parent):
+        supervised = self._supervised(record)
+        if supervised is None:
+            return  # kept: logged, and handled where the parent's class can be loaded
+        if supervised:
             self._to_supervisor(record, exit, error, step)
             return
         self._root_policy(record, exit, error, step)
+
+    def _supervised(self, record: ActorRecord) -> bool | None:
+        """Whether ``record``'s parent is a supervisor (its exit goes there), or ``None`` when
+        that cannot be told here (the exit is kept, and logged).
+        """
+        if record.parent is None:
+            return False
+        parent = self._record(record.parent)
+        if parent is None:
+            return False
+        if parent.supervisor is not None:
+            return parent.supervisor
+        try:  # a row from before the column: the class tells
+            return issubclass(self.host.resolve_class(parent.kind), Supervisor)
+        except Exception as exc:
+            log.error(
+                "actor %s exited, but whether its parent %s supervises it cannot be told here: "
+                "its class %s cannot be loaded (%r); the exit is kept (the actor is held) for a "
+                "node that can load it, or the next start",
+                record.id,
+                parent.id,
+                parent.kind,
+                exc,
+            )
+            return None
 
     def _to_supervisor(
         self, record: ActorRecord, exit: Exit, error: ErrorInfo | None, step: str | None
     ) -> None:
         assert record.parent is not None
-        notice = ChildExit(child=record.id, exit=exit, error=error)
-        sent = self.store.execute(
-            exit_op(
+        if not self._tell(record.id, record.epoch, record.parent, exit, error, step, False):
+            # Nothing matched: either the supervisor is gone, or this exit is no longer the
+            # running activation's to report (recorded already, or a newer epoch took over).
+            # Read which, never assume (after an ambiguous commit, the write may be ours).
+            parent = self._record(record.parent)
+            if parent is None or not parent.status.alive:
+                log.warning("actor %s exited but its supervisor is gone; ending it", record.id)
+                self.end_tree(record.id, exit, error)
+                return
+            log.info(
+                "actor %s: its exit (epoch %d) was recorded already or superseded; its "
+                "supervisor %s decides",
                 record.id,
                 record.epoch,
-                parent=record.parent,
-                message_id=f"{record.parent}/exit/{record.id}",
-                param=encode(notice),
-                tags=encode({TYPE_TAG: "ChildExit"}),
-                reason=encode({"exit": exit.value, "error": error}),
-                retry_step=step,
+                record.parent,
             )
-        )
-        if sent is None:
-            log.warning("actor %s exited but its supervisor is gone; ending it", record.id)
-            self.end_tree(record.id, exit, error)
+            self.host.deliver(record.parent, None)
             return
-        self.host.deliver(record.parent, sent)
+
+    def _tell(
+        self,
+        actor_id: str,
+        epoch: int,
+        parent: str,
+        exit: Exit,
+        error: ErrorInfo | None,
+        step: str | None,
+        supervised: bool,
+    ) -> bool:
+        """Record the exit and send ``parent`` its ``ChildExit`` (with ``supervised``, only if
+        ``parent`` is a supervisor); hand it over here if this node hosts ``parent``. Returns
+        whether it was written.
+        """
+        notice = ChildExit(child=actor_id, exit=exit, error=error)
+        mark = self.store.mark()
+        self.host.sending(parent)
+        sent = None
+        try:
+            sent = self.store.execute(
+                exit_op(
+                    actor_id,
+                    epoch,
+                    parent=parent,
+                    message_id=f"{parent}/exit/{actor_id}",
+                    param=encode(notice),
+                    tags=encode({TYPE_TAG: "ChildExit"}),
+                    reason=encode({"exit": exit.value, "error": error}),
+                    retry_step=step,
+                    supervised=supervised,
+                )
+            )
+            if sent is not None:
+                reached("exit.recorded", actor_id)
+        finally:
+            self.host.sent(parent, sent, mark)
+        return sent is not None
 
     def _root_policy(
         self, record: ActorRecord, exit: Exit, error: ErrorInfo | None, step: str | None
     ) -> None:
+        # The runtime is the one_for_one supervisor of every actor with no supervisor above
+        # it, each with its own child spec as the flags: OTP's rules, the same function.
         spec = spec_of(record)
         history: list[float] = decode(record.history, list[float])
-        now = self._db_now()
-        allowed, window = intensity_allows(history, now, spec.intensity, spec.period)
-        if should_restart(spec.restart, exit) and allowed:
-            delay = spec.backoff.delay(len(window)) if spec.backoff is not None else None
-            log.info("restarting actor %s after %s exit", record.id, exit.value)
+        now = self.store.now()
+        actions, window = plan_exit(
+            strategy=Strategy.ONE_FOR_ONE,
+            intensity=spec.intensity,
+            period=spec.period,
+            auto_shutdown=AutoShutdown.NEVER,
+            children=[child_view(record, now)],
+            child=record.id,
+            exit=exit,
+            history=history,
+            now=now,
+        )
+        revive = next((a for a in actions if isinstance(a, Revive)), None)
+        if revive is not None:
+            log.info(
+                "restarting actor %s after %s exit (in %.3f s)",
+                record.id,
+                exit.value,
+                revive.delay or 0.0,
+            )
             revived = self.store.execute(
                 revive_op(
                     record.id,
-                    delay=delay,
+                    delay=revive.delay,
                     history=encode(window),
                     start=start_message(self.host.resolve_class(record.kind)),
                     retry_step=step,
+                    node=self.host.home_for(record.kind),
                 )
             )
             if revived is not None:
+                reached("actor.revived", record.id)
                 self.host.restarted(revived)
             return
         if error is not None:
@@ -137,7 +226,7 @@ class Exits:
         Each actor may first finish the cleanup replays of its canceled messages (within its
         shutdown time), so a canceled tree's handlers clean up before their actors end.
         """
-        self._end_children(actor_id)
+        self.end_children(actor_id)
         root = self._record(actor_id)
         if root is not None and root.status is ActorStatus.RUNNING:
             self.host.finish_cleanups(actor_id, spec_of(root).shutdown)
@@ -146,15 +235,14 @@ class Exits:
         self.host.forget(actor_id)
         reached("actor.ended", actor_id)
         # A child its handler spawned after the last look (before the end fenced it off).
-        self._end_children(actor_id)
+        self.end_children(actor_id)
 
-    def _end_children(self, actor_id: str) -> None:
+    def end_children(self, actor_id: str) -> None:
         """End every actor under ``actor_id``, deepest and newest first, until none is left
         (a handler still running may start children while its siblings are ended).
         """
-        while rows := self.store.read(lambda conn: conn.execute(_SUBTREE, (actor_id,)).fetchall()):
-            for row in rows:
-                child = actor_from_row(row)
+        while children := self.store.subtree(actor_id):
+            for child in children:
                 shutdown = spec_of(child).shutdown
                 if child.status is ActorStatus.RUNNING:  # one in a backoff has no handler
                     self.host.finish_cleanups(child.id, shutdown)
@@ -195,32 +283,7 @@ class Exits:
             done.set()
 
     def _record(self, actor_id: str) -> ActorRecord | None:
-        query = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s"
-        row = self.store.read(lambda conn: conn.execute(query, (actor_id,)).fetchone())
-        return actor_from_row(row) if row else None
-
-    def _is_supervisor(self, actor_id: str) -> bool:
-        record = self._record(actor_id)
-        if record is None:
-            return False
-        try:
-            return issubclass(self.host.resolve_class(record.kind), Supervisor)
-        except Exception:
-            return False
-
-    def _db_now(self) -> float:
-        query = "SELECT extract(epoch FROM clock_timestamp())"
-        row = self.store.read(lambda conn: conn.execute(query).fetchone())
-        assert row is not None
-        return float(row[0])
-
-
-def spec_of(record: ActorRecord) -> ChildSpec:
-    """An actor's child spec (the defaults when none was stored)."""
-    raw = bytes(record.spec)
-    if raw in (b"", b"{}"):
-        return ChildSpec()
-    return msgspec.json.decode(raw, type=ChildSpec)
+        return self.store.actor_row(actor_id)
 
 
 def _marked_ending(record: ActorRecord) -> bool:

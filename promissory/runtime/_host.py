@@ -9,30 +9,67 @@ promises it waits on, so a waiting actor costs a slot and a subscription, not a 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
-import importlib
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pykka
 
-from ..actors import ActorRef, DurableActor, Exit
-from ..actors._activation import Activation, Binding, Passivate, Poke
-from ..actors._actor import start_activation
-from ..actors._steps import STEP_ATTRIBUTE
-from ..store import ErrorInfo, Promise, Store, Subscription, error_info
-from ..store._actors import ActorRecord, ActorStatus, due_restart_op
-from ..store._steps import MARKED
-from ._loop import LoopThread, Timer
+from .. import _tracing
+from .._crashpoints import reached
+from ..actors import (
+    STEP_ATTRIBUTE,
+    Activation,
+    ActorRef,
+    Binding,
+    DurableActor,
+    Exit,
+    Fresh,
+    Passivate,
+    Poke,
+    known_types,
+    registered_type,
+    start_activation,
+    wait_is_over,
+)
+from ..errors import ActorBuildError, ActorTypeNotHostedError
+from ..store import (
+    STORE_FAULTS,
+    ActorRecord,
+    ActorStatus,
+    ErrorInfo,
+    EventKind,
+    Promise,
+    Sent,
+    Store,
+    Subscription,
+    TakenUp,
+    backoff_delay,
+    claim_op,
+    due_restart_op,
+    error_info,
+    take_up_op,
+)
+from ._eventloop import LoopThread, Timer
 
 log = logging.getLogger("promissory.runtime")
 
 T = TypeVar("T")
+
+
+TAKING_NONE, TAKING, TAKING_POKED = 0, 1, 2
+"""A slot's take-up: none; being claimed; being claimed and a delivery came meanwhile."""
+
+TAKE_UP_BATCH = 250
+"""Actors claimed and read per transaction of a take-up: the first start while the next are
+claimed, and no transaction holds many row locks for long."""
 
 
 class Slot:
@@ -49,6 +86,8 @@ class Slot:
         "held",
         "restart_timer",
         "stopping",
+        "faults",
+        "taking",
     )
 
     def __init__(self, kind: str | None) -> None:
@@ -64,6 +103,10 @@ class Slot:
         """Deliveries wait in the mailbox: a failure is being handled, or a shutdown is on."""
         self.stopping: pykka.ActorRef[Any] | None = None
         """The activation a shutdown asked to stop, so a second shutdown waits for it too."""
+        self.faults = 0
+        """Activations in a row that the database failed (reset when one drains its mailbox)."""
+        self.taking = TAKING_NONE
+        """Whether a take-up of many actors is claiming this one (see ``NodeHost.take_up``)."""
 
 
 class NodeHost:
@@ -78,7 +121,9 @@ class NodeHost:
         suspend_after: float,
         idle_timeout: float,
         cleanup_timeout: float = 30.0,
-        on_exit: Callable[[str, int, Exit, ErrorInfo | None, str | None], None],
+        on_exit: Callable[[str, int, Exit, ErrorInfo | None, str | None, str | None], None],
+        on_end_children: Callable[[str], None],
+        hosts: frozenset[str] | None = None,
     ) -> None:
         self.store = store
         self.loop = loop
@@ -87,20 +132,59 @@ class NodeHost:
         self.idle_timeout = idle_timeout
         self.cleanup_timeout = cleanup_timeout
         self._on_exit = on_exit
+        self.end_children = on_end_children
+        self.hosts = hosts
+        """The types ``Runtime(hosts=)`` names, or ``None``: every type defined here."""
+        self.mine: Callable[[str, str, str | None], bool] = lambda actor_id, kind, holder: (
+            holder in (None, self.node_id) and self.can_host(kind)
+        )
+        """Whether this node should run an actor (the fleet's placement replaces it)."""
+        self.lease_held: Callable[[], bool] = lambda: True
+        """Whether the node still holds its lease (the runtime replaces it)."""
         self._lock = threading.RLock()
         self._slots: dict[str, Slot] = {}
+        self._handed: set[int] = set()
+        """Seqs of the messages sent from this process and handed over directly (recent)."""
+        self._handed_order: collections.deque[int] = collections.deque(maxlen=4096)
+        self._sending: dict[str, int] = {}
+        """Actors a message is being written to here, by how many sends."""
+        self._echoes: dict[str, list[int | None]] = {}
+        """NOTIFYs for those actors held until the sends return (see ``sent``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="promissory-host")
         self.parallel = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promissory-step")
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the host's worker threads (dropped once the host is closing)."""
+    def submit(self, fn: Callable[..., Any], *args: Any, attempt: int = 0) -> None:
+        """Run ``fn(*args)`` on the host's worker threads (dropped once the host is closing).
+
+        This is the node's own bookkeeping (exits, wake-ups, restarts): when the database is
+        away or busy (``STORE_FAULTS``) it is run again, with backoff, until it succeeds or the
+        node closes; any other failure is logged with its traceback.
+        """
         try:
-            self.executor.submit(fn, *args)
+            self.executor.submit(self._guarded, fn, args, attempt)
         except RuntimeError:
             if not self._closing:
                 raise
+
+    def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], attempt: int) -> None:
+        try:
+            fn(*args)
+        except STORE_FAULTS as exc:
+            if self._closing:
+                return
+            delay = backoff_delay(attempt, base=0.1, cap=5.0)
+            log.log(
+                logging.WARNING if attempt == 0 else logging.INFO,
+                "promissory: %s failed because of the database (%s); retrying in %.1f s",
+                getattr(fn, "__name__", fn),
+                exc,
+                delay,
+            )
+            self.loop.call_later(delay, lambda: self.submit(fn, *args, attempt=attempt + 1))
+        except Exception:
+            log.exception("promissory: %s failed", getattr(fn, "__name__", fn))
 
     # -- the Host protocol ---------------------------------------------------------------------
 
@@ -114,92 +198,260 @@ class NodeHost:
 
     def ref(self, actor_id: str) -> ActorRef:
         """A ref that delivers in-process to actors this node hosts."""
-        return ActorRef(actor_id, self.store, self.deliver)
+        return ActorRef(actor_id, self.store, self)
 
     def register(self, actor_class: type[DurableActor[Any]]) -> None:
         """Make ``actor_class`` known by its kind, for activations started here."""
         self._classes[actor_class.kind()] = actor_class
 
-    def resolve_class(self, kind: str) -> type[DurableActor[Any]]:
-        """The class of ``kind`` (``module:QualName``), registered or imported."""
-        found = self._classes.get(kind)
-        if found is not None:
-            return found
-        module_name, _, qualname = kind.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if not (isinstance(obj, type) and issubclass(obj, DurableActor)):
-            raise TypeError(f"{kind} is not a DurableActor class")
-        self._classes[kind] = obj
-        return obj
+    def can_host(self, kind: str) -> bool:
+        """Whether this node hosts actors of type ``kind``: its class is defined in this
+        process (registered under that name) and ``Runtime(hosts=)``, if given, names it.
+        """
+        if self.hosts is not None and kind not in self.hosts:
+            return False
+        return kind in self._classes or registered_type(kind) is not None
 
-    def deliver(self, actor_id: str, message: Promise | None) -> None:
-        """Hand a committed message (or a nudge to look) to the actor's activation here."""
+    def hosted_kinds(self) -> list[str]:
+        """The types this node hosts, by name."""
+        if self.hosts is not None:
+            return sorted(k for k in self.hosts if self.can_host(k))
+        return sorted(set(known_types()) | set(self._classes))
+
+    def home_for(self, kind: str) -> str | None:
+        """The id of this node if it hosts ``kind`` (an actor it makes or restarts stays here),
+        else ``None`` (the placement gives it to a node that does).
+        """
+        return self.node_id if self.can_host(kind) else None
+
+    def resolve_class(self, kind: str) -> type[DurableActor[Any]]:
+        """The class of ``kind``, as registered in this process (nothing is imported).
+
+        Raises:
+            ActorTypeNotHostedError: this node does not host that type.
+
+        """
+        found = self._classes.get(kind) or registered_type(kind)
+        if (found is None or not self.can_host(kind)) and kind.startswith("agent:"):
+            raise ActorTypeNotHostedError(
+                f"no agent named {kind.removeprefix('agent:')!r} is defined in this process "
+                "(or Runtime(hosts=...) leaves it out): import the module that defines it"
+            )
+        if found is None or not self.can_host(kind):
+            raise ActorTypeNotHostedError(
+                f"this node does not host actors of type {kind!r} (its class is not defined "
+                "in this process, or Runtime(hosts=...) leaves it out)"
+            )
+        return found
+
+    def sending(self, actor_id: str) -> None:
+        """A message to ``actor_id`` is being written in this process: a NOTIFY for it that
+        comes before the send returns waits for ``sent``, which tells whether it was ours.
+        """
+        with self._lock:
+            self._sending[actor_id] = self._sending.get(actor_id, 0) + 1
+
+    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None:
+        """Hand a message this process has just written to the actor's activation here, with
+        what its send told (the recipient's placement and epoch): no read on the way. Then
+        deliver the NOTIFYs that came meanwhile and were not of it.
+        """
+        if sent is not None and sent.applied:
+            fresh = None
+            if sent.epoch is not None:
+                fresh = Fresh(sent.epoch, sent.earlier, mark)
+            placed = (sent.kind, sent.node) if sent.kind is not None else None
+            self.deliver(actor_id, sent.promise, fresh, placed)
+        with self._lock:
+            left = self._sending.get(actor_id, 1) - 1
+            if left > 0:
+                self._sending[actor_id] = left
+                return
+            self._sending.pop(actor_id, None)
+            echoes = self._echoes.pop(actor_id, ())
+            others = [seq for seq in echoes if seq is None or seq not in self._handed]
+        if others:
+            self.deliver(actor_id, None)
+
+    def deliver(
+        self,
+        actor_id: str,
+        message: Promise | None,
+        fresh: Fresh | None = None,
+        placed: tuple[str, str | None] | None = None,
+    ) -> None:
+        """Hand a committed message (or a nudge to look) to the actor's activation here.
+
+        ``fresh`` and ``placed`` are what the message's send told (``sent``).
+        """
         with self._lock:
             if self._closing:
                 return
+            if message is not None:  # its NOTIFY, when it comes, is an echo
+                if len(self._handed_order) == self._handed_order.maxlen:
+                    self._handed.discard(self._handed_order[0])
+                self._handed_order.append(message.seq)
+                self._handed.add(message.seq)
             slot = self._slots.get(actor_id)
             if slot is None:
                 slot = self._slots[actor_id] = Slot(None)
+            if slot.taking != TAKING_NONE:
+                slot.taking = TAKING_POKED  # looked at once the take-up has started it
+                return
             if slot.suspended is not None or slot.held:
                 return  # the message waits in the durable mailbox
             if slot.kind is None:
-                kind = self._kind_of(actor_id)
-                if kind is None:
+                if placed is None:
+                    placed = self.store.placement(actor_id)
+                if placed is None or not self.mine(actor_id, placed[0], placed[1]):
+                    # Gone, or another node's (it hears of the message by NOTIFY), or of a
+                    # type this node does not host: not ours to run.
                     del self._slots[actor_id]
                     return
-                slot.kind = kind
-            try:
-                self._poke(actor_id, slot, message)
-            except (ImportError, AttributeError, TypeError) as exc:
-                # This process cannot import the actor's class: it does not host it. The
-                # message is committed; a node that can host it hears of it by NOTIFY.
-                log.info("not hosting %s here (%s): %s", actor_id, slot.kind, exc)
-                del self._slots[actor_id]
+                slot.kind = placed[0]
+            self._poke_or_fail(actor_id, slot, Poke(message, fresh))
+
+    def _poke_or_fail(self, actor_id: str, slot: Slot, poke: Poke | None) -> None:
+        """Poke the actor's activation (started if need be); a class that cannot be built
+        here is a crash for supervision, and one not hosted here is left to another node.
+        """
+        try:
+            self._poke(actor_id, slot, poke)
+        except ActorBuildError as exc:
+            # The class raised while built: a crash like a handler's, for supervision.
+            cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+            log.warning("actor %s could not be built: %r", actor_id, cause)
+            slot.held = True
+            slot.activation = slot.ref = None
+            self.submit(self._build_failed, actor_id, cause)
+        except ActorTypeNotHostedError:
+            # The message is committed; a node that hosts the type takes the actor up.
+            log.debug("not hosting %s here (%s)", actor_id, slot.kind)
+            self._slots.pop(actor_id, None)
+
+    def _build_failed(self, actor_id: str, error: Exception) -> None:
+        """Report an actor whose class raised in ``__init__`` as crashed: claim it (so the
+        exit is this node's to report, at an epoch of its own), then hand it to supervision.
+        """
+        record: ActorRecord | None = self.store.execute(claim_op(actor_id, self.node_id))
+        if record is None:
+            # Not alive any more, or another node holds it: nothing of ours to report.
+            self.forget(actor_id)
+            return
+        self._handle_exit(actor_id, record.epoch, Exit.ABNORMAL, error_info(error), None)
 
     def nudge(self, actor_id: str, seq: int | None) -> None:
         """A message for ``actor_id`` was committed somewhere (NOTIFY): deliver it unless the
         activation here has it already (our own messages come back this way too).
         """
         with self._lock:
+            if seq is not None and seq in self._handed:
+                return  # sent from this process: handed to its activation directly
+            if actor_id in self._sending:
+                # Maybe of a send still returning here: decided when it has (``sent``).
+                self._echoes.setdefault(actor_id, []).append(seq)
+                return
             slot = self._slots.get(actor_id)
             activation = slot.activation if slot is not None else None
             if activation is not None and seq is not None and seq in activation.seen:
                 return
         self.deliver(actor_id, None)
 
-    def _poke(self, actor_id: str, slot: Slot, message: Promise | None) -> None:
+    def take_up(self, actor_ids: Sequence[str]) -> None:
+        """Start activations for ``actor_ids`` (in that order) with one claim and one read
+        for each ``TAKE_UP_BATCH`` of them (``take_up_op``), as the recovery pass does for
+        the actors it finds with work; each starts its first message with no read of its own.
+        Actors already active here, waiting, or held are delivered to as one by one.
+        """
+        for start in range(0, len(actor_ids), TAKE_UP_BATCH):
+            self._take_up(actor_ids[start : start + TAKE_UP_BATCH])
+
+    def _take_up(self, actor_ids: Sequence[str]) -> None:
+        chosen: list[str] = []
+        with self._lock:
+            if self._closing:
+                return
+            for actor_id in actor_ids:
+                slot = self._slots.get(actor_id)
+                if slot is None or slot.kind is None or slot.ref is not None:
+                    continue
+                if slot.suspended is not None or slot.held or slot.taking != TAKING_NONE:
+                    continue
+                slot.taking = TAKING
+                chosen.append(actor_id)
+        taken: dict[str, TakenUp] = {}
+        try:
+            if chosen:
+                taken = self.store.execute(take_up_op(chosen, self.node_id))
+                reached("actors.taken_up", chosen[0])
+        except Exception as exc:
+            # One by one then: each activation claims and reads for itself.
+            log.info("taking %d actors up at once failed (%r); one by one", len(chosen), exc)
+            chosen, failed = [], chosen
+            with self._lock:
+                for actor_id in failed:
+                    slot = self._slots.get(actor_id)
+                    if slot is not None:
+                        slot.taking = TAKING_NONE
+            for actor_id in failed:
+                self.deliver(actor_id, None)
+        picked = set(chosen)
+        later: list[str] = []
+        started: list[tuple[str, Slot, TakenUp, bool]] = []
+        with self._lock:  # one hold: no delivery or second take-up comes between
+            for actor_id in actor_ids:
+                slot = self._slots.get(actor_id)
+                if actor_id not in picked or slot is None:
+                    later.append(actor_id)
+                    continue
+                poked = slot.taking == TAKING_POKED
+                slot.taking = TAKING_NONE
+                up = taken.get(actor_id)
+                if up is None or self._closing:
+                    # Not claimed: not alive any more, another node holds it, or a restart
+                    # its supervisor decided comes first (that revive activates it).
+                    if poked:
+                        later.append(actor_id)  # what came meanwhile, as it would have
+                    elif slot.ref is None:
+                        del self._slots[actor_id]
+                    continue
+                # Every thread first, then the pokes: a thread starts faster while the ones
+                # started before it are not yet at work.
+                self._poke_or_fail(actor_id, slot, None)
+                if slot.ref is not None:
+                    started.append((actor_id, slot, up, poked))
+            for actor_id, slot, up, poked in started:
+                self._poke_or_fail(actor_id, slot, Poke(None, None, up))
+                if poked:
+                    self._poke_or_fail(actor_id, slot, Poke())  # a delivery came meanwhile
+        for actor_id in later:
+            self.deliver(actor_id, None)
+
+    def _poke(self, actor_id: str, slot: Slot, poke: Poke | None) -> None:
+        """Poke the actor's activation, started if need be (``None``: only start it)."""
         if slot.idle_timer is not None:
             slot.idle_timer.cancel()
             slot.idle_timer = None
         if slot.ref is None or slot.activation is None:
             self._start(actor_id, slot)
+        if poke is None:
+            return
         slot.sent += 1
         assert slot.ref is not None
         try:
-            slot.ref.tell(Poke(message))
+            slot.ref.tell(poke)
         except pykka.ActorDeadError:
             slot.ref = slot.activation = None
             self._start(actor_id, slot)
             slot.sent = 1
             assert slot.ref is not None
-            slot.ref.tell(Poke(message))
+            slot.ref.tell(poke)
 
     def _start(self, actor_id: str, slot: Slot) -> None:
         assert slot.kind is not None
         actor_class = self.resolve_class(slot.kind)  # raises if this process cannot host it
         slot.sent = 0
         slot.ref, slot.activation = start_activation(actor_class, Binding(actor_id, self))
-
-    def _kind_of(self, actor_id: str) -> str | None:
-        row = self.store.read(
-            lambda conn: conn.execute(
-                "SELECT kind FROM actors WHERE id = %s AND status IN ('running', 'restarting')",
-                (actor_id,),
-            ).fetchone()
-        )
-        return str(row[0]) if row else None
 
     def note_kind(self, actor_id: str, kind: str) -> None:
         """Remember an actor's kind (from a spawn or the recovery pass) to save a lookup."""
@@ -216,6 +468,7 @@ class NodeHost:
             slot = self._slots.get(activation.actor_id)
             if slot is None or slot.activation is not activation:
                 return
+            slot.faults = 0
             if slot.idle_timer is not None:
                 slot.idle_timer.cancel()
             slot.idle_timer = self.loop.call_later(
@@ -253,7 +506,7 @@ class NodeHost:
             if slot.subscription is not None:
                 slot.subscription.cancel()
             slot.subscription = self.store.subscribe(
-                "settled",
+                EventKind.SETTLED,
                 [*awaiting, message_id],
                 lambda kind, key, resync: self.wake_soon(actor_id),
             )
@@ -261,16 +514,22 @@ class NodeHost:
         self.wake_soon(actor_id)
 
     def register_suspended(
-        self, actor_id: str, kind: str, message_id: str, awaiting: list[str]
+        self, actor_id: str, kind: str, message_id: str, awaiting: list[str], wait_all: bool
     ) -> None:
         """Recovery: an actor whose head message was suspended when the last process ended."""
         with self._lock:
             slot = self._slots.get(actor_id)
             if slot is None:
                 slot = self._slots[actor_id] = Slot(kind)
-            slot.suspended = (message_id, list(awaiting), False)
+            if slot.activation is not None:
+                return  # live here: it handles its own suspension (a rescan found it)
+            slot.suspended = (message_id, list(awaiting), wait_all)
+            if slot.subscription is not None:
+                slot.subscription.cancel()
             slot.subscription = self.store.subscribe(
-                "settled", [*awaiting, message_id], lambda k, key, r: self.wake_soon(actor_id)
+                EventKind.SETTLED,
+                [*awaiting, message_id],
+                lambda k, key, r: self.wake_soon(actor_id),
             )
 
     def wake_soon(self, actor_id: str) -> None:
@@ -284,21 +543,12 @@ class NodeHost:
             if slot is None or slot.suspended is None:
                 return
             message_id, awaiting, wait_all = slot.suspended
-        states = self.store.get_many([*awaiting, message_id])
-        message = states.pop(message_id, None)
+        found = self.store.get_many([*awaiting, message_id])
+        message = found.pop(message_id, None)
         if message is None or message.state.settled:
-            awaiting, wait_all = [], False  # canceled or timed out: replay it to clean up
-        settled = [p for p in states.values() if p.state.settled]
-        missing = len(states) < len(set(awaiting)) or not awaiting
-        if wait_all:
-            ready = (
-                missing
-                or len(settled) >= len(set(awaiting))
-                or any(p.state.rejected for p in settled)
-            )
-        else:
-            ready = missing or bool(settled)
-        if not ready:
+            awaiting = []  # canceled or timed out: replay it to clean up
+        states = {id: p.state for id, p in found.items()}
+        if not wait_is_over(awaiting, states, wait_all):
             return
         with self._lock:
             slot = self._slots.get(actor_id)
@@ -309,6 +559,27 @@ class NodeHost:
                 slot.subscription.cancel()
                 slot.subscription = None
         self.deliver(actor_id, None)
+
+    def activation_faulted(self, activation: Activation, error: BaseException) -> None:
+        """The database failed an activation's work: try its mailbox again later."""
+        actor_id = activation.actor_id
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if slot is None or slot.activation is not activation:
+                return
+            slot.activation = slot.ref = None
+            slot.faults += 1
+            faults = slot.faults
+        delay = backoff_delay(faults - 1, base=0.2, cap=5.0)
+        log.log(
+            logging.WARNING if faults == 1 else logging.INFO,
+            "actor %s: the database failed its work (%s); its messages stay pending and are "
+            "taken up again in %.1f s",
+            actor_id,
+            error,
+            delay,
+        )
+        self.loop.call_later(delay, self.submit, self.deliver, actor_id, None)
 
     def activation_ended(self, activation: Activation) -> None:
         """An activation stopped: forget it, and start another if pokes were left unread."""
@@ -348,13 +619,22 @@ class NodeHost:
             if slot is not None:
                 slot.held = True
         epoch = activation.fence.epoch if activation.fence is not None else -1
-        self.submit(self._handle_exit, actor_id, epoch, exit, error, step)
+        parent = activation.record.parent if activation.record is not None else None
+        self.submit(self._handle_exit, actor_id, epoch, exit, error, step, parent)
 
     def _handle_exit(
-        self, actor_id: str, epoch: int, exit: Exit, error: ErrorInfo | None, step: str | None
+        self,
+        actor_id: str,
+        epoch: int,
+        exit: Exit,
+        error: ErrorInfo | None,
+        step: str | None,
+        parent: str | None = None,
     ) -> None:
         try:
-            self._on_exit(actor_id, epoch, exit, error, step)
+            self._on_exit(actor_id, epoch, exit, error, step, parent)
+        except STORE_FAULTS:
+            raise  # the database's trouble, not the actor's: ``submit`` runs it again
         except Exception:
             log.exception("promissory: supervision failed for actor %s", actor_id)
             self.release(actor_id)
@@ -374,6 +654,7 @@ class NodeHost:
 
     def restarted(self, record: ActorRecord) -> None:
         """An actor's next incarnation was recorded: activate it now, or at its restart time."""
+        _tracing.restarted(self.store, record)
         with self._lock:
             slot = self._slots.get(record.id)
             if slot is None:
@@ -402,19 +683,13 @@ class NodeHost:
         record = self.store.execute(due_restart_op(actor_id))
         if record is None:
             # Not due yet by the database's clock (or no longer restarting): look again.
-            current = self.store.read(
-                lambda conn: conn.execute(
-                    "SELECT status, extract(epoch FROM restart_at - clock_timestamp()) "
-                    "FROM actors WHERE id = %s",
-                    (actor_id,),
-                ).fetchone()
-            )
-            if current is not None and current[0] == "restarting" and current[1] is not None:
+            due_in = self.store.restart_due_in(actor_id)
+            if due_in is not None:
                 with self._lock:
                     slot = self._slots.get(actor_id)
                     if slot is not None:
                         slot.restart_timer = self.loop.call_later(
-                            max(0.0, float(current[1])) + 0.005, self._restart_due, actor_id
+                            max(0.0, due_in) + 0.005, self._restart_due, actor_id
                         )
             return
         with self._lock:
@@ -447,8 +722,17 @@ class NodeHost:
             activation.request_stop()
         if timeout is None:
             ref.actor_stopped.wait()
-        elif timeout > 0:
-            ref.actor_stopped.wait(timeout)
+        elif not ref.actor_stopped.wait(timeout) and activation is not None:
+            # Python cannot kill the handler; it is fenced instead: the caller claims a new
+            # epoch, and from now on the handler's next durable operation raises FencedError.
+            activation.superseded.set()
+            if timeout > 0:
+                log.warning(
+                    "actor %s did not finish its message within its shutdown time (%.1f s): "
+                    "its handler runs on, fenced off (nothing more it does is kept)",
+                    actor_id,
+                    timeout,
+                )
 
     def finish_cleanups(self, actor_id: str, timeout: float | None) -> None:
         """Let ``actor_id`` replay its canceled messages to clean up (for at most ``timeout``
@@ -458,7 +742,7 @@ class NodeHost:
         limit = self.cleanup_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         pause = 0.005
-        while self.store.read(lambda conn: conn.execute(MARKED, (actor_id,)).fetchone()):
+        while self.store.cleanup_pending(actor_id):
             if time.monotonic() >= deadline:
                 log.warning("actor %s did not finish its cleanup in %.1f s", actor_id, limit)
                 return
@@ -483,6 +767,23 @@ class NodeHost:
             except pykka.ActorDeadError:
                 pass
 
+    def fence_all(self) -> None:
+        """The node lost its lease: fence off every activation here (each one's next durable
+        operation raises ``FencedError``), ask it to stop, and forget every slot; the node
+        takes up its actors again as a new node, or another node does.
+        """
+        with self._lock:
+            slots, self._slots = self._slots, {}
+        for slot in slots.values():
+            for timer in (slot.idle_timer, slot.restart_timer):
+                if timer is not None:
+                    timer.cancel()
+            if slot.subscription is not None:
+                slot.subscription.cancel()
+            if slot.activation is not None:
+                slot.activation.superseded.set()
+                slot.activation.request_stop()
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def live_activations(self) -> int:
@@ -499,19 +800,38 @@ class NodeHost:
         """Stop taking work, ask every activation to end after its current message, and wait."""
         with self._lock:
             self._closing = True
-            refs = [s.ref for s in self._slots.values() if s.ref is not None]
-            activations = [s.activation for s in self._slots.values() if s.activation is not None]
+            running = [
+                (actor_id, s.ref, s.activation)
+                for actor_id, s in self._slots.items()
+                if s.ref is not None
+            ]
             for slot in self._slots.values():
                 if slot.subscription is not None:
                     slot.subscription.cancel()
                 if slot.idle_timer is not None:
                     slot.idle_timer.cancel()
-        for activation in activations:
-            activation.request_stop()
-        for ref in refs:
-            try:
-                ref.stop(block=True, timeout=timeout)
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        for _, ref, activation in running:
+            if activation is not None:
+                activation.request_stop()
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.stop(block=False)
+        # One deadline for them all: a node of many busy actors closes within ``timeout``.
+        deadline = time.monotonic() + timeout
+        late = []
+        for actor_id, ref, activation in running:
+            if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):
+                late.append(actor_id)
+                if activation is not None:
+                    activation.superseded.set()  # its next durable operation is refused
+        if late:
+            log.warning(
+                "%d actor(s) did not finish their message within the shutdown time (%.1f s): "
+                "their handlers run on, fenced off (nothing more they do is kept): %s",
+                len(late),
+                timeout,
+                ", ".join(late[:10]) + (" …" if len(late) > 10 else ""),
+            )
+        # Bookkeeping already queued (an exit, a wake-up) finishes: a drained node leaves the
+        # store as it stands, not with an actor that ended but is still marked running.
+        self.executor.shutdown(wait=True, cancel_futures=False)
         self.parallel.shutdown(wait=False, cancel_futures=True)

@@ -1,10 +1,12 @@
 """The timer service: settle promises whose timeout has come, in due order, when it comes.
 
-It asks the store for the earliest pending timeout (one indexed lookup, never a scan), sleeps
-on the event loop until then, and sweeps what is due in batches; the sweep's settle events
-wake whoever waits. A NOTIFY that a timeout was created anywhere, or a reconnect, makes it look
-again; a slow fallback poll covers anything it could otherwise miss. Timeouts that came due
-while no process ran are overdue at start and fire at once.
+It asks the store for the earliest pending timeout (one indexed lookup, never a scan), arms a
+timer on the event loop for then, and sweeps what is due in batches; the sweep's settle events
+wake whoever waits. The lookups and sweeps run on a worker thread (the host's executor), never
+on the loop, which only keeps the timer. A NOTIFY that a timeout was created anywhere, or a
+reconnect, makes it look again; a slow fallback poll covers anything it could otherwise miss.
+Timeouts that came due while no process ran are overdue at start and fire at once. Given a
+retention age, it also forgets finished runs older than that (``_retention``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import logging
 import threading
 from concurrent.futures import Executor
 
-from ..store import Store, Subscription
-from ._loop import LoopThread, Timer
+from ..errors import StoreError
+from ..store import EventKind, OutageLog, Store, Subscription
+from ._eventloop import LoopThread, Timer
+from ._retention import Retention
 
 log = logging.getLogger("promissory.runtime")
 
@@ -30,6 +34,7 @@ class TimerService:
         *,
         fallback_poll: float = 30.0,
         batch: int = 1000,
+        retention: float | None = None,
     ) -> None:
         self._store = store
         self._loop = loop
@@ -42,12 +47,19 @@ class TimerService:
         self._again = False
         self._closed = False
         self._sub: Subscription | None = None
+        self._outage = OutageLog(log, "timer service")
         self.fired = 0
+        self.retention = Retention(store, retention) if retention is not None else None
+        """Forgets finished runs older than ``retention`` seconds (``Runtime(retention=…)``)."""
 
     def start(self) -> None:
         """Subscribe to new timeouts and look for the first one."""
-        self._sub = self._store.subscribe("timer", [""], lambda kind, key, resync: self.kick())
+        self._sub = self._store.subscribe(
+            EventKind.TIMER, [""], lambda kind, key, resync: self.kick()
+        )
         self.kick()
+        if self.retention is not None:
+            self.retention.start()
 
     def kick(self) -> None:
         """Look at the store again soon (a timeout may have been created or come due)."""
@@ -73,6 +85,10 @@ class TimerService:
                 if len(fired) < self._batch:
                     break
             delay = self._store.seconds_to_next_timeout()
+            self._outage.ok()
+        except StoreError as exc:  # the database is away: said once, not every second
+            self._outage.failed(exc, "sweeping again every second")
+            delay = 1.0
         except Exception:
             log.exception("promissory timer service: sweep failed; retrying")
             delay = 1.0
@@ -102,3 +118,5 @@ class TimerService:
                 self._timer.cancel()
         if self._sub is not None:
             self._sub.cancel()
+        if self.retention is not None:
+            self.retention.close()

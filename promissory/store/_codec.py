@@ -1,26 +1,23 @@
-"""Values and failures to and from the JSON the store keeps.
+"""Values to and from the JSON the store keeps (failures: ``_failures``).
 
 Values are encoded by msgspec (builtins, Structs, dataclasses, datetimes, UUIDs, enums) and
 stored as ``jsonb``, so a person can read them in SQL; they decode back to their type when the
-caller names it. Failures are stored as an ``ErrorInfo`` object and rebuilt as the original
-exception type where that type can be found and constructed, as ``RemoteError`` otherwise.
-Encoders and decoders are made once per type.
+caller names it. Encoders and decoders are made once per type.
+
+Every value kept is bounded, so that whatever is stored can be read back by any process:
+at most ``MAX_VALUE_BYTES`` of JSON, nested at most ``MAX_DEPTH`` arrays and objects deep, and
+holding only finite numbers (JSON has no NaN or infinity; msgspec would write ``null``).
 """
 
 from __future__ import annotations
 
-import importlib
+import math
 import re
-import sys
-import traceback as traceback_module
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
-from ..errors import DecodeError, EncodeError, RemoteError
-
-if TYPE_CHECKING:
-    from ._records import ErrorInfo
+from ..errors import DecodeError, EncodeError
 
 T = TypeVar("T")
 
@@ -29,6 +26,14 @@ _encoder = msgspec.json.Encoder()
 # number means the backslash itself was escaped, and the text is a literal "\u0000").
 _NUL_ESCAPE = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+MAX_VALUE_BYTES = 64 * 1024 * 1024
+"""The largest value (param, reply, state, step result) kept, in bytes of JSON: 64 MiB."""
+MAX_DEPTH = 256
+"""How deep arrays and objects may nest in a value kept. Decoding is recursive: a deeper value
+could be written by one thread and be unreadable by another with less stack to spare."""
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
 def encode(value: Any, *, what: str = "value") -> str:
@@ -40,14 +45,72 @@ def encode(value: Any, *, what: str = "value") -> str:
     """
     try:
         data = _encoder.encode(value)
+    except RecursionError as exc:
+        raise EncodeError(
+            f"the {what} is nested too deeply to encode (at most {MAX_DEPTH} levels are kept)"
+        ) from exc
     except (TypeError, msgspec.EncodeError, OverflowError, UnicodeEncodeError) as exc:
         # UnicodeEncodeError: a str holding a lone surrogate, which has no UTF-8 form.
         raise EncodeError(
             f"the {what} cannot be encoded as JSON ({type(value).__name__}): {exc}"
         ) from exc
+    if len(data) > MAX_VALUE_BYTES:
+        raise EncodeError(
+            f"the {what} is {len(data):,} bytes of JSON, over the maximum of "
+            f"{MAX_VALUE_BYTES:,} (MAX_VALUE_BYTES); keep large data elsewhere and store a "
+            f"reference to it"
+        )
     if b"\\u0000" in data and _NUL_ESCAPE.search(data):
         raise EncodeError(f"the {what} holds a NUL character, which Postgres jsonb cannot store")
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+        raise EncodeError(
+            f"the {what} nests arrays and objects more than {MAX_DEPTH} levels deep (MAX_DEPTH)"
+        )
+    if b"null" in data:
+        where = _non_finite(value, what, 0)
+        if where is not None:
+            raise EncodeError(
+                f"{where} is not a finite number (NaN and infinity have no JSON form; "
+                f"store None or a string instead)"
+            )
     return data.decode()
+
+
+def _depth(data: bytes) -> int:
+    """How deep arrays and objects nest in msgspec's JSON ``data`` (up to ``MAX_DEPTH + 1``)."""
+    # Drop the strings' contents (msgspec escapes every quote and backslash inside them), keep
+    # only the brackets, then peel innermost pairs a level at a time: all in C, no byte loop.
+    text = b"".join(data.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
+    text = text.translate(_BRACKETS, _NOT_BRACKETS)
+    depth = 0
+    while text and depth <= MAX_DEPTH:
+        text = text.replace(b"()", b"")
+        depth += 1
+    return depth
+
+
+def _non_finite(value: Any, path: str, depth: int) -> str | None:
+    """Where a NaN or infinity sits in ``value`` (msgspec writes them as ``null``), if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} ({value!r})"
+    if depth > MAX_DEPTH or isinstance(value, (str, bytes, int, bool)) or value is None:
+        return None
+    items: Any
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    elif isinstance(value, msgspec.Struct):
+        items = ((f, getattr(value, f, None)) for f in value.__struct_fields__)
+    elif hasattr(value, "__dataclass_fields__"):
+        items = ((f, getattr(value, f, None)) for f in value.__dataclass_fields__)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key!r}]", depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def decode(raw: bytes | msgspec.Raw | None, type: Any = Any) -> Any:
@@ -66,63 +129,10 @@ def decode(raw: bytes | msgspec.Raw | None, type: Any = Any) -> Any:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise DecodeError(f"stored JSON does not decode as {_type_name(type)}: {exc}") from exc
-
-
-def error_info(exc: BaseException) -> ErrorInfo:
-    """Describe ``exc`` as a storable ``ErrorInfo``, with its traceback text."""
-    from ._records import ErrorInfo
-
-    if isinstance(exc, RemoteError):
-        return ErrorInfo(type=exc.type_name, message=exc.message, traceback=exc.remote_traceback)
-    cls = type(exc)
-    args: list[Any] | None = list(exc.args)
-    try:
-        _encoder.encode(args)
-    except (TypeError, msgspec.EncodeError, OverflowError):
-        args = None
-    tb = "".join(traceback_module.format_exception(exc)) if exc.__traceback__ else None
-    return ErrorInfo(
-        type=f"{cls.__module__}.{cls.__qualname__}", message=str(exc), args=args, traceback=tb
-    )
-
-
-def rebuild_error(info: ErrorInfo) -> BaseException:
-    """Rebuild the exception an ``ErrorInfo`` describes, or a ``RemoteError`` in its place.
-
-    The result depends only on ``info`` and the code loaded, so a replay raises the same
-    exception type as the first run did.
-    """
-    cls = _find_exception_type(info.type)
-    if cls is not None:
-        try:
-            exc = cls(*info.args) if info.args is not None else cls(info.message)
-        except Exception:
-            exc = None
-        if exc is not None:
-            return exc
-    return RemoteError(info.type, info.message, info.traceback)
-
-
-def _find_exception_type(name: str) -> type[BaseException] | None:
-    # A qualified name may sit in a dotted module; try the longest importable prefix.
-    parts = name.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        module_name, qualname = ".".join(parts[:cut]), ".".join(parts[cut:])
-        module = sys.modules.get(module_name)
-        if module is None:
-            try:
-                module = importlib.import_module(module_name)
-            except Exception:
-                continue
-        obj: Any = module
-        for attr in qualname.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if isinstance(obj, type) and issubclass(obj, BaseException):
-            return obj
-        return None
-    return None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        # Not JSON at all (written by hand, say), or nested deeper than this thread can
+        # follow: unreadable here, which is the caller's error to report, not a crash.
+        raise DecodeError(f"stored JSON cannot be read as {_type_name(type)}: {exc!r}") from exc
 
 
 def _type_name(tp: Any) -> str:

@@ -3,8 +3,9 @@
 One thread holds one connection that LISTENs on the store's channel. The trigger on
 ``promises`` sends ``s<id>`` when a promise settles, ``m<actor id><TAB><seq>`` when a message is
 created for an actor (so a node can tell a message it already has from a new one), and ``t``
-when a promise with a timeout is created. When the connection is lost
-the thread reconnects with backoff, LISTENs again and asks every subscriber to re-check.
+when a promise with a timeout is created. When the connection is lost the thread says so once
+(``OutageLog``), reconnects with backoff, LISTENs again, says it is back, and asks every
+subscriber to re-check.
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ._connection import backoff_delay, connect
+from ._connection import backoff_delay, close_quietly, connect
 from ._events import EventHub
-from ._writer import Event
+from ._ops import Event, EventKind
+from ._outage import OutageLog
 
 log = logging.getLogger("promissory.store")
 
-_KINDS = {"s": "settled", "m": "message", "t": "timer", "e": "ending"}
+_KINDS = {
+    "s": EventKind.SETTLED,
+    "m": EventKind.MESSAGE,
+    "t": EventKind.TIMER,
+    "e": EventKind.ENDING,
+    "a": EventKind.ADOPTED,
+    "l": EventKind.LIVE,
+}
 _POLL = 0.1
 """Seconds between looks at the stop flag while waiting for notifications."""
 
@@ -59,12 +68,14 @@ class Listener:
     def _run(self) -> None:
         attempt = 0
         first = True
+        outage = OutageLog(log, "listener")
         while not self._stop.is_set():
             try:
                 conn = connect(
                     self._dsn, deadline=time.monotonic() + 5, what="the store's listener"
                 )
-            except Exception:
+            except Exception as exc:
+                outage.failed(exc, "reconnecting")
                 time.sleep(backoff_delay(attempt))
                 attempt += 1
                 continue
@@ -72,6 +83,7 @@ class Listener:
             try:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                 attempt = 0
+                outage.ok()
                 self._ready.set()
                 if not first:
                     # Notifications sent while we were away are lost: everyone re-checks.
@@ -83,15 +95,12 @@ class Listener:
                     for note in conn.notifies(timeout=_POLL):
                         event = parse_notification(note.payload)
                         if event is not None:
-                            self._hub.publish((event,))
-            except psycopg.Error:
+                            self._hub.heard(event)
+            except psycopg.Error as exc:
                 if not self._stop.is_set():
-                    log.info("promissory listener lost its connection; reconnecting")
+                    outage.failed(exc, "reconnecting")
                     time.sleep(backoff_delay(attempt))
                     attempt += 1
             finally:
-                try:
-                    conn.close()
-                except Exception:
-                    pass
+                close_quietly(conn, "the store's listener")
                 self._conn = None

@@ -16,8 +16,8 @@ import msgspec
 from psycopg import sql
 
 from ..errors import PromiseNotFoundError
+from ._ops import Event, EventKind, Group, Op, Rows
 from ._records import Outcome, Page, Promise, PromiseKind, PromiseState
-from ._writer import Event, Group, Op, Rows
 
 _EXPIRED = "(state = 'pending' AND timeout_at <= clock_timestamp())"
 _TIMEOUT_STATE = "CASE WHEN kind = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END"
@@ -105,6 +105,12 @@ RETURNING {COLUMNS}
 _GET = f"SELECT {COLUMNS} FROM promises WHERE id = %s"
 
 
+_OWN = """
+UPDATE promises SET owner = %(owner)s
+WHERE id = %(id)s AND owner IS NULL AND state = 'pending' AND %(owner)s::text IS NOT NULL
+"""
+
+
 def create_op(
     id: str,
     *,
@@ -114,8 +120,13 @@ def create_op(
     at: datetime | None,
     kind: PromiseKind,
     recipient: str | None = None,
+    owner: str | None = None,
 ) -> Op:
-    """The op that creates a promise, or finds the one that has that id already."""
+    """The op that creates a promise, or finds the one that has that id already.
+
+    With ``owner`` (a message id), the promise, created or found pending with no owner yet,
+    belongs to that message: canceling or timing out the message cancels it too.
+    """
     params = {
         "id": id,
         "param": param,
@@ -124,9 +135,21 @@ def create_op(
         "at": at,
         "kind": kind.value,
         "recipient": recipient,
+        "owner": owner,
     }
+    if owner is not None:
+        return Op(
+            [(_CREATE, params), (_OWN, params)],
+            _finish_owned,
+            keys=(id,),
+            reread=(_GET, (id,)),
+        )
     group = Group(_CREATE_MANY, id, (id, param, tags, secs, at, kind.value, recipient))
     return Op([(_CREATE, params)], _finish_create, keys=(id,), reread=(_GET, (id,)), group=group)
+
+
+def _finish_owned(rows: list[Rows], xid: int | None) -> Outcome:
+    return _finish_create([rows[0], rows[-1]], xid)
 
 
 def _finish_create(rows: list[Rows], xid: int | None) -> Outcome:
@@ -197,7 +220,7 @@ def settle_op(id: str, state: PromiseState, value: str | None) -> Op:
 
 
 def _settled_events(outcome: Outcome) -> list[Event]:
-    return [("settled", outcome.promise.id)] if outcome.promise.state.settled else []
+    return [(EventKind.SETTLED, outcome.promise.id)] if outcome.promise.state.settled else []
 
 
 # -- the timeout sweep -------------------------------------------------------------------------
@@ -229,7 +252,7 @@ def sweep_op(limit: int) -> Op:
         return sorted(swept, key=lambda p: (p.timeout_at, p.id))
 
     def events(promises: list[Promise]) -> list[Event]:
-        return [("settled", p.id) for p in promises]
+        return [(EventKind.SETTLED, p.id) for p in promises]
 
     return Op([(_SWEEP, (limit,))], finish, events)
 

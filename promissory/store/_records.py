@@ -61,6 +61,8 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         message: ``str()`` of the exception.
         args: the exception's arguments, when they encode as JSON; used to rebuild it.
         traceback: the traceback text where it was raised, if any.
+        failed_actor: in a message rejected because its recipient failed and was given up,
+            that actor's id (the failure is the actor's, not the message's).
 
     """
 
@@ -68,6 +70,7 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     message: str = ""
     args: list[Any] | None = None
     traceback: str | None = None
+    failed_actor: str | None = None
 
 
 class Promise(msgspec.Struct, frozen=True, kw_only=True):

@@ -175,6 +175,268 @@ MIGRATIONS: tuple[Migration, ...] = (
             "EXECUTE FUNCTION promissory_notify({channel})",
         ),
     ),
+    Migration(
+        2,
+        "promise owners",
+        (
+            # The run (message) a promise belongs to, whatever its id: the first that created
+            # or waited on it with ``ctx.promise``. Canceling or timing out the owner cancels it.
+            'ALTER TABLE promises ADD COLUMN owner text COLLATE "C"',
+            "CREATE INDEX promises_owned ON promises (owner) "
+            "WHERE state = 'pending' AND owner IS NOT NULL",
+            """
+            CREATE OR REPLACE FUNCTION promissory_cascade() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE promises SET
+                    state = 'rejected_canceled',
+                    settled_at = clock_timestamp(),
+                    value = jsonb_build_object(
+                        'type', 'promissory.errors.PromiseCanceledError',
+                        'message', 'canceled with ' || NEW.id,
+                        'args', jsonb_build_array('canceled with ' || NEW.id, id))
+                WHERE ((id >= NEW.id || '/' AND id < NEW.id || '0') OR owner = NEW.id)
+                  AND state = 'pending';
+                RETURN NULL;
+            END
+            $$
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "suspended waits on all, supervisors known by row, decisions applied once",
+        (
+            # A message suspended on a gather waits for all it awaits (or a first failure),
+            # across a restart too, not only for the first to settle.
+            "ALTER TABLE promises ADD COLUMN wait_all boolean NOT NULL DEFAULT false",
+            # Whether an actor is a Supervisor, so a child's exit goes to the right place on any
+            # node, whether or not it can load the parent's class. Every supervisor incarnation
+            # was sent SupervisorStarted, which tells the ones made before this column.
+            "ALTER TABLE actors ADD COLUMN supervisor boolean",
+            # The last supervisor decision applied to the actor (see DECISION_BITS): a replay
+            # that applies a bounce or revive again changes nothing.
+            "ALTER TABLE actors ADD COLUMN decision bigint",
+            """
+            UPDATE actors a SET supervisor = EXISTS (
+                SELECT 1 FROM promises p
+                WHERE p.recipient = a.id AND p.tags->>'promissory:type' = 'SupervisorStarted')
+            """,
+        ),
+    ),
+    Migration(
+        4,
+        "a fleet of nodes",
+        (
+            # What each node hosts (actor type names), and when it ended: a node's row stays a
+            # while after its lease is gone, so `promissory nodes` shows the recently dead.
+            "ALTER TABLE nodes ADD COLUMN kinds text[] NOT NULL DEFAULT '{}'",
+            "ALTER TABLE nodes ADD COLUMN ended_at timestamptz",
+            # A new message names its recipient's node and type in its NOTIFY: the node that
+            # holds the actor takes it; for one no node holds, the node the placement picks
+            # among those that host its type. No node reads a row to learn it is not its own.
+            """
+            CREATE OR REPLACE FUNCTION promissory_notify() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                holder text;
+                type_name text;
+            BEGIN
+                IF TG_OP = 'UPDATE' THEN
+                    PERFORM pg_notify(TG_ARGV[0], 's' || NEW.id);
+                ELSE
+                    IF NEW.recipient IS NOT NULL THEN
+                        SELECT node, kind INTO holder, type_name
+                        FROM actors WHERE id = NEW.recipient;
+                        PERFORM pg_notify(TG_ARGV[0], 'm' || NEW.recipient || chr(9) || NEW.seq
+                            || chr(9) || coalesce(holder, '') || chr(9)
+                            || coalesce(type_name, ''));
+                    END IF;
+                    IF NEW.timeout_at IS NOT NULL THEN
+                        PERFORM pg_notify(TG_ARGV[0], 't');
+                    END IF;
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+        ),
+    ),
+    Migration(
+        5,
+        "forgetting runs",
+        (
+            # What a run owns, settled or not (``Store.forget`` deletes it with the run), and
+            # runs by the time they finished (retention finds the old ones without a scan). A
+            # run here is a message addressed to the actor made for it: its id is its
+            # recipient's (``rt.start`` makes one such actor per agent run). Not CONCURRENTLY:
+            # that waits for every transaction in the database, of any schema, to end.
+            "CREATE INDEX promises_owner ON promises (owner) WHERE owner IS NOT NULL",
+            "CREATE INDEX promises_runs_settled "
+            "ON promises (settled_at, id) WHERE kind = 'message' AND id = recipient",
+        ),
+    ),
+    Migration(
+        6,
+        "schedules",
+        (
+            # A schedule is a row: its cron expression, the type of run it starts and the
+            # task, and its next firing. A node that fires one claims it first (``claimed_by``,
+            # compare-and-set on ``next_at``), starts the run (its id is the schedule's id and
+            # the firing time, so a repeat creates nothing), then moves ``next_at`` on.
+            """
+            CREATE TABLE schedules (
+                id          text COLLATE "C" PRIMARY KEY,
+                cron        text NOT NULL,
+                timezone    text NOT NULL DEFAULT 'UTC',
+                kind        text NOT NULL,
+                task        jsonb,
+                missed      text NOT NULL DEFAULT 'once' CHECK (missed IN ('skip', 'once')),
+                grace       double precision NOT NULL DEFAULT 60 CHECK (grace >= 0),
+                paused      boolean NOT NULL DEFAULT false,
+                next_at     timestamptz NOT NULL,
+                claimed_by  text,
+                last_at     timestamptz,
+                last_run    text COLLATE "C",
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+            )
+            """,
+            "COMMENT ON TABLE schedules IS 'promissory: one row per schedule: its cron "
+            "expression, what each firing runs, and when it fires next'",
+            "CREATE INDEX schedules_due ON schedules (next_at) WHERE NOT paused",
+        ),
+    ),
+    Migration(
+        7,
+        "the durable-promise protocol: tasks, callbacks, listeners, outbox, schedules",
+        (
+            # A promise someone waits on through the protocol (its own task, a callback, a
+            # listener): settling it, however it is settled, runs promissory_rpc_settled.
+            "ALTER TABLE promises ADD COLUMN obligations boolean NOT NULL DEFAULT false",
+            # The protocol's preload: every promise of a branch, read at each task acquire.
+            "CREATE INDEX promises_rpc_branch ON promises ((tags->>'resonate:branch')) "
+            "WHERE tags ? 'resonate:branch'",
+            """
+            CREATE TABLE rpc_tasks (
+                id          text COLLATE "C" PRIMARY KEY REFERENCES promises (id)
+                            ON DELETE CASCADE,
+                state       text NOT NULL CHECK (state IN
+                                ('pending', 'acquired', 'suspended', 'halted', 'fulfilled')),
+                version     bigint NOT NULL DEFAULT 0,
+                route       text,
+                pid         text,
+                ttl         bigint,
+                lease_at    timestamptz,
+                retry_at    timestamptz,
+                resumes     text[] COLLATE "C" NOT NULL DEFAULT '{}',
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+                CHECK ((state = 'acquired') = (pid IS NOT NULL AND lease_at IS NOT NULL))
+            )
+            """,
+            "COMMENT ON TABLE rpc_tasks IS 'promissory: the durable-promise protocol''s tasks, "
+            "one per targeted promise: state, version (the fencing token), lease'",
+            "CREATE INDEX rpc_tasks_lease ON rpc_tasks (lease_at) WHERE state = 'acquired'",
+            "CREATE INDEX rpc_tasks_retry ON rpc_tasks (retry_at) WHERE state = 'pending'",
+            """
+            CREATE TABLE rpc_callbacks (
+                awaited     text COLLATE "C" NOT NULL,
+                awaiter     text COLLATE "C" NOT NULL,
+                PRIMARY KEY (awaited, awaiter)
+            )
+            """,
+            "CREATE INDEX rpc_callbacks_awaiter ON rpc_callbacks (awaiter)",
+            """
+            CREATE TABLE rpc_listeners (
+                awaited     text COLLATE "C" NOT NULL,
+                address     text NOT NULL,
+                route       text NOT NULL,
+                PRIMARY KEY (awaited, address)
+            )
+            """,
+            """
+            CREATE TABLE rpc_outbox (
+                seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                route       text NOT NULL,
+                kind        text NOT NULL CHECK (kind IN ('execute', 'unblock')),
+                ref         text COLLATE "C" NOT NULL,
+                version     bigint,
+                created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+            )
+            """,
+            "CREATE INDEX rpc_outbox_route ON rpc_outbox (route, seq)",
+            """
+            CREATE TABLE rpc_schedules (
+                id              text COLLATE "C" PRIMARY KEY,
+                cron            text NOT NULL,
+                promise_id      text NOT NULL,
+                promise_timeout bigint NOT NULL,
+                promise_param   jsonb,
+                promise_tags    jsonb NOT NULL DEFAULT '{}',
+                created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+                next_run_at     timestamptz NOT NULL,
+                last_run_at     timestamptz
+            )
+            """,
+            "CREATE INDEX rpc_schedules_due ON rpc_schedules (next_run_at)",
+            # A protocol promise settled, by anyone (the protocol, an actor, the timeout sweep,
+            # plain SQL): its task is fulfilled, the tasks suspended on it go back to pending
+            # with an execute message, the others note the resume, listeners get unblock.
+            """
+            CREATE FUNCTION promissory_rpc_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE rpc_tasks SET state = 'fulfilled', pid = NULL, ttl = NULL,
+                    lease_at = NULL, retry_at = NULL, resumes = '{}'
+                WHERE id = NEW.id AND state <> 'fulfilled';
+                DELETE FROM rpc_callbacks WHERE awaiter = NEW.id;
+                UPDATE rpc_tasks t SET resumes = array_append(t.resumes, NEW.id)
+                FROM rpc_callbacks c
+                WHERE c.awaited = NEW.id AND t.id = c.awaiter
+                  AND t.state IN ('pending', 'acquired', 'halted')
+                  AND NOT NEW.id = ANY(t.resumes);
+                WITH resumed AS (
+                    UPDATE rpc_tasks t SET state = 'pending', version = t.version + 1,
+                        resumes = ARRAY[NEW.id]::text[],
+                        retry_at = clock_timestamp() + interval '30 seconds'
+                    FROM rpc_callbacks c
+                    WHERE c.awaited = NEW.id AND t.id = c.awaiter AND t.state = 'suspended'
+                    RETURNING t.id, t.version, t.route)
+                INSERT INTO rpc_outbox (route, kind, ref, version)
+                SELECT route, 'execute', id, version FROM resumed WHERE route IS NOT NULL;
+                DELETE FROM rpc_callbacks WHERE awaited = NEW.id;
+                WITH gone AS (DELETE FROM rpc_listeners WHERE awaited = NEW.id RETURNING route)
+                INSERT INTO rpc_outbox (route, kind, ref) SELECT route, 'unblock', NEW.id FROM gone;
+                RETURN NULL;
+            END
+            $$
+            """,
+            # Every message put in the outbox is announced, once per statement, to the nodes
+            # serving poll streams.
+            """
+            CREATE FUNCTION promissory_rpc_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify({rpc_channel}, '');
+                RETURN NULL;
+            END
+            $$
+            """,
+            "CREATE TRIGGER rpc_outbox_notify AFTER INSERT ON rpc_outbox "
+            "FOR EACH STATEMENT EXECUTE FUNCTION promissory_rpc_notify()",
+            "CREATE TRIGGER promises_rpc_settled AFTER UPDATE OF state ON promises "
+            "FOR EACH ROW WHEN (OLD.state = 'pending' AND NEW.state <> 'pending' "
+            "AND NEW.obligations) EXECUTE FUNCTION promissory_rpc_settled()",
+        ),
+    ),
+    Migration(
+        8,
+        "push messages to HTTP addresses are tried again: attempts and when next",
+        (
+            "ALTER TABLE rpc_outbox ADD COLUMN attempts integer NOT NULL DEFAULT 0, "
+            "ADD COLUMN due_at timestamptz NOT NULL DEFAULT clock_timestamp()",
+            "COMMENT ON COLUMN rpc_outbox.due_at IS 'promissory: not taken before this (a post "
+            "to an HTTP address that failed waits out its backoff)'",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -186,6 +448,11 @@ def channel_for(schema: str) -> str:
     if len(name.encode()) <= 63 and name.isidentifier():
         return name
     return "promissory_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
+
+
+def rpc_channel_for(schema: str) -> str:
+    """The NOTIFY channel on which the durable-promise protocol's outbox is announced."""
+    return "promissory_rpc_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
 
 
 def lock_key(schema: str) -> int:
@@ -247,10 +514,14 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
         channel = "'" + channel_for(schema) + "'"
+        rpc_channel = "'" + rpc_channel_for(schema) + "'"
         for migration in MIGRATIONS:
             if migration.version <= version:
                 continue
-            statements = [s.replace("{channel}", channel) for s in migration.statements]
+            statements = [
+                s.replace("{channel}", channel).replace("{rpc_channel}", rpc_channel)
+                for s in migration.statements
+            ]
             if migration.transactional:
                 with conn.transaction():
                     for statement in statements:

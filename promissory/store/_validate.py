@@ -26,6 +26,10 @@ MAX_ACTOR_ID_LENGTH = 512
 """An actor's id leaves room for the message and step ids built under it."""
 
 
+MAX_PAGE = 1_000_000_000
+"""The most rows one listing (``Store.search``, ``promissory promises --limit``) returns."""
+
+
 def check_id(id: Any, *, what: str = "promise id", limit: int = MAX_ID_LENGTH) -> str:
     """Return ``id`` if it is a usable id.
 

@@ -1,8 +1,13 @@
 """Group commit: writes that arrive together from many threads share one transaction.
 
-Callers hand an ``Op`` to ``Writer.submit`` and block on its future; the writer thread takes
-every op waiting in its queue, runs them in one transaction on its own connection, commits
-once, and only then completes each future, so a call that returns has its write on disk.
+Callers hand an ``Op`` to ``Writer.run`` (or ``submit`` it and block on its future). When no
+batch is being written, the caller's own thread writes its op (leader/follower: an idle
+system pays no hand-off between threads); otherwise the op waits in the queue, and the writer
+thread takes every op waiting there, runs them in one transaction on the one connection,
+commits once, and only then completes each future, so a call that returns has its write on
+disk. The next batch's ``BEGIN`` (and its transaction id) travels in the same round trip as
+the previous batch's ``COMMIT``; a transaction opened so and left unused for
+``SPECULATIVE_IDLE`` seconds is rolled back, so an idle node holds no transaction open.
 
 When the connection is lost mid-batch the outcome may be unknown (the COMMIT went out, no
 answer came back). The writer learns the transaction id before sending any write, and on a
@@ -18,82 +23,41 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import psycopg
+from psycopg import generators
 from psycopg.pq import ExecStatus
 
-from ..errors import StoreError, StoreUnavailableError
-from ._connection import backoff_delay, connect, is_disconnect, is_transient
+from .._crashpoints import drop_due, dropping
+from ..errors import PromissoryError, StoreBusyError, StoreError, StoreUnavailableError
+from ._connection import (
+    backoff_delay,
+    close_quietly,
+    connect,
+    is_disconnect,
+    is_transient,
+    is_xid_in_future,
+)
+from ._ops import MAX_BATCH_BYTES, Event, Op, Rows
+from ._outage import OutageLog
 
 _TUPLES_OK = ExecStatus.TUPLES_OK
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+_IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
 
 log = logging.getLogger("promissory.store")
 
-Rows = list[tuple[Any, ...]]
-Statement = tuple[str | bytes, Sequence[Any] | Mapping[str, Any]]
-Event = tuple[str, str]
-"""A change other parties may wait on: ``("settled", promise_id)`` or ``("message", actor_id)``."""
-
-
-class Op:
-    """One write: statements run in order in a batch's transaction, and how to read the result.
-
-    Every op must be safe to run again after it has committed (the batch may be re-run or read
-    back when the connection is lost at COMMIT); ``finish`` turns each statement's rows into the
-    result and is told the batch's transaction id only when re-reading after an unknown
-    outcome, so it can tell by ``xmin`` whether this op was the one that applied the write.
-
-    ``keys`` name the rows the op writes (promise ids, say). Ops that share a key never share a
-    batch: then a row whose ``xmin`` is the batch's transaction was written by the one op of the
-    batch that names it, and a re-read says ``applied`` for that op alone.
-
-    ``reread`` is a query run after the commit, only when the op's first statement returned no
-    row (its write did nothing: the row existed, or a fence held) or when reading back after an
-    unknown outcome; its rows are passed to ``finish`` after the statements' own. Most writes
-    return their row, so most ops cost one statement.
-
-    ``group`` lets ops of one kind share a statement: ops of a batch with the same
-    ``Group.sql`` run as one multi-row statement (its parameters are the ops' ``values``
-    column by column, as arrays), whose rows go back to each op by the id in their first
-    column. An op with a group must have one statement, whose rows it receives either way.
-    """
-
-    __slots__ = ("statements", "finish", "events", "keys", "future", "reread", "group")
-
-    def __init__(
-        self,
-        statements: Sequence[Statement],
-        finish: Callable[[list[Rows], int | None], Any],
-        events: Callable[[Any], Sequence[Event]] | None = None,
-        *,
-        keys: Sequence[str] = (),
-        reread: Statement | None = None,
-        group: Group | None = None,
-    ) -> None:
-        self.statements = statements
-        self.finish = finish
-        self.events = events
-        self.keys = tuple(keys)
-        self.future: Future[Any] = Future()
-        self.reread = reread
-        self.group = group
-
-
-class Group:
-    """How an op joins others of its kind in one multi-row statement (see ``Op``)."""
-
-    __slots__ = ("sql", "id", "values")
-
-    def __init__(self, sql: str, id: str, values: Sequence[Any]) -> None:
-        self.sql = sql
-        self.id = id
-        self.values = values
+SPECULATIVE_IDLE = 0.25
+"""Seconds the next batch's transaction, opened with the last COMMIT, waits for a write before
+it is rolled back (an open transaction id holds back the database's vacuum)."""
 
 
 class _Stop:
@@ -112,21 +76,48 @@ class Writer:
         *,
         reconnect_timeout: float,
         on_events: Callable[[list[Event]], None],
+        settling: Callable[[list[str], bool], None] | None = None,
         max_batch: int = 512,
         name: str = "promissory-writer",
+        outage: OutageLog | None = None,
     ) -> None:
         self._dsn = dsn
+        self._outage = outage
         self._reconnect_timeout = reconnect_timeout
         self._on_events = on_events
+        self._settling = settling
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Op | _Stop] = queue.SimpleQueue()
         self._held: collections.deque[Op] = collections.deque()
         self._conn: psycopg.Connection[Any] | None = None
+        self._mutex = threading.Lock()
+        """Held by whichever thread writes a batch on the connection (this one or a caller's)."""
+        self._xid: int | None = None
+        """The id of the transaction opened with the last COMMIT, not used yet."""
+        self._xid_at = 0.0
         self._closed = False
         self.batches = 0
         self.ops = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+
+    def run(self, op: Op) -> Any:
+        """Write ``op`` and return its result once it is committed (or raise its error).
+
+        When no batch is being written and none waits, the write is made in this thread,
+        as a batch of one; else it joins the next batch of the writer thread.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._queue.empty() and not self._held and self._mutex.acquire(blocking=False):
+            try:
+                if self._queue.empty() and not self._held and not self._closed:
+                    op.future.set_running_or_notify_cancel()
+                    self._write([op])
+                    return op.future.result()
+            finally:
+                self._mutex.release()
+        return self.submit(op).result()
 
     def submit(self, op: Op) -> Future[Any]:
         """Queue ``op`` for the next batch; its future completes after the batch commits."""
@@ -148,27 +139,59 @@ class Writer:
     def _run(self) -> None:
         stopping = False
         while True:
-            if self._held:
-                first = self._held.popleft()
-            elif stopping:
-                break
-            else:
-                item = self._queue.get()
+            with self._mutex:
+                first: Op | None = None
+                if self._held:
+                    first = self._held.popleft()
+                elif stopping:
+                    break
+            if first is None:
+                try:
+                    item = self._queue.get(timeout=SPECULATIVE_IDLE)
+                except queue.Empty:
+                    self._end_speculation()
+                    continue
                 if isinstance(item, _Stop):
                     break
                 first = item
-            batch, stopping = self._fill(first, stopping)
-            try:
-                self._commit(batch)
-            except BaseException as exc:  # never let the writer thread die with callers waiting
-                log.exception("promissory writer failed a batch")
-                # Whatever it left open must not be committed by the next batch.
-                self._drop_connection()
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(exc)
-        if self._conn is not None:
-            self._conn.close()
+            if not first.future.set_running_or_notify_cancel():
+                continue  # withdrawn by its caller, whose wait ran out: never written
+            with self._mutex:
+                batch, stopping = self._fill(first, stopping)
+                self._write(batch)
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+
+    def _write(self, batch: list[Op]) -> None:
+        """Commit ``batch`` and complete its futures, whatever happens (under ``_mutex``)."""
+        try:
+            self._commit(batch)
+        except BaseException as exc:  # never let the writer die with callers waiting
+            log.exception("promissory writer failed a batch")
+            # Whatever it left open must not be committed by the next batch.
+            self._drop_connection()
+            if not isinstance(exc, PromissoryError):
+                # Callers catch the store's errors, never the driver's (nor a bug's raw).
+                wrapped = StoreError(f"the promise store failed a write: {exc!r}")
+                wrapped.__cause__ = exc
+                exc = wrapped
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(exc)
+
+    def _end_speculation(self) -> None:
+        """Roll back the transaction opened with the last COMMIT if no write came to use it."""
+        if self._xid is None or time.monotonic() - self._xid_at < SPECULATIVE_IDLE:
+            return
+        if not self._mutex.acquire(blocking=False):
+            return  # a batch is being written: it uses the transaction
+        try:
+            if self._xid is not None and time.monotonic() - self._xid_at >= SPECULATIVE_IDLE:
+                self._xid = None
+                self._rollback()
+        finally:
+            self._mutex.release()
 
     def _fill(self, first: Op, stopping: bool) -> tuple[list[Op], bool]:
         """The batch that starts with ``first``: held ops, then queued ones, in order.
@@ -178,18 +201,29 @@ class Writer:
         """
         batch = [first]
         keys = set(first.keys)
+        size = first.size
         held: collections.deque[Op] = collections.deque()
 
         def take(op: Op) -> None:
-            if keys.isdisjoint(op.keys):
+            nonlocal size
+            if size + op.size > MAX_BATCH_BYTES:
+                size = MAX_BATCH_BYTES  # full: what follows waits, in order, for the next batch
+                held.append(op)
+            elif keys.isdisjoint(op.keys):
+                if not op.future.set_running_or_notify_cancel():
+                    return  # withdrawn by its caller, whose wait ran out: never written
                 batch.append(op)
                 keys.update(op.keys)
+                size += op.size
             else:
                 held.append(op)
 
-        while self._held and len(batch) < self._max_batch:
+        def full() -> bool:
+            return len(batch) >= self._max_batch or size >= MAX_BATCH_BYTES
+
+        while self._held and not full():
             take(self._held.popleft())
-        while not stopping and len(batch) < self._max_batch:
+        while not stopping and not full():
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -203,70 +237,117 @@ class Writer:
         return batch, stopping
 
     def _commit(self, batch: list[Op]) -> None:
+        settles = [key for op in batch for key in op.settles]
+        if not settles or self._settling is None:
+            self._commit_batch(batch)
+            return
+        # Its NOTIFYs may be heard before this thread announces the settles with their
+        # records: they wait for it (see ``EventHub.settling``).
+        self._settling(settles, True)
+        try:
+            self._commit_batch(batch)
+        finally:
+            self._settling(settles, False)
+
+    def _commit_batch(self, batch: list[Op]) -> None:
         deadline = time.monotonic() + self._reconnect_timeout
         attempt = 0
         while True:
             xid: int | None = None
+            began = time.monotonic()
             try:
                 conn = self._connection(deadline)
-                xid = _begin(conn)
-                results = _run_ops(conn, batch, None, in_transaction=True)
+                xid, self._xid = self._xid, None
+                if xid is None or conn.info.transaction_status != _IN_TRANSACTION:
+                    if conn.info.transaction_status != _IDLE:
+                        self._rollback()
+                        conn = self._connection(deadline)
+                    xid = _begin(conn)
+                results, self._xid = _run_ops(conn, batch, None, in_transaction=True)
+                self._xid_at = time.monotonic()
             except StoreUnavailableError as exc:
                 self._fail(batch, exc)
                 return
-            except psycopg.Error as exc:
-                if is_disconnect(exc, self._conn):
-                    self._drop_connection()
-                    if xid is not None:
-                        committed = self._committed(xid, deadline)
-                        if committed is None:
-                            self._fail(batch, _unavailable(exc))
-                            return
-                        if committed:
-                            self._read_back(batch, xid, deadline)
-                            return
-                    if time.monotonic() >= deadline:
-                        self._fail(batch, _unavailable(exc))
-                        return
-                    time.sleep(backoff_delay(attempt))
-                    attempt += 1
-                    continue
-                self._rollback()
-                if is_transient(exc) and time.monotonic() < deadline:
-                    time.sleep(backoff_delay(attempt, base=0.005))
-                    attempt += 1
-                    continue
-                if len(batch) > 1:
-                    # Find the op that failed: each op alone, in its own transaction.
-                    for op in batch:
-                        self._commit([op])
-                    return
-                self._fail(batch, StoreError(f"the database refused a write: {exc}"), cause=exc)
-                return
             except Exception as exc:
-                # Not from the database: a parameter the driver could not send, say. The batch's
-                # transaction is still open holding the ops sent so far, and the next batch's
-                # COMMIT would commit them although their callers were told they failed; drop the
-                # connection, which rolls it back, and find the op at fault.
-                self._drop_connection()
-                if xid is not None:
-                    committed = self._committed(xid, deadline)
-                    if committed is None:
-                        self._fail(batch, _unavailable(exc))
-                        return
-                    if committed:
-                        self._read_back(batch, xid, deadline)
-                        return
-                if len(batch) > 1:
-                    for op in batch:
-                        self._commit([op])
+                if not self._again_after(batch, exc, xid, deadline, attempt):
                     return
-                self._fail(batch, StoreError(f"the store could not send a write: {exc}"), exc)
-                return
+                attempt += 1
+                continue
+            if self._outage is not None:
+                self._outage.ok(began)  # a batch committed: the database answers
             self.batches += 1
             self.ops += len(batch)
             self._complete(batch, results)
             return
+
+    def _again_after(
+        self, batch: list[Op], exc: Exception, xid: int | None, deadline: float, attempt: int
+    ) -> bool:
+        """Deal with ``exc``, raised while ``batch`` ran as transaction ``xid``: ``True`` to run
+        the batch again (after a pause), ``False`` once every op's caller has its answer.
+        """
+        if isinstance(exc, psycopg.Error) and is_disconnect(exc, self._conn):
+            self._drop_connection()
+            if self._outage is not None:
+                self._outage.failed(exc, f"retrying for up to {self._reconnect_timeout:g} s")
+            if self._outcome_told(batch, xid, deadline, exc):
+                return False
+            if time.monotonic() >= deadline:
+                self._fail(batch, _unavailable(exc))
+                return False
+            time.sleep(backoff_delay(attempt))
+            return True
+        if isinstance(exc, psycopg.Error):
+            self._rollback()
+            if not is_transient(exc):
+                self._isolate(batch, StoreError(f"the database refused a write: {exc}"), exc)
+                return False
+            if time.monotonic() < deadline:
+                time.sleep(backoff_delay(attempt, base=0.005))
+                return True
+            busy = StoreBusyError(
+                f"the database kept stopping a write for {self._reconnect_timeout} s: {exc}"
+            )
+            self._fail(batch, busy, cause=exc)
+            return False
+        # Not from the database: a parameter the driver could not send, say. The batch's
+        # transaction is still open holding the ops sent so far, and the next batch's COMMIT
+        # would commit them although their callers were told they failed; drop the
+        # connection, which rolls it back, and find the op at fault.
+        self._drop_connection()
+        if not self._outcome_told(batch, xid, deadline, exc):
+            self._isolate(batch, StoreError(f"the store could not send a write: {exc}"), exc)
+        return False
+
+    def _outcome_told(
+        self, batch: list[Op], xid: int | None, deadline: float, exc: BaseException
+    ) -> bool:
+        """The did-it-commit recovery: after the connection of transaction ``xid`` was lost or
+        dropped, ask the database whether it committed. If it did, each op is read back and
+        its caller told; if that cannot be learned, the callers are told the outcome is
+        unknown (``StoreUnavailableError``). Returns whether the callers were told: ``False``
+        when nothing was sent, or it did not commit (the batch can simply run again).
+        """
+        if xid is None:
+            return False
+        committed = self._committed(xid, deadline)
+        if committed is None:
+            self._fail(batch, _unavailable(exc))
+            return True
+        if committed:
+            self._read_back(batch, xid, deadline)
+            return True
+        return False
+
+    def _isolate(self, batch: list[Op], error: StoreError, cause: BaseException) -> None:
+        """A statement failed for a reason of its own: each op runs alone, in its own
+        transaction, so the one at fault fails only its own caller.
+        """
+        if len(batch) > 1:
+            for op in batch:
+                self._commit_batch([op])
+            return
+        self._fail(batch, error, cause=cause)
 
     def _complete(self, batch: list[Op], results: list[Any]) -> None:
         events: list[Event] = []
@@ -297,12 +378,18 @@ class Writer:
 
     def _connection(self, deadline: float) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self._dsn, deadline=deadline, what="the promise store")
+            try:
+                self._conn = connect(self._dsn, deadline=deadline, what="the promise store")
+            except StoreUnavailableError as exc:
+                if self._outage is not None:
+                    self._outage.failed(exc, "its writes failed")
+                raise
         return self._conn
 
     def _rollback(self) -> None:
+        self._xid = None
         conn = self._conn
-        if conn is None or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if conn is None or conn.info.transaction_status == _IDLE:
             return
         try:
             conn.execute("ROLLBACK")
@@ -310,12 +397,9 @@ class Writer:
             self._drop_connection()
 
     def _drop_connection(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
+        close_quietly(self._conn, "the promise store's writer")
         self._conn = None
+        self._xid = None
 
     def _committed(self, xid: int, deadline: float) -> bool | None:
         """Ask the database whether transaction ``xid`` committed; ``None`` if it cannot say."""
@@ -327,8 +411,13 @@ class Writer:
             except StoreUnavailableError:
                 return None
             except psycopg.Error as exc:
+                if is_xid_in_future(exc):
+                    return False  # the server restarted and forgot it: it never committed
                 if not is_disconnect(exc, self._conn):
-                    raise
+                    log.warning(
+                        "promissory writer could not learn whether a batch committed: %s", exc
+                    )
+                    return None
                 self._drop_connection()
                 if time.monotonic() >= deadline:
                     return None
@@ -354,7 +443,9 @@ class Writer:
         while True:
             try:
                 conn = self._connection(deadline)
-                results = _run_ops(conn, batch, xid)
+                if conn.info.transaction_status != _IDLE:
+                    self._rollback()
+                results, _ = _run_ops(conn, batch, xid)
             except psycopg.Error as exc:
                 if is_disconnect(exc, self._conn) and time.monotonic() < deadline:
                     self._drop_connection()
@@ -392,35 +483,99 @@ def _run_ops(
     xid: int | None,
     *,
     in_transaction: bool = False,
-) -> list[Any]:
-    # Ops of one kind share a multi-row statement (not when reading back: then each op runs
-    # alone, as it was written).
+) -> tuple[list[Any], int | None]:
+    """Run ``batch`` in one transaction (opened already with ``in_transaction``), commit, and
+    return each op's result or the exception that is its own, with the id of the transaction
+    opened for the next batch; raises what fails them all.
+
+    With ``xid`` (reading back after an unknown outcome) each op runs alone, as it was
+    written, and its ``finish`` is told the transaction to look for; no next one is opened.
+    """
+    # Ops of one kind share a multi-row statement (not when reading back).
     groups: dict[str, list[Op]] = {}
     if xid is None:
         for op in batch:
             if op.group is not None:
                 groups.setdefault(op.group.sql, []).append(op)
-    shared = {id(op) for ops in groups.values() if len(ops) > 1 for op in ops}
+    shared = [ops for ops in groups.values() if len(ops) > 1]
+    cursors, group_cursors, next_xid = _send(conn, batch, shared, in_transaction, xid is None)
+    # The batch is committed. What can still fail is turning an op's rows into Python (a
+    # value the driver cannot load, say); that failure is the op's own, and the others' writes
+    # stand: re-running the batch would misreport them as not applied.
+    grouped = _grouped_rows(group_cursors)
+    results: list[Any] = []
+    for op in batch:
+        try:
+            got = grouped[id(op)] if id(op) in grouped else [_rows(c) for c in cursors[id(op)]]
+            if isinstance(got, BaseException):
+                raise got
+        except psycopg.Error as exc:
+            err = StoreError(f"the write was committed but its result could not be read: {exc}")
+            err.__cause__ = exc
+            results.append(err)
+            continue
+        results.append(_finish(conn, op, got, xid))
+    return results, next_xid
+
+
+def _send(
+    conn: psycopg.Connection[Any],
+    batch: list[Op],
+    shared: list[list[Op]],
+    in_transaction: bool,
+    speculate: bool,
+) -> tuple[
+    dict[int, list[psycopg.Cursor[Any]]],
+    list[tuple[list[Op], psycopg.Cursor[Any]]],
+    int | None,
+]:
+    """Pipeline every statement of ``batch`` and the COMMIT, and wait for the answers: the
+    cursors of each op's own statements, and of each statement ``shared`` ops of a kind.
+    With ``speculate``, the next batch's transaction is opened in the same round trip, and
+    its id returned.
+    """
+    in_group = {id(op) for ops in shared for op in ops}
     cursors: dict[int, list[psycopg.Cursor[Any]]] = {}
     group_cursors: list[tuple[list[Op], psycopg.Cursor[Any]]] = []
     with conn.pipeline() as pipeline:
         if not in_transaction:
             conn.execute("BEGIN")
-        for sql, ops in groups.items():
-            if len(ops) > 1:
-                columns = [list(c) for c in zip(*(op.group.values for op in ops), strict=True)]  # type: ignore[union-attr]
-                group_cursors.append((ops, conn.cursor().execute(sql, columns)))
+        for ops in shared:
+            sql = ops[0].group.sql  # type: ignore[union-attr]
+            columns = [list(c) for c in zip(*(op.group.values for op in ops), strict=True)]  # type: ignore[union-attr]
+            group_cursors.append((ops, conn.cursor().execute(sql, columns)))
         for op in batch:
-            if id(op) not in shared:
+            if id(op) not in in_group:
                 cursors[id(op)] = [
                     conn.cursor().execute(sql, params) for sql, params in op.statements
                 ]
         conn.execute("COMMIT")
+        following = None
+        if speculate:
+            # Answered in the same round trip; a lost connection is the COMMIT's unknown
+            # outcome, which the caller resolves by the batch's own id.
+            conn.execute("BEGIN")
+            following = conn.cursor().execute("SELECT txid_current()")
+        # psycopg stops writing once its queue of commands is empty even if libpq still holds
+        # unsent bytes (a big parameter), then waits for results the server cannot produce
+        # before it has read them: both sides wait forever (psycopg issue 685's family). Send
+        # everything, reading whatever the server answers meanwhile, before asking for results.
+        conn.wait(generators.send(conn.pgconn))
+        if dropping() and drop_due(op.label for op in batch):
+            _sever(conn)  # a crash test's fault: the COMMIT went out, its answer never comes
         # A statement the database refuses raises here, before anything is committed.
         pipeline.sync()
-    # The batch is committed. What can still fail is turning an op's rows into Python (a
-    # value the driver cannot load, say); that failure is the op's own, and the others' writes
-    # stand: re-running the batch would misreport them as not applied.
+    next_xid = None
+    if following is not None:
+        row = following.fetchone()
+        next_xid = int(row[0]) if row else None
+    return cursors, group_cursors, next_xid
+
+
+def _grouped_rows(
+    group_cursors: list[tuple[list[Op], psycopg.Cursor[Any]]],
+) -> dict[int, list[Rows] | BaseException]:
+    """Each grouped op's rows (its row of the shared statement, by its id), or the error."""
     grouped: dict[int, list[Rows] | BaseException] = {}
     for ops, cur in group_cursors:
         try:
@@ -432,32 +587,38 @@ def _run_ops(
         for op in ops:
             row = by_id.get(op.group.id)  # type: ignore[union-attr]
             grouped[id(op)] = [[row] if row is not None else []]
-    results: list[Any] = []
-    for op in batch:
-        try:
-            if id(op) in grouped:
-                got = grouped[id(op)]
-                if isinstance(got, BaseException):
-                    raise got
-                op_rows = got
-            else:
-                op_rows = [_rows(cur) for cur in cursors[id(op)]]
-        except psycopg.Error as exc:
-            err = StoreError(f"the write was committed but its result could not be read: {exc}")
-            err.__cause__ = exc
-            results.append(err)
-            continue
-        if op.reread is not None:
-            if xid is None and op_rows[0]:
-                op_rows.append([])
-            else:
-                # idempotent replay, not found, or reading back after an unknown outcome
-                op_rows.append(conn.execute(*op.reread).fetchall())
-        try:
-            results.append(op.finish(op_rows, xid))
-        except BaseException as exc:
-            results.append(exc)
-    return results
+    return grouped
+
+
+def _finish(conn: psycopg.Connection[Any], op: Op, rows: list[Rows], xid: int | None) -> Any:
+    """The op's result from its rows (and its re-read, when it needs one), or its error; a
+    bundle's, the list of its parts' results.
+    """
+    if op.parts:
+        results, at = [], 0
+        for part in op.parts:
+            n = len(part.statements)
+            results.append(_finish(conn, part, rows[at : at + n], xid))
+            at += n
+        return results
+    if op.reread is not None:
+        if xid is None and rows[0]:
+            rows.append([])
+        else:
+            # idempotent replay, not found, or reading back after an unknown outcome
+            rows.append(conn.execute(*op.reread).fetchall())
+    try:
+        return op.finish(rows, xid)
+    except BaseException as exc:
+        return exc
+
+
+def _sever(conn: psycopg.Connection[Any]) -> None:
+    """Cut ``conn``'s socket both ways (what a dropped network does), leaving libpq to find
+    out at its next read.
+    """
+    with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailableError:

@@ -7,7 +7,8 @@ stdout after ``OUTCOME ``; a ``BEGAN`` line says when the scenario began.
 ``$PROMISSORY_CRASH_AT`` arms a crash point (see ``promissory._crashpoints``). With
 ``$PROMISSORY_CHECK_REPLAY`` set, every finished message is then replayed from its journal
 alone (``REPLAY`` line: the problems found). A ``TOOLS`` line gives the effect class of every
-tool of the agents defined.
+tool of the agents defined; a ``POINTS`` line, how often each crash point was reached and how
+many batches of each kind were committed (with ``$PROMISSORY_COUNT_POINTS`` set).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import msgspec
 
+from .._crashpoints import counted
 from ..runtime import Runtime
 from ._harness import BEGAN, MARK
 
@@ -33,6 +35,7 @@ def main(argv: list[str]) -> int:
         print(f"{BEGAN}{time.monotonic()}", flush=True)
         outcome = scenario(rt)
         print(f"TOOLS {msgspec.json.encode(tool_effects()).decode()}", flush=True)
+        print(f"POINTS {msgspec.json.encode(counted()).decode()}", flush=True)
         print(MARK + msgspec.json.encode(outcome).decode(), flush=True)
         if os.environ.get("PROMISSORY_CHECK_REPLAY"):
             from ._replay import check_replays
@@ -43,15 +46,18 @@ def main(argv: list[str]) -> int:
 
 def tool_effects() -> dict[str, str]:
     """``tool:<name>`` -> effect class, for the tools of every agent defined in this process."""
-    from ..agents._agent import _registry
-    from ..agents._tools import Tool
+    from ..agents import Tool, defined_agents
 
-    return {
+    effects = {
         f"tool:{tool.name}": tool.effect.value
-        for agent in list(_registry.values())
+        for agent in defined_agents()
         for tool in agent.tools.values()
         if isinstance(tool, Tool)
     }
+    for agent in defined_agents():  # MCP servers' tools, by the classes declared for them
+        for server in agent.toolsets:
+            effects.update({f"tool:{name}": e.value for name, e in server.effects.items()})
+    return effects
 
 
 if __name__ == "__main__":

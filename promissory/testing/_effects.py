@@ -13,8 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from .._crashpoints import EFFECTS_ENV as ENV
-from .._crashpoints import log_effect, reached
+from .._crashpoints import EFFECTS_ENV as ENV, log_effect, reached
 from ..actors import current_step
 
 __all__ = ["ENV", "EffectRecord", "effect", "read_effects", "read_log"]

@@ -3,8 +3,9 @@
 ``CrashTest`` runs a scenario function (``module:function``, taking a ``Runtime`` and
 returning a JSON-able outcome) in a child process against one database. ``run`` lets it finish;
 ``run(crash_at="step.kept:3")`` arms a crash point so the child kills itself there;
-``run(kill_after=0.4)`` kills it from outside with SIGKILL after that many seconds. The
-effects file counts side effects across every run.
+``run(kill_after=0.4)`` kills it from outside with SIGKILL after that many seconds;
+``run(drop_at="exit:1")`` cuts the database connection inside a commit instead. The effects
+file counts side effects across every run.
 
 Example:
     >>> test = CrashTest(dsn, "tests.scenarios:transfer", workdir=tmp_path)  # doctest: +SKIP
@@ -27,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from .._crashpoints import DROP_ENV
 from ._effects import ENV, read_effects
 
 MARK = "OUTCOME "
@@ -48,6 +50,14 @@ class Run(msgspec.Struct, frozen=True):
     seconds: float
     scenario_began: float | None = None
     """Seconds from the launch to the scenario's start (the runtime open), if it got there."""
+
+    @property
+    def dropped(self) -> str | None:
+        """The connection drop it made (``label #n``), if one was armed and came due."""
+        for line in self.stderr.splitlines():
+            if line.startswith("promissory connection drop "):
+                return line.removeprefix("promissory connection drop ")
+        return None
 
     @property
     def crash_point(self) -> str | None:
@@ -79,21 +89,23 @@ class CrashTest:
         self.env = dict(env or {})
         self.runs: list[Run] = []
 
-    def run(self, *, crash_at: str | None = None, kill_after: float | None = None) -> Run:
-        """Run the scenario once in a child process; see the module docstring."""
-        env = dict(os.environ)
-        # The child imports the scenario as this process would: give it the same path.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env.update(self.env)
-        env["PROMISSORY_DSN"] = self.dsn
-        env[ENV] = str(self.effects_file)
-        env.pop("PROMISSORY_CRASH_AT", None)
-        if crash_at:
-            env["PROMISSORY_CRASH_AT"] = crash_at
+    def run(
+        self,
+        *,
+        crash_at: str | None = None,
+        kill_after: float | None = None,
+        drop_at: str | None = None,
+    ) -> Run:
+        """Run the scenario once in a child process; see the module docstring.
+
+        ``drop_at`` (``label:n``) makes the child's group-commit writer cut its connection
+        inside the COMMIT of the n-th batch holding an op of that label (see
+        ``promissory._crashpoints.DROP_ENV``): the process lives on and must find out.
+        """
         started = time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "promissory.testing._child", self.scenario],
-            env=env,
+            env=self._child_env(crash_at, drop_at),
             cwd=os.getcwd(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -132,6 +144,22 @@ class CrashTest:
         result = Run(killed, outcome, proc.returncode, out, err, took, began)
         self.runs.append(result)
         return result
+
+    def _child_env(self, crash_at: str | None, drop_at: str | None) -> dict[str, str]:
+        """The child's environment: this one's, the test's, and where and how to fail."""
+        env = dict(os.environ)
+        # The child imports the scenario as this process would: give it the same path.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env.update(self.env)
+        env["PROMISSORY_DSN"] = self.dsn
+        env[ENV] = str(self.effects_file)
+        env.pop("PROMISSORY_CRASH_AT", None)
+        env.pop(DROP_ENV, None)
+        if crash_at:
+            env["PROMISSORY_CRASH_AT"] = crash_at
+        if drop_at:
+            env[DROP_ENV] = drop_at
+        return env
 
     def run_to_completion(self, max_runs: int = 5) -> Run:
         """Run (unarmed) until a run finishes; return that run."""

@@ -16,45 +16,30 @@ from typing import Any
 
 import msgspec
 
-from ..actors._actor import handler_for
-from ..actors._cancel import CancelState, EndOfJournal
-from ..actors._context import Context
-from ..actors._journal import Journal
-from ..actors._signals import Suspend
+from ..actors import CancelState, Context, EndOfJournal, Journal, Suspend, handler_for
 from ..errors import NondeterminismError
 from ..runtime import Runtime
-from ..store import PromiseState, decode
-from ..store._actors import Fence
-from ..store._promises import promise_from_row
-from ..store._steps import journal_query
+from ..store import Fence, PromiseState, decode
 
 __all__ = ["check_replay", "check_replays"]
-
-_FINISHED = """
-SELECT p.id FROM promises p JOIN actors a ON a.id = p.recipient
-WHERE p.kind = 'message' AND p.state = 'resolved'
-ORDER BY p.seq
-"""
 
 
 def check_replay(rt: Runtime, message_id: str) -> str | None:
     """Replay one finished message; ``None`` if it replays exactly, else what went wrong."""
     store = rt.store
     assert store is not None
-    rows = store.read(lambda conn: conn.execute(*journal_query(message_id, "", 0)).fetchall())
-    records = [promise_from_row(r) for r in rows]
+    records = store.journal(message_id).records
     message = next((r for r in records if r.id == message_id), None)
     if message is None or message.state is not PromiseState.RESOLVED or message.recipient is None:
         return None
-    query = "SELECT kind FROM actors WHERE id = %s"
-    kind_row = store.read(lambda conn: conn.execute(query, (message.recipient,)).fetchone())
-    if kind_row is None:
+    row = store.actor_row(message.recipient)
+    if row is None:
         return None
     try:
-        cls = rt.host.resolve_class(kind_row[0])
+        cls = rt.host.resolve_class(row.kind)
     except Exception:
         return None
-    if cls.state_type is not None:
+    if cls.state_type not in (None, type(None)):  # DurableActor[None] is stateless too
         return None
     spec = handler_for(cls, message)
     if spec is None:
@@ -68,12 +53,13 @@ def check_replay(rt: Runtime, message_id: str) -> str | None:
         host=rt.host,
         store=store,
         fence=Fence(message.recipient, -1),
-        record=None,
+        record=row,
     )
+    actor._activation = activation  # what the actor reads of its activation: its row
     cancel = CancelState(message_id, store, 0.0)
     cancel.dry = True
     steps = [r for r in records if r.id != message_id]
-    ctx = Context(activation, message, Journal(message_id, steps), cancel)  # type: ignore[arg-type]
+    ctx = Context(activation, message, Journal(message_id, steps), cancel)
     try:
         result = getattr(actor, spec.method)(ctx, decode(message.param, spec.message_type))
     except EndOfJournal as end:
@@ -98,7 +84,7 @@ def check_replay(rt: Runtime, message_id: str) -> str | None:
 def check_replays(rt: Runtime) -> list[str]:
     """Replay every finished message of a stateless actor; the problems found."""
     assert rt.store is not None
-    ids = [r[0] for r in rt.store.read(lambda conn: conn.execute(_FINISHED).fetchall())]
+    ids = rt.store.finished_messages()
     problems = []
     for message_id in ids:
         problem = check_replay(rt, message_id)

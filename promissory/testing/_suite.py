@@ -10,14 +10,22 @@ JSON-able. ``CrashSuite`` runs it:
    then run again to the end;
 3. once for every step of a tool declared ``at_most_once``: killed inside it, after it
    started and before it was kept (the one place such a tool could run twice);
-4. ``random_kills`` times, killed at a random moment of the scenario (after the runtime
-   opened), then run again.
+4. once for every commit of supervision's own bookkeeping (``exit.recorded``,
+   ``actor.revived``, ``actor.bounced``): killed right after it, before what depends on it;
+5. once for every batch, of each kind of write in ``drops`` (up to ``max_drops`` of each),
+   whose database connection is cut inside its COMMIT: the process lives on, and must find
+   out what happened rather than run the write again or give it up;
+6. ``random_kills`` times, killed at a random moment of the scenario (after the runtime
+   opened), with a connection drop at a random write of the run as well for
+   ``random_drops`` of them, then run again.
 
 After each it checks that the outcome equals the clean run's; that the transcript (every
 promise's id, kind and state) equals the clean run's (values are shown but not compared: a
-step run again after a crash may return another value); that no step kept before the kill
-started again; that nothing is left pending; that no tool declared ``at_most_once`` ran twice;
-and that the tools named in ``check_idempotency`` key their effects by their idempotency key.
+step run again after a crash may return another value); that every actor ends with the
+clean run's status, restart count and state; that no step kept before the kill started again
+(and, with only a connection cut, that no step ran twice); that nothing is left pending; that
+no tool declared ``at_most_once`` ran twice; and that the tools named in
+``check_idempotency`` key their effects by their idempotency key.
 A failure names the boundary (the step id and what it was) and shows both transcripts side by
 side.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,12 +44,31 @@ from typing import Any
 import msgspec
 import psycopg
 
+from .._crashpoints import COUNT_ENV
+from ..errors import InvalidInputError
 from ._effects import EffectRecord, read_log
 from ._harness import CrashTest, Run
 
-__all__ = ["CrashFailure", "CrashReport", "CrashSuite", "reset_schema"]
+__all__ = ["CrashFailure", "CrashReport", "CrashSuite", "kept_steps", "reset_schema"]
 
-_PROMISSORY_TABLES = ("promises", "actors", "nodes", "promissory_migrations")
+_PROMISSORY_TABLES = (
+    "promises",
+    "actors",
+    "nodes",
+    "schedules",
+    "promissory_migrations",
+    "rpc_tasks",
+    "rpc_callbacks",
+    "rpc_listeners",
+    "rpc_outbox",
+    "rpc_schedules",
+)
+
+BOOKKEEPING_POINTS = ("exit.recorded", "actor.revived", "actor.bounced")
+"""Crash points right after a commit of supervision's own bookkeeping."""
+
+DROP_LABELS = ("exit", "revive", "bounce", "end", "complete", "suspend", "step", "send", "claim")
+"""The kinds of write whose COMMIT gets a connection cut, by default."""
 
 
 class CrashFailure(AssertionError):
@@ -59,6 +87,10 @@ class CrashReport(msgspec.Struct):
     runs: int
     seconds: float
     outcome: Any
+    bookkeeping_kills: int = 0
+    """Kills right after a commit of supervision's own bookkeeping."""
+    drops: int = 0
+    """Runs whose connection was cut inside a COMMIT."""
 
 
 def reset_schema(dsn: str) -> None:
@@ -83,7 +115,11 @@ class CrashSuite:
         random_kills: how many random kills after the boundaries.
         check_idempotency: tool names whose effects must be keyed by their idempotency key.
         allow_pending: ids (prefixes) that may legitimately stay pending at the end.
-        max_boundaries: stop after this many step boundaries.
+        max_boundaries: stop after this many step boundaries (and as many of each
+            bookkeeping point).
+        drops: the kinds of write (op labels) whose COMMITs get a connection cut.
+        max_drops: how many batches of each kind (the first ones) get one.
+        random_drops: how many of the random kills also cut a connection at a random write.
         seed: for the random kills.
         timeout: seconds one child run may take.
 
@@ -99,6 +135,9 @@ class CrashSuite:
         check_idempotency: tuple[str, ...] = (),
         allow_pending: tuple[str, ...] = (),
         max_boundaries: int = 200,
+        drops: tuple[str, ...] = DROP_LABELS,
+        max_drops: int = 1,
+        random_drops: int = 0,
         seed: int = 0,
         timeout: float = 60.0,
         replay_check: bool = True,
@@ -110,7 +149,11 @@ class CrashSuite:
         self.check_idempotency = check_idempotency
         self.allow_pending = allow_pending
         self.max_boundaries = max_boundaries
+        self.drops = drops
+        self.max_drops = max_drops
+        self.random_drops = random_drops
         self.rng = random.Random(seed)
+        self._actors: list[Any] = []
         self.timeout = timeout
         self.replay_check = replay_check
         self.runs = 0
@@ -132,15 +175,36 @@ class CrashSuite:
         inside = [n for n, r in enumerate(steps, 1) if tools.get(r.name) == "at_most_once"]
         for n in inside:
             self._case_ends(f"step.started:{n}", clean, reference, tools)
+        # Where the clean run went: kills and drops only where there is something to hit.
+        seen = _points_of(clean)
+        bookkeeping = 0
+        for point in BOOKKEEPING_POINTS:
+            for n in range(1, min(seen.get(point, 0), self.max_boundaries) + 1):
+                if self._case_ends(f"{point}:{n}", clean, reference, tools):
+                    bookkeeping += 1
+        drops = 0
+        for label in self.drops:
+            for n in range(1, min(seen.get(f"batch:{label}", 0), self.max_drops) + 1):
+                if self._case_ends(None, clean, reference, tools, drop_at=f"{label}:{n}"):
+                    drops += 1
+        labels = [label for label in self.drops if seen.get(f"batch:{label}")]
         # Random moments of the scenario itself, not of the interpreter's start.
         begin = clean.scenario_began or 0.1
         end = max(clean.seconds, begin + 0.2)
-        for _ in range(self.random_kills):
-            self._case_ends(None, clean, reference, tools, kill_after=self.rng.uniform(begin, end))
+        for i in range(self.random_kills):
+            drop = None
+            if i < self.random_drops and labels:
+                label = self.rng.choice(labels)
+                drop = f"{label}:{self.rng.randint(1, seen[f'batch:{label}'])}"
+            self._case_ends(
+                None, clean, reference, tools, kill_after=self.rng.uniform(begin, end), drop_at=drop
+            )
         return CrashReport(
             scenario=self.scenario,
             boundaries=boundaries,
             in_step_kills=len(inside),
+            bookkeeping_kills=bookkeeping,
+            drops=drops,
             random_kills=self.random_kills,
             runs=self.runs,
             seconds=time.monotonic() - started,
@@ -156,6 +220,7 @@ class CrashSuite:
         self.runs += 1
         if run.killed or run.outcome is None:
             raise CrashFailure(f"the clean run of {self.scenario} did not finish:\n{run.stderr}")
+        self._actors = _actor_rows(self.dsn)
         problems = _replay_problems(run)
         if problems:
             raise CrashFailure(
@@ -171,20 +236,33 @@ class CrashSuite:
         reference: list[Any],
         tools: dict[str, str],
         kill_after: float | None = None,
+        drop_at: str | None = None,
     ) -> bool:
-        """Run one kill-and-resume case; ``False`` if the kill never happened (no such point)."""
+        """Run one kill-and-resume case; ``False`` if the kill (or the connection drop) never
+        happened (no such point).
+        """
         reset_schema(self.dsn)
         self._case += 1
         test = self._test(f"case-{self._case}")
-        killed = test.run(crash_at=crash_at, kill_after=kill_after)
+        killed = test.run(crash_at=crash_at, kill_after=kill_after, drop_at=drop_at)
         self.runs += 1
         if not killed.killed:
             if crash_at is not None:
                 return False  # the n-th boundary does not exist: all were covered
+            if drop_at is not None and kill_after is None:
+                if killed.dropped is None:
+                    return False  # no n-th batch of that kind: all were covered
+                where = f"a connection cut inside the COMMIT of {killed.dropped}"
+                records = read_log(test.effects_file)
+                twice = _started_twice(records)
+                if twice:
+                    raise CrashFailure(f"after {where}, steps ran twice: {twice}")
+                self._compare(killed, clean, reference, where)
+                return True
             self._compare(killed, clean, reference, "a random kill that came after the end")
             return True
         where = _where(killed, self.dsn, kill_after, read_log(test.effects_file))
-        kept_at_kill = _kept_steps(self.dsn)
+        kept_at_kill = kept_steps(self.dsn)
         before = len(read_log(test.effects_file))
         final = None
         for _ in range(3):
@@ -208,6 +286,21 @@ class CrashSuite:
                 f"  outcome with it:           {final.outcome!r}\n"
                 "transcripts (id, kind, state, value; ! marks the rows that differ):\n"
                 + _side_by_side(reference, transcript)
+            )
+        actors = _actor_rows(self.dsn)
+        if actors != self._actors:
+            diff = [
+                f"  {a!r}\n  {b!r}" for a, b in zip(self._actors, actors, strict=False) if a != b
+            ]
+            raise CrashFailure(
+                f"after a crash at {where}, actors differ from the run without the crash "
+                f"(id, status, restarts, state; without, then with):\n"
+                + "\n".join(diff[:10])
+                + (
+                    ""
+                    if len(actors) == len(self._actors)
+                    else f"\n  {len(self._actors)} actors without the crash, {len(actors)} with it"
+                )
             )
         self._check_pending(f"after a crash at {where}")
 
@@ -255,7 +348,7 @@ class CrashSuite:
             raise CrashFailure(f"{when}, promises are left pending: {left[:10]}")
 
     def _test(self, name: str, replay: bool = False) -> CrashTest:
-        env = {"PROMISSORY_CHECK_REPLAY": "1"} if replay else {}
+        env = {"PROMISSORY_CHECK_REPLAY": "1", COUNT_ENV: "1"} if replay else {}
         return CrashTest(
             self.dsn, self.scenario, workdir=self.workdir / name, timeout=self.timeout, env=env
         )
@@ -274,10 +367,60 @@ def _transcript(dsn: str, values: bool = False) -> list[Any]:
     columns = "id, kind, state" + (", left(value::text, 100)" if values else "")
     with _connection(dsn) as conn:
         rows = conn.execute(f"SELECT {columns} FROM promises ORDER BY seq").fetchall()
-    return sorted(([*r] for r in rows), key=lambda r: str(r[0]))
+    return sorted(([_without_seq_epoch(r[0]), *r[1:]] for r in rows), key=lambda r: str(r[0]))
 
 
-def _kept_steps(dsn: str) -> set[str]:
+_SEQ_EPOCH = re.compile(r"(?<=/)\d+-\d+(?=/|$)")
+
+
+def _without_seq_epoch(id: str) -> str:
+    """``id`` with the ``{seq}-{epoch}`` segments the runtime puts in the ids of the messages
+    it sends on an actor's behalf (a child's exit, a start, a watcher's notice) made ``*``:
+    they number the actor's row and activation, which a crash changes (a recovery's claim, a
+    spawn replayed), not what happened.
+    """
+    return _SEQ_EPOCH.sub("*", id)
+
+
+def _actor_rows(dsn: str) -> list[Any]:
+    """Every actor as (id, status, restarts, state): what a crash must not change.
+
+    Fractional numbers in a state are shown as ``<float>``: they are clock readings (a
+    supervisor's restart times) more often than not, and a run's clock is its own.
+    """
+    with _connection(dsn) as conn:
+        rows = conn.execute("SELECT id, status, restarts, state FROM actors ORDER BY id").fetchall()
+    return [[i, status, restarts, _floats_hidden(state)] for i, status, restarts, state in rows]
+
+
+def _floats_hidden(state: Any) -> Any:
+    value = msgspec.json.decode(state) if isinstance(state, bytes | str) else state
+
+    def hide(v: Any) -> Any:
+        if isinstance(v, float):
+            return "<float>"
+        if isinstance(v, list):
+            return [hide(x) for x in v]
+        if isinstance(v, dict):
+            return {k: hide(x) for k, x in v.items()}
+        return v
+
+    return hide(value)
+
+
+def _started_twice(records: list[EffectRecord]) -> list[str]:
+    """Steps that started more than once (none may, when no process was killed)."""
+    seen: dict[str, int] = {}
+    for r in records:
+        if r.what == "step":
+            seen[r.key] = seen.get(r.key, 0) + 1
+    return sorted(k for k, n in seen.items() if n > 1)
+
+
+def kept_steps(dsn: str) -> set[str]:
+    """The ids of the steps kept (settled) in the store at ``dsn`` now; none before the schema
+    exists (a process killed before it made it).
+    """
     with _connection(dsn) as conn:
         exists = conn.execute("SELECT to_regclass('promises')").fetchone()
         if exists is None or exists[0] is None:
@@ -347,6 +490,14 @@ def _tools_of(run: Run) -> dict[str, str]:
     return {}
 
 
+def _points_of(run: Run) -> dict[str, int]:
+    for line in run.stdout.splitlines():
+        if line.startswith("POINTS "):
+            points: dict[str, int] = msgspec.json.decode(line[7:])
+            return points
+    return {}
+
+
 def _replay_problems(run: Run) -> list[str]:
     for line in run.stdout.splitlines():
         if line.startswith("REPLAY "):
@@ -358,7 +509,7 @@ def _replay_problems(run: Run) -> list[str]:
 def _name_of(fn: Callable[..., Any]) -> str:
     module = getattr(fn, "__module__", None)
     if not module or module == "__main__" or "<locals>" in getattr(fn, "__qualname__", ""):
-        raise ValueError(
+        raise InvalidInputError(
             "a crash-test scenario must be a module-level function in an importable module"
         )
     return f"{module}:{fn.__qualname__}"

@@ -1,7 +1,9 @@
 """The pytest plugin promissory installs (entry point ``pytest11``): fixtures for your tests.
 
-* ``promissory_dsn``: a fresh, empty schema on ``$PROMISSORY_TEST_DSN`` (or an embedded
-  server in a temporary directory), dropped after the test.
+* ``promissory_server_dsn`` (session): ``$PROMISSORY_TEST_DSN``, or an embedded server in a
+  temporary directory, stopped after the session.
+* ``promissory_dsn``: a fresh, empty schema on that server (``fresh_schema``), dropped after
+  the test.
 * ``runtime``: a ``Runtime`` open on that schema.
 * ``crash_test``: ``crash_test(scenario, random_kills=10, check_idempotency=(...))`` runs the
   full crash suite on a module-level scenario function and returns its report (see
@@ -17,18 +19,15 @@ Example:
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..runtime import Runtime
 from ..store import EmbeddedServer
+from ._schemas import fresh_schema
 from ._suite import CrashReport, CrashSuite
 
 
@@ -49,16 +48,8 @@ def promissory_server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture
 def promissory_dsn(promissory_server_dsn: str) -> Iterator[str]:
     """A DSN on a fresh, empty schema of its own, dropped after the test."""
-    schema = "pt_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(promissory_server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    params = conninfo_to_dict(promissory_server_dsn)
-    params["options"] = f"-c search_path={schema}"
-    try:
-        yield make_conninfo("", **{k: v for k, v in params.items() if v is not None})
-    finally:
-        with psycopg.connect(promissory_server_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with fresh_schema(promissory_server_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture

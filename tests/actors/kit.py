@@ -13,11 +13,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import msgspec
-import psycopg
 
 from promissory.actors import Context, DurableActor, current_step, handler
 from promissory.testing import effect
-from tests.kit import eventually, python  # noqa: F401 (the package's tests import them from here)
+from tests.kit import eventually, python, sql  # noqa: F401 (the package's tests import them here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The project's root, the working directory of child processes."""
@@ -47,12 +46,6 @@ class Tally:
 
 
 TALLY = Tally()
-
-
-def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run ``query`` on a connection of its own (not the runtime's) and return the rows."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
 def one(dsn: str, query: str, *params: Any) -> Any:

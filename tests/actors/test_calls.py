@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from promissory.actors import Context, DurableActor, handler
-from promissory.errors import ActorNotFoundError, ActorStoppedError, ChildFailed
+from promissory.errors import ActorNotFoundError, ActorStoppedError, ChildFailedError
 from promissory.runtime import Runtime
 from tests.actors.kit import TALLY, Items, eventually, one, sql
 
@@ -204,7 +204,7 @@ class Prober(DurableActor):
         child = ctx.spawn(Fragile, id=f"{ctx.actor_id}/fragile")
         try:
             ctx.call(child, msg)
-        except ChildFailed as exc:
+        except ChildFailedError as exc:
             return [type(exc).__name__, str(exc.child_id), repr(exc.cause)]
         return []
 
@@ -225,7 +225,7 @@ def test_a_call_to_a_child_that_is_given_up_raises_child_failed_with_its_error(
 ) -> None:
     reply = rt.spawn(Prober, id="prober").ask(Broken(3))
     assert reply.get(timeout=5) == [
-        "ChildFailed",
+        "ChildFailedError",
         "prober/fragile",
         "RuntimeError('fragile broke on 3')",
     ]

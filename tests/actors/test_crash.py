@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from promissory.testing import CrashTest
+from promissory.testing import CrashTest, kept_steps, reset_schema
 
 SCENARIO = "tests.actors.scenarios:multi_step"
 
@@ -42,7 +42,7 @@ NAMED = [
 @pytest.fixture(scope="module")
 def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The outcome of a run without crashes, for every crash test to compare with."""
-    from tests.conftest import fresh_schema
+    from promissory.testing import fresh_schema
 
     with fresh_schema(server_dsn) as dsn:
         test = CrashTest(dsn, SCENARIO, workdir=tmp_path_factory.mktemp("clean"))
@@ -50,18 +50,6 @@ def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         assert not run.killed
         assert set(test.effects().values()) == {1}
         return {"outcome": run.outcome, "effects": set(test.effects())}
-
-
-def kept_steps(dsn: str) -> set[str]:
-    """The ids of the steps kept (settled) in the store right now."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('promises')").fetchone()
-        if exists is None or exists[0] is None:
-            return set()  # killed before the schema was made
-        rows = conn.execute(
-            "SELECT id FROM promises WHERE kind = 'step' AND state <> 'pending'"
-        ).fetchall()
-    return {r[0] for r in rows}
 
 
 class Tracker:
@@ -129,14 +117,7 @@ def test_fifty_random_kills_leave_every_reply_and_state_as_without_them(
 
 
 def _reset(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS promises, actors, nodes, promissory_migrations CASCADE")
-        functions = conn.execute(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = current_schema() AND p.proname LIKE 'promissory%%'"
-        ).fetchall()
-        for (name,) in functions:
-            conn.execute(f'DROP FUNCTION IF EXISTS "{name}"() CASCADE')
+    reset_schema(dsn)  # every promissory table and function, the protocol's too
 
 
 def test_a_backoff_survives_a_sigkill_and_does_not_start_over(dsn: str, tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
-"""Fixtures of the agent tests: a runtime on a fresh schema, and SQL on its own connection."""
+"""Fixtures of the agent tests: the plugin's runtime on a fresh schema, as ``rt``."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
@@ -10,10 +8,6 @@ from promissory.runtime import Runtime
 
 
 @pytest.fixture
-def rt(dsn: str) -> Iterator[Runtime]:
-    """A started runtime on a fresh schema, closed after the test."""
-    runtime = Runtime(dsn).open()
-    try:
-        yield runtime
-    finally:
-        runtime.close()
+def rt(runtime: Runtime) -> Runtime:
+    """A started runtime on a fresh schema, closed after the test (the plugin's ``runtime``)."""
+    return runtime

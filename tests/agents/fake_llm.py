@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     hang: bool = False
     raw: bytes | None = None
+    events: tuple[tuple[str | None, Any], ...] | None = None
+    """Server-sent events to send one by one (name or ``None``, data; ``"[DONE]"`` as it is)."""
+    delay: float = 0.0
+    """Seconds between two events."""
 
 
 class FakeProvider:
@@ -76,6 +81,15 @@ class FakeProvider:
         """Queue an answer whose body is ``data`` as it is (not JSON)."""
         with self._lock:
             self._answers.append(Answer(status, raw=data))
+        return self
+
+    def answer_stream(
+        self, events: list[tuple[str | None, Any]], *, delay: float = 0.0
+    ) -> FakeProvider:
+        """Queue a streamed answer: ``events`` sent as server-sent events, flushed one by one,
+        ``delay`` seconds apart."""
+        with self._lock:
+            self._answers.append(Answer(events=tuple(events), delay=delay))
         return self
 
     def answer_with(self, fn: Callable[[Recorded], Answer]) -> FakeProvider:
@@ -123,6 +137,21 @@ class _Handler(BaseHTTPRequestHandler):
         answer = fake._next(Recorded(self.path, headers, body))
         if answer.hang:
             fake.release.wait(30)
+            return
+        if answer.events is not None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("connection", "close")
+            self.end_headers()
+            for i, (name, data) in enumerate(answer.events):
+                if i and answer.delay:
+                    time.sleep(answer.delay)
+                text = data if data == "[DONE]" else json.dumps(data)
+                head = f"event: {name}\n" if name else ""
+                self.wfile.write(f"{head}data: {text}\n\n".encode())
+                self.wfile.flush()
+            self.close_connection = True
             return
         data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
         self.send_response(answer.status)
@@ -209,3 +238,141 @@ def anthropic_answer(
 def anthropic_error(message: str, type: str = "invalid_request_error") -> Any:
     """An Anthropic error body."""
     return {"type": "error", "error": {"type": type, "message": message}}
+
+
+# -- streamed answers (server-sent events) ---------------------------------------------------
+
+
+def openai_stream(
+    pieces: list[str],
+    calls: list[tuple[str, str, list[str]]] = (),  # type: ignore[assignment]
+    *,
+    usage: dict[str, Any] | None = None,
+    model: str = "gpt-test-2025",
+) -> list[tuple[str | None, Any]]:
+    """``chat.completion.chunk`` events: the text in ``pieces``, then each call (id, name,
+    its arguments in pieces), the finish reason, the usage chunk, and ``[DONE]``."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
+    events += [(None, chunk({"content": p})) for p in pieces]
+    for index, (id, name, arguments) in enumerate(calls):
+        first = {"index": index, "id": id, "type": "function", "function": {"name": name}}
+        events.append(
+            (None, chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": ""}}]}))
+        )
+        events += [
+            (None, chunk({"tool_calls": [{"index": index, "function": {"arguments": a}}]}))
+            for a in arguments
+        ]
+    events.append((None, chunk({}, "tool_calls" if calls else "stop")))
+    events.append(
+        (
+            None,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [],
+                "usage": usage or {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+            },
+        )
+    )
+    events.append((None, "[DONE]"))
+    return events
+
+
+def anthropic_stream(
+    pieces: list[str],
+    calls: list[tuple[str, str, list[str]]] = (),  # type: ignore[assignment]
+    *,
+    model: str = "claude-test-4",
+) -> list[tuple[str | None, Any]]:
+    """Messages stream events: the text in ``pieces`` (one text block), then each tool_use
+    block (id, name, its input JSON in pieces), the stop reason and usage."""
+    events: list[tuple[str | None, Any]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_01",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": 11, "output_tokens": 1},
+                },
+            },
+        ),
+        ("ping", {"type": "ping"}),
+    ]
+    index = 0
+    if pieces:
+        events.append(
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        )
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": p},
+                },
+            )
+            for p in pieces
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        index = 1
+    for i, (id, name, parts) in enumerate(calls, start=index):
+        block = {"type": "tool_use", "id": id, "name": name, "input": {}}
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": i, "content_block": block},
+            )
+        )
+        events += [
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": p},
+                },
+            )
+            for p in parts
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": "tool_use" if calls else "end_turn",
+                    "stop_sequence": None,
+                },
+                "usage": {"output_tokens": 5},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events

@@ -22,15 +22,14 @@ from promissory.actors import current_step
 from promissory.agents import (
     Agent,
     ModelRequest,
-    ModelResponse,
     RunHandle,
-    ScriptedModel,
     Usage,
     call,
     reply,
 )
 from promissory.runtime import Runtime
 from promissory.testing import effect
+from tests.kit import RecordingModel
 
 RUN = "agent/run/crash"
 TASK = "Write a short note on durable agents."
@@ -42,22 +41,15 @@ def step_id() -> str:
     return step.id
 
 
-class Counted:
-    """A model that records each call as an effect ``model``, then answers from a script.
+def _count(agent: str, turn: int, step: str, request: ModelRequest) -> None:
+    # The effect's key is ``{agent}:{turn}|{step id}``: which answer was asked for, and the
+    # step (the idempotency key) it was asked in.
+    effect("model", f"{agent}:{turn}|{step}")
 
-    The effect's key is ``{agent}:{turn}|{step id}``: which answer was asked for, and the step
-    (the idempotency key) it was asked in.
-    """
 
-    def __init__(self, agent: str, script: list[Any]) -> None:
-        self.agent = agent
-        self.name = f"counted:{agent}"
-        self.inner = ScriptedModel(script, name=agent)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        turn = sum(1 for m in request.messages if m.role == "assistant") + 1
-        effect("model", f"{self.agent}:{turn}|{step_id()}")
-        return await self.inner.complete(request)
+def counted(agent: str, script: list[Any]) -> RecordingModel:
+    """A model that records each call as an effect ``model``, then answers from a script."""
+    return RecordingModel(agent, script, _count, name=f"counted:{agent}")
 
 
 def lookup(topic: str) -> str:
@@ -88,7 +80,7 @@ def usage(n: int) -> Usage:
 RESEARCHER = Agent(
     "crash_researcher",
     "Find facts.",
-    Counted(
+    counted(
         "researcher",
         [
             reply("", call("lookup", "r1", topic="durable actors"), usage=usage(1)),
@@ -101,7 +93,7 @@ RESEARCHER = Agent(
 CRITIC = Agent(
     "crash_critic",
     "Check the numbers.",
-    Counted(
+    counted(
         "critic",
         [
             reply("", call("tally", "k1", numbers=[1, 2, 3]), usage=usage(3)),
@@ -114,7 +106,7 @@ CRITIC = Agent(
 LEAD = Agent(
     "crash_lead",
     "Plan, delegate, write.",
-    Counted(
+    counted(
         "lead",
         [
             reply(

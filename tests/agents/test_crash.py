@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from promissory.testing import CrashTest, Run
-from tests.conftest import fresh_schema
+from promissory.testing import CrashTest, Run, fresh_schema, kept_steps
 
 SCENARIO = "tests.agents.scenarios:research"
 
@@ -53,18 +51,6 @@ def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Clean:
 def step_of(key: str) -> str:
     """The step id an effect's key names (a model effect's key is ``agent:turn|step``)."""
     return key.rpartition("|")[2]
-
-
-def kept_steps(dsn: str) -> set[str]:
-    """The ids of the steps kept (settled) in the store now."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('promises')").fetchone()
-        if exists is None or exists[0] is None:
-            return set()  # killed before the schema was made
-        rows = conn.execute(
-            "SELECT id FROM promises WHERE kind = 'step' AND state <> 'pending'"
-        ).fetchall()
-    return {r[0] for r in rows}
 
 
 def crash_and_resume(server_dsn: str, workdir: Path, clean: Clean, **kill: Any) -> Run:
@@ -114,9 +100,10 @@ def test_the_crash_free_run(clean: Clean) -> None:
     assert sorted(k for k, _ in clean.effects) == ["lookup"] * 3 + ["model"] * 7 + ["tally"] * 2
     # Two sub-agents ran as children of the run's actor; every run ended its actor.
     assert outcome["actors"] == [
-        ["agent/run/crash", None, "promissory.agents._loop:AgentRun"],
-        ["agent/run/crash/t1-1-researcher", "agent/run/crash", "promissory.agents._loop:AgentRun"],
-        ["agent/run/crash/t2-0-critic", "agent/run/crash", "promissory.agents._loop:AgentRun"],
+        # Each run is kept under its agent's type: only a node that defines it hosts it.
+        ["agent/run/crash", None, "agent:crash_lead"],
+        ["agent/run/crash/t1-1-researcher", "agent/run/crash", "agent:crash_researcher"],
+        ["agent/run/crash/t2-0-critic", "agent/run/crash", "agent:crash_critic"],
     ]
     assert set(outcome["statuses"].values()) == {"stopped"}
 

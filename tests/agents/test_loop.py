@@ -941,3 +941,25 @@ def test_a_changed_tool_list_on_replay_is_a_nondeterminism_error(rt: Runtime, ds
     with pytest.raises(NondeterminismError) as info:
         handle.result(timeout=30)
     assert info.value.step_id == "agent/run/tools-changed/1"
+
+
+def test_a_run_reaches_its_model_with_no_read_after_it_was_started(dsn: str) -> None:
+    """rt.start keeps the run (its actor, then its task) and the actor's activation starts
+    the task it was handed: no mailbox or journal read comes before the model is called."""
+    seen: list[int] = []
+    called = threading.Event()
+    with Runtime(dsn) as rt:
+        assert rt.store is not None
+        store = rt.store
+
+        def model(request: Any) -> str:
+            seen.append(store.reads)
+            called.set()
+            return "done"
+
+        agent = Agent("no-read-start", "Answer.", model=FunctionModel(model, name="m"))
+        before = store.reads
+        handle = rt.start(agent, "go")
+        assert called.wait(30)  # waiting on the handle would read: not yet
+        assert handle.result(timeout=30) == "done"
+    assert seen == [before], f"{seen[0] - before} reads before the model was called"

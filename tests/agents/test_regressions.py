@@ -20,9 +20,9 @@ from promissory.agents import (
 )
 from promissory.errors import ModelError
 from promissory.runtime import Runtime
-from promissory.testing import CrashTest
+from promissory.testing import CrashTest, fresh_schema
 from tests.actors.kit import sql
-from tests.conftest import fresh_schema
+from tests.kit import eventually
 
 from .fake_llm import FakeProvider, anthropic_error
 from .test_adapters import fake  # noqa: F401 (fixture)
@@ -61,11 +61,15 @@ def test_parallel_steps_are_listed_in_position_order_by_created_at(rt: Runtime, 
 def test_starting_a_finished_run_again_does_not_revive_its_actor(rt: Runtime, dsn: str) -> None:
     agent = Agent("bug_revive", "", ScriptedModel(["done"]))
     assert rt.run(agent, "x", id="agent/run/revive", timeout=30) == "done"
-    time.sleep(0.3)
-    assert sql(dsn, "SELECT status FROM actors WHERE id = 'agent/run/revive'") == [("stopped",)]
-    # The id is the idempotency key: starting it again only finds the finished run.
+    eventually(
+        lambda: (
+            sql(dsn, "SELECT status FROM actors WHERE id = 'agent/run/revive'") == [("stopped",)]
+        ),
+        what="the run's actor ended",
+    )
+    # The id is the idempotency key: starting it again only finds the finished run (a spawn
+    # that brought the actor back would have made it 'running' before run returned).
     assert rt.run(agent, "x", id="agent/run/revive", timeout=30) == "done"
-    time.sleep(0.3)
     # observed: 'running' (spawn brought the stopped actor back; nothing will ever end it)
     assert sql(dsn, "SELECT status FROM actors WHERE id = 'agent/run/revive'") == [("stopped",)]
 

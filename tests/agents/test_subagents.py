@@ -21,13 +21,11 @@ from promissory.agents import (
     call,
     reply,
 )
-from promissory.errors import ChildFailed, InvalidInputError, ModelError
+from promissory.errors import ChildFailedError, InvalidInputError, ModelError
 from promissory.runtime import Runtime
 from tests.actors.kit import sql
 
 from .test_loop import results_in, run
-
-AGENT_RUN = "promissory.agents._loop:AgentRun"
 
 
 def test_a_sub_agent_is_called_like_a_tool_and_runs_as_a_child_actor(rt: Runtime, dsn: str) -> None:
@@ -59,7 +57,7 @@ def test_a_sub_agent_is_called_like_a_tool_and_runs_as_a_child_actor(rt: Runtime
     ]
     child = "agent/run/sub/t1-0-sub_researcher"
     assert sql(dsn, "SELECT id, parent, kind FROM actors WHERE parent = 'agent/run/sub'") == [
-        (child, "agent/run/sub", AGENT_RUN)
+        (child, "agent/run/sub", "agent:sub_researcher")
     ]
     # Its run is a message promise under the parent's id; its steps are under that.
     [(message, state, value)] = sql(
@@ -239,7 +237,7 @@ def test_a_failing_sub_agent_is_restarted_then_given_up_and_the_parent_gets_an_e
 
 def test_raise_errors_makes_the_parent_run_fail_with_child_failed(rt: Runtime, dsn: str) -> None:
     lead, broken_model, lead_model = failing_setup("sub_raises", raise_errors=True)
-    with pytest.raises(ChildFailed) as info:
+    with pytest.raises(ChildFailedError) as info:
         rt.run(lead, "x", id="agent/run/sub-raises", timeout=30)
     assert info.value.child_id == "agent/run/sub-raises/t1-0-sub_raises_sub"
     assert "no such model" in str(info.value)
@@ -285,3 +283,59 @@ def test_two_sub_agents_of_one_parent_keep_their_own_restart_policies(
 def test_something_that_is_not_a_tool_is_refused_by_name() -> None:
     with pytest.raises(InvalidInputError, match="agent bad_tools: a tool must be a function"):
         Agent("bad_tools", "", ScriptedModel(["x"]), tools=[42])  # type: ignore[list-item]
+
+
+# -- issue 14, item 13: a sub-agent under the name the model uses --------------------------------
+
+
+def test_a_sub_agent_tool_is_offered_under_the_name_and_description_given(
+    rt: Runtime,
+) -> None:
+    researcher = Agent("named_researcher", "Find facts.", ScriptedModel(["Facts."]))
+    lead_model = ScriptedModel([reply("", call("research", "c1", input="X?")), "Done."])
+    lead = Agent(
+        "named_lead",
+        "Delegate.",
+        lead_model,
+        tools=[researcher.as_tool(name="research", description="Find sources on a topic.")],
+    )
+
+    assert run(rt, lead, "go", "agent/run/named").output == "Done."
+
+    [spec] = lead_model.requests[0].tools
+    assert (spec.name, spec.description) == ("research", "Find sources on a topic.")
+    assert results_in(lead_model.requests[1]) == [
+        ToolResult(call_id="c1", name="research", content="Facts.")
+    ]
+
+
+def test_a_call_by_a_name_no_tool_has_gets_an_error_result_listing_the_tools(
+    rt: Runtime,
+) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    researcher = Agent("listed_researcher", "Find facts.", ScriptedModel(["never asked"]))
+    lead_model = ScriptedModel(
+        # The model calls the sub-agent by the agent's name, not the tool's.
+        [reply("", call("listed_researcher", "c1", input="X?")), "Gave up."]
+    )
+    lead = Agent("listed_lead", "", lead_model, tools=[add, researcher.as_tool(name="research")])
+
+    assert run(rt, lead, "go", "agent/run/listed").output == "Gave up."
+
+    [result] = results_in(lead_model.requests[1])
+    assert result.is_error
+    assert result.content == "unknown tool 'listed_researcher'; the tools are: add, research"
+
+
+def test_defining_an_agent_name_again_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    Agent("defined_twice", "First.", ScriptedModel(["x"]))
+
+    with caplog.at_level("WARNING", logger="promissory"):
+        Agent("defined_twice", "Second.", ScriptedModel(["y"]))
+
+    [record] = [r for r in caplog.records if "defined_twice" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "defined again" in record.getMessage()

@@ -1,4 +1,4 @@
-"""Fixtures of the cancellation tests: a runtime on a fresh schema, and clean per-process marks."""
+"""Fixtures of the cancellation tests: the plugin's runtime, and clean per-process marks."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from tests.cancel import kit  # noqa: E402
 
 
 @pytest.fixture
-def rt(dsn: str) -> Iterator[Runtime]:
-    """A started runtime on a fresh schema, closed after the test (gates opened first)."""
+def rt(runtime: Runtime) -> Iterator[Runtime]:
+    """The plugin's runtime on a fresh schema, with clean marks (gates opened before it is
+    closed: a handler still blocked on a gate must not hold up the close).
+    """
     kit.reset()
-    runtime = Runtime(dsn).open()
     try:
         yield runtime
     finally:
-        kit.reset()  # a handler still blocked on a gate must not hold up the close
-        runtime.close()
+        kit.reset()

@@ -21,10 +21,10 @@ import time
 from typing import Any
 
 import msgspec
-import psycopg
+import msgspec.structs
 
 from promissory.actors import (
-    Cancelled,
+    Canceled,
     ChildDef,
     ChildSpec,
     Context,
@@ -40,14 +40,12 @@ from promissory.actors import (
 from promissory.agents import (
     Agent,
     ModelRequest,
-    ModelResponse,
-    ScriptedModel,
     call,
     reply,
 )
-from promissory.errors import ChildCancelled, ChildFailed, StepTimedOutError
+from promissory.errors import ChildCanceledError, ChildFailedError, StepTimedOutError
 from promissory.runtime import Runtime
-from tests.kit import eventually, python  # noqa: F401 (the package's tests import them from here)
+from tests.kit import RecordingModel, eventually, python, sql, time_passes as kit_time_passes  # noqa: F401 (tests import them here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 """The project's root, the working directory of child processes."""
@@ -104,6 +102,14 @@ def marks(path: str | None = None) -> list[Mark]:
         return [msgspec.json.decode(line, type=Mark) for line in f if line.strip()]
 
 
+def time_passes(dsn: str, seconds: float) -> None:
+    """The fake clock (``tests.kit.time_passes``) for these tests: the store's times and this
+    process's marks move ``seconds`` into the past together."""
+    kit_time_passes(dsn, seconds)
+    with _lock:
+        MARKS[:] = [msgspec.structs.replace(m, at=m.at - seconds) for m in MARKS]
+
+
 def step_id() -> str:
     step = current_step()
     assert step is not None, "marks with a step id are made inside steps only"
@@ -136,18 +142,13 @@ ASYNC_CANCELLED: list[str] = []
 # -- models ------------------------------------------------------------------------------------
 
 
-class Marked:
+def _mark(agent: str, turn: int, step: str, request: ModelRequest) -> None:
+    mark("model", f"{agent}:{turn}|{step}")
+
+
+def marked(agent: str, script: list[Any]) -> RecordingModel:
     """A scripted model that marks each call ``model``, keyed ``{agent}:{turn}|{step id}``."""
-
-    def __init__(self, agent: str, script: list[Any]) -> None:
-        self.agent = agent
-        self.name = f"marked:{agent}"
-        self.inner = ScriptedModel(script, name=agent)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        turn = sum(1 for m in request.messages if m.role == "assistant") + 1
-        mark("model", f"{self.agent}:{turn}|{step_id()}")
-        return await self.inner.complete(request)
+    return RecordingModel(agent, script, _mark, name=f"marked:{agent}")
 
 
 # -- tools -------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def wait_timer(ctx: Context, seconds: float) -> str:
     try:
         ctx.sleep(seconds)
         return ctx.step(after, "timer", name="after")
-    except Cancelled:
+    except Canceled:
         ctx.step(cleanup, f"timer:{ctx.message_id}", name="cleanup")
         raise
 
@@ -219,7 +220,7 @@ def approval(ctx: Context, action: str) -> str:
         decision = ctx.promise(param={"action": action}).result(dict)
         ctx.step(after, "approval", name="after")
         return "approved" if decision.get("approved") else "refused"
-    except Cancelled:
+    except Canceled:
         ctx.step(cleanup, f"approval:{ctx.message_id}", name="cleanup")
         raise
 
@@ -243,19 +244,19 @@ def tree(kind: str) -> Agent:
     leaf = Agent(
         f"leaf_{kind}",
         "Use the tool.",
-        Marked(f"leaf_{kind}", [reply("", *calls), "leaf done"]),
+        marked(f"leaf_{kind}", [reply("", *calls), "leaf done"]),
         tools=tools,
     )
     sub = Agent(
         f"sub_{kind}",
         "Delegate to the leaf.",
-        Marked(f"sub_{kind}", [reply("", call("leaf", "c-sub", input="go")), "sub done"]),
+        marked(f"sub_{kind}", [reply("", call("leaf", "c-sub", input="go")), "sub done"]),
         tools=[leaf.as_tool(name="leaf")],
     )
     return Agent(
         f"lead_{kind}",
         "Delegate to the sub-agent.",
-        Marked(f"lead_{kind}", [reply("", call("sub", "c-lead", input="go")), "lead done"]),
+        marked(f"lead_{kind}", [reply("", call("sub", "c-lead", input="go")), "lead done"]),
         tools=[sub.as_tool(name="sub")],
     )
 
@@ -264,12 +265,6 @@ TREES = {kind: tree(kind) for kind in LEAF_CALLS}
 
 
 # -- SQL and waiting ---------------------------------------------------------------------------
-
-
-def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run ``query`` on a connection of its own and return the rows."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
 def under(run: str) -> tuple[str, str]:
@@ -296,7 +291,7 @@ class Worker(DurableActor[None]):
         try:
             ctx.step(pause, job.seconds, name="work")
             return ctx.step(after, f"{ctx.actor_id}", name="after")
-        except Cancelled:
+        except Canceled:
             ctx.step(cleanup, ctx.message_id, name="cleanup")
             raise
 
@@ -430,7 +425,7 @@ def cancel(how: str, dsn: str, rt: Runtime | None, id: str, reason: str) -> None
 # -- runs to resume --------------------------------------------------------------------------
 
 RECORDED: list[tuple[str, ModelRequest]] = []
-"""(step id, request) of every call of a ``Recorded`` model in this process."""
+"""(step id, request) of every call of a ``recorded`` model in this process."""
 HOLD: dict[str, tuple[str, int]] = {}
 """run id → (``model`` or ``tool``, turn): that run's model call, or slow tool call, of that
 turn waits (for 30 s, or until it is cancelled)."""
@@ -450,22 +445,16 @@ async def _held(run: str, what: str, turn: int) -> None:
             raise
 
 
-class Recorded:
+async def _record(agent: str, turn: int, step: str, request: ModelRequest) -> None:
+    mark("model", f"{agent}:{turn}|{step}")
+    with _lock:
+        RECORDED.append((step, request))
+    await _held(run_of(step), "model", turn)
+
+
+def recorded(agent: str, script: list[Any]) -> RecordingModel:
     """A scripted model that marks and records each request, and waits where ``HOLD`` says."""
-
-    def __init__(self, agent: str, script: list[Any]) -> None:
-        self.agent = agent
-        self.name = f"recorded:{agent}"
-        self.inner = ScriptedModel(script, name=agent)
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        sid = step_id()
-        turn = sum(1 for m in request.messages if m.role == "assistant") + 1
-        mark("model", f"{self.agent}:{turn}|{sid}")
-        with _lock:
-            RECORDED.append((sid, request))
-        await _held(run_of(sid), "model", turn)
-        return await self.inner.complete(request)
+    return RecordingModel(agent, script, _record, name=f"recorded:{agent}")
 
 
 def requests_of(run: str) -> list[ModelRequest]:
@@ -499,7 +488,7 @@ async def slow(n: int) -> int:
 RESUMER = Agent(
     "resumer",
     "Look things up, then answer.",
-    Recorded(
+    recorded(
         "resumer",
         [
             reply("", call("quick", "a1", topic="a"), call("slow", "a2", n=1)),
@@ -522,7 +511,7 @@ def nap(ctx: Context, n: int) -> str:
     try:
         ctx.sleep(60 if HOLD.get(ctx.message_id) == ("timer", n) else 0.05)
         return ctx.step(after, f"nap {n}", name="after")
-    except Cancelled:
+    except Canceled:
         ctx.step(cleanup, f"nap {n} of {ctx.message_id}", name="cleanup")
         raise
 
@@ -530,7 +519,7 @@ def nap(ctx: Context, n: int) -> str:
 NAPPER = Agent(
     "napper",
     "Look up, nap, answer.",
-    Recorded(
+    recorded(
         "napper",
         [reply("", call("quick", "a1", topic="a")), reply("", call("nap", "b1", n=2)), "rested"],
     ),
@@ -577,7 +566,7 @@ class Child(DurableActor[None]):
         try:
             ctx.step(pause, job.seconds, name="work")
             return ctx.step(after, ctx.actor_id, name="after")
-        except Cancelled:
+        except Canceled:
             ctx.step(cleanup, ctx.message_id, name="cleanup")
             raise
 
@@ -586,7 +575,7 @@ class Child(DurableActor[None]):
         try:
             ctx.sleep(msg.seconds)
             return ctx.step(after, ctx.actor_id, name="after")
-        except Cancelled as exc:
+        except Canceled as exc:
             mark("cancelled", f"{ctx.message_id} deadline={exc.deadline} reason={exc.reason}")
             ctx.step(cleanup, ctx.message_id, name="cleanup")
             raise
@@ -600,7 +589,7 @@ class Child(DurableActor[None]):
         try:
             ctx.step(pause, msg.seconds, name="work")
             return "worked"
-        except Cancelled:
+        except Canceled:
             ctx.step(cleanup, ctx.message_id, name="cleanup")
             ctx.stop(Exit.SHUTDOWN, "canceled")
             raise
@@ -616,10 +605,10 @@ class Parent(DurableActor[None]):
         ask: Any = Crash() if msg.crash else (msg.nap or msg.job)
         try:
             ctx.call(child, ask, timeout=msg.timeout)
-        except ChildCancelled as exc:
-            return f"ChildCancelled {exc.child_id}: {exc}"
-        except ChildFailed as exc:
-            return f"ChildFailed {exc.child_id}: {type(exc.cause).__name__}"
+        except ChildCanceledError as exc:
+            return f"ChildCanceledError {exc.child_id}: {exc}"
+        except ChildFailedError as exc:
+            return f"ChildFailedError {exc.child_id}: {type(exc.cause).__name__}"
         return "done"
 
 
@@ -704,7 +693,7 @@ class Timed(DurableActor[None]):
             return ctx.step(async_work, msg.seconds, timeout=msg.timeout, name="work")
         except StepTimedOutError as exc:
             return f"StepTimedOutError: {exc}"
-        except Cancelled as exc:
+        except Canceled as exc:
             mark("cancelled", f"{ctx.message_id} deadline={exc.deadline}")
             ctx.step(cleanup, ctx.message_id, name="cleanup")
             raise

@@ -80,7 +80,7 @@ def _check_ended(dsn: str, run: str) -> None:
     calls = {k: v for k, v in states.items() if k.startswith(run + "/")}
     assert len(calls) == WIDTH and set(calls.values()) == {"rejected_canceled"}
     assert sql(dsn, "SELECT id FROM promises WHERE state = 'pending'") == []
-    # Each worker's handler saw Cancelled and kept its cleanup step, once.
+    # Each worker's handler saw Canceled and kept its cleanup step, once.
     cleanups = [m.key for m in kit.marks() if m.name == "cleanup"]
     assert sorted(cleanups) == sorted(calls), cleanups
 
@@ -113,8 +113,9 @@ def test_promissory_cancel_of_an_actor_id_reaches_the_runtime_hosting_it(
 
 def test_an_actor_canceled_while_no_runtime_runs_ends_on_the_next_start(dsn: str) -> None:
     kit.reset()
-    with Runtime(dsn) as rt:
-        run = _start(rt)
+    rt = Runtime(dsn).open()
+    run = _start(rt)
+    rt.close(timeout=0.5)  # the workers' handlers sleep on, fenced off
     # Closed: the workers' messages are pending, their tree alive. Cancel it with only a
     # store, as another process would.
     with Store(dsn) as store:

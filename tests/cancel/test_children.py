@@ -1,5 +1,5 @@
-"""A parent sees its child's cancellation as ``ChildCancelled``, distinct from a crash
-(``ChildFailed``); supervision treats a canceled child like a ``shutdown`` exit: a transient
+"""A parent sees its child's cancellation as ``ChildCanceledError``, distinct from a crash
+(``ChildFailedError``); supervision treats a canceled child like a ``shutdown`` exit: a transient
 child is not restarted.
 """
 
@@ -11,19 +11,19 @@ import pytest
 
 from promissory.actors import SupervisorRef
 from promissory.agents import Agent, ToolResult, call, reply
-from promissory.errors import ChildCancelled, ChildFailed, PromiseCanceledError
+from promissory.errors import ChildCanceledError, ChildFailedError, PromiseCanceledError
 from promissory.runtime import Runtime
 from tests.cancel import kit
 from tests.cancel.checks import canceled_answers, canceled_calls, check_canceled, message_of
 from tests.cancel.kit import (
     Delegate,
     Job,
-    Marked,
     Nap,
     Parent,
     Stop,
     Team,
     eventually,
+    marked,
     rows,
     sql,
 )
@@ -40,14 +40,26 @@ def actor_row(dsn: str, id: str) -> tuple[str, int, str | None]:
     return status, restarts, exit
 
 
-def test_child_cancelled_is_not_child_failed() -> None:
-    assert not issubclass(ChildCancelled, ChildFailed)
-    assert not issubclass(ChildFailed, ChildCancelled)
+def exits_handled(dsn: str, supervisor: str) -> bool:
+    """Whether ``supervisor`` was told of a child's exit and has handled every one so far."""
+    states = [
+        state
+        for (state,) in sql(
+            dsn,
+            "SELECT state FROM promises WHERE recipient = %s "
+            "AND tags->>'promissory:type' = 'ChildExit'",
+            supervisor,
+        )
+    ]
+    return bool(states) and "pending" not in states
 
 
-def test_a_parent_sees_its_childs_canceled_message_as_child_cancelled(
-    rt: Runtime, dsn: str
-) -> None:
+def test_child_canceled_is_not_child_failed() -> None:
+    assert not issubclass(ChildCanceledError, ChildFailedError)
+    assert not issubclass(ChildFailedError, ChildCanceledError)
+
+
+def test_a_parent_sees_its_childs_canceled_message_as_child_canceled(rt: Runtime, dsn: str) -> None:
     parent = rt.spawn(Parent, id="p1")
     reply = parent.ask(Delegate(child="c", job=Job(1)), id="p1/m")
     working()
@@ -57,7 +69,7 @@ def test_a_parent_sees_its_childs_canceled_message_as_child_cancelled(
     )
     assert call_id == "p1/m/2"
     assert rt.cancel(call_id, reason="not needed")
-    assert reply.get(timeout=10) == "ChildCancelled p1/c: child 'p1/c' was canceled (p1/m/2)"
+    assert reply.get(timeout=10) == "ChildCanceledError p1/c: child 'p1/c' was canceled (p1/m/2)"
     # The child cleaned up once; it is still alive (only its message was canceled).
     eventually(lambda: [m for m in kit.marks() if m.name == "cleanup"])
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == ["p1/m/2"]
@@ -65,13 +77,13 @@ def test_a_parent_sees_its_childs_canceled_message_as_child_cancelled(
     kit.wait_quiet(dsn, "p1/m")
 
 
-def test_a_parent_sees_its_child_actor_canceled_as_child_cancelled(rt: Runtime, dsn: str) -> None:
+def test_a_parent_sees_its_child_actor_canceled_as_child_canceled(rt: Runtime, dsn: str) -> None:
     parent = rt.spawn(Parent, id="p2")
     reply = parent.ask(Delegate(child="c", job=Job(1)), id="p2/m")
     working()
     # Canceling the actor cancels its pending messages, then stops it.
     assert rt.cancel("p2/c", reason="retired")
-    assert reply.get(timeout=10) == "ChildCancelled p2/c: child 'p2/c' was canceled (p2/m/2)"
+    assert reply.get(timeout=10) == "ChildCanceledError p2/c: child 'p2/c' was canceled (p2/m/2)"
     eventually(lambda: actor_row(dsn, "p2/c")[0] == "stopped")
     assert actor_row(dsn, "p2/c") == ("stopped", 0, "shutdown")
     assert [
@@ -80,13 +92,13 @@ def test_a_parent_sees_its_child_actor_canceled_as_child_cancelled(rt: Runtime, 
     ] == [("rejected_canceled", "retired")]
 
 
-def test_a_childs_message_that_times_out_is_child_cancelled_too(rt: Runtime, dsn: str) -> None:
+def test_a_childs_message_that_times_out_is_child_canceled_too(rt: Runtime, dsn: str) -> None:
     parent = rt.spawn(Parent, id="p3")
     reply = parent.ask(Delegate(child="c", nap=Nap(30), timeout=0.3), id="p3/m")
-    assert reply.get(timeout=10) == "ChildCancelled p3/c: child 'p3/c' was timed out (p3/m/2)"
+    assert reply.get(timeout=10) == "ChildCanceledError p3/c: child 'p3/c' was timed out (p3/m/2)"
     [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = 'p3/m/2'")
     assert state == "rejected_timedout"
-    # The child saw the deadline (as `Cancelled`, with `deadline` set) and cleaned up, once.
+    # The child saw the deadline (as `Canceled`, with `deadline` set) and cleaned up, once.
     eventually(lambda: [m for m in kit.marks() if m.name == "cleanup"])
     time.sleep(0.2)
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == ["p3/m/2"]
@@ -101,7 +113,7 @@ def test_a_childs_message_that_times_out_is_child_cancelled_too(rt: Runtime, dsn
 def test_a_child_that_crashes_and_is_given_up_is_child_failed(rt: Runtime, dsn: str) -> None:
     parent = rt.spawn(Parent, id="p4")
     reply = parent.ask(Delegate(child="c", crash=True, restart="temporary"), id="p4/m")
-    assert reply.get(timeout=10) == "ChildFailed p4/c: RuntimeError"
+    assert reply.get(timeout=10) == "ChildFailedError p4/c: RuntimeError"
     assert actor_row(dsn, "p4/c")[0] == "failed"
 
 
@@ -116,7 +128,7 @@ def test_a_canceled_supervised_child_is_not_restarted_when_transient(rt: Runtime
     with pytest.raises(PromiseCanceledError):
         reply.get(timeout=10)
     eventually(lambda: actor_row(dsn, "team/transient")[0] == "stopped", what="stopped")
-    time.sleep(0.3)  # the supervisor has handled the exit
+    eventually(lambda: exits_handled(dsn, "team"), what="the supervisor handled the exit")
     assert actor_row(dsn, "team/transient") == ("stopped", 0, "shutdown")
     assert [(c.id, c.status, c.restarts) for c in sup.which_children()] == [
         ("transient", "stopped", 0),
@@ -148,7 +160,7 @@ def test_canceling_a_supervised_transient_child_actor_does_not_restart_it(
     with pytest.raises(PromiseCanceledError, match="retired"):
         reply.get(timeout=10)
     eventually(lambda: actor_row(dsn, "team2/transient")[0] == "stopped", what="stopped")
-    time.sleep(0.3)
+    time.sleep(0.3)  # nothing to wait for: a canceled actor's end sends no exit; none follows
     assert actor_row(dsn, "team2/transient") == ("stopped", 0, "shutdown")
     assert [(c.id, c.status) for c in sup.which_children()] == [
         ("transient", "stopped"),
@@ -162,7 +174,7 @@ def test_a_canceled_sub_agent_is_an_error_result_for_its_parent_which_goes_on(
     leaf = Agent(
         "lone_leaf",
         "Sleep.",
-        Marked(
+        marked(
             "lone_leaf",
             [
                 reply("", call("sleepy", "s1", seconds=30.0), call("sleepy", "s2", seconds=31.0)),
@@ -174,7 +186,7 @@ def test_a_canceled_sub_agent_is_an_error_result_for_its_parent_which_goes_on(
     lead = Agent(
         "lone_lead",
         "Delegate.",
-        Marked("lone_lead", [reply("", call("leaf", "c1", input="go")), "went on"]),
+        marked("lone_lead", [reply("", call("leaf", "c1", input="go")), "went on"]),
         tools=[leaf.as_tool(name="leaf")],
     )
     run = "agent/run/lone"

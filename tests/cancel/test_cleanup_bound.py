@@ -1,5 +1,5 @@
 """A canceled handler may clean up with durable steps, within ``Runtime(cleanup_timeout=…)``;
-after that its durable operations raise ``Cancelled`` for good."""
+after that its durable operations raise ``Canceled`` for good."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import msgspec
 import pytest
 
-from promissory.actors import Cancelled, Context, DurableActor, handler
+from promissory.actors import Canceled, Context, DurableActor, handler
 from promissory.errors import InvalidInputError, PromiseCanceledError
 from promissory.runtime import Runtime
 from tests.cancel import kit
@@ -33,18 +33,18 @@ class Tidier(DurableActor[None]):
     def work(self, ctx: Context, msg: Tidy) -> None:
         try:
             ctx.sleep(60)
-        except Cancelled:
+        except Canceled:
             for i in range(msg.steps):
                 try:
                     ctx.step(tidy_up, i, name="tidy")
-                except Cancelled as again:
+                except Canceled as again:
                     SEEN.append(f"cut at {i}: {again}")
                     raise
                 SEEN.append(f"tidied {i}")
             raise
 
 
-def test_cleanup_gets_cleanup_timeout_seconds_then_cancelled_for_good(dsn: str) -> None:
+def test_cleanup_gets_cleanup_timeout_seconds_then_canceled_for_good(dsn: str) -> None:
     kit.reset()
     SEEN.clear()
     with Runtime(dsn, cleanup_timeout=0.35) as rt:

@@ -1,6 +1,6 @@
 """SIGKILL in the middle of canceling a run that fans out to 100 child actors, all working:
 after a restart the cancel completes. Every promise under the run ends settled, no work starts
-after the cancel, and each handler that catches ``Cancelled`` cleans up once (a cleanup whose
+after the cancel, and each handler that catches ``Canceled`` cleans up once (a cleanup whose
 function ran but whose step was not kept when the process died may run again: steps are
 at least once; a kept one never runs again).
 """

@@ -5,8 +5,6 @@ runs is honoured when a runtime starts.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from promissory.agents import Agent, RunHandle, Tool, ToolResult, call, reply
@@ -17,11 +15,11 @@ from tests.cancel.checks import check_answers, check_canceled, message_of, start
 from tests.cancel.kit import (
     AsyncStep,
     Child,
-    Marked,
     Nap,
     SyncStep,
     Timed,
     eventually,
+    marked,
     rows,
     sql,
 )
@@ -92,7 +90,7 @@ def test_a_message_deadline_times_the_message_out_and_its_handler_cleans_up(
         ("napper/m/1", "timer", "rejected_canceled", "sleep"),
         ("napper/m/2", "step", "resolved", "cleanup"),
     ]
-    # The handler saw the deadline as `Cancelled` with `deadline` set, and cleaned up once.
+    # The handler saw the deadline as `Canceled` with `deadline` set, and cleaned up once.
     assert [m.key for m in marks_named("cancelled")] == [
         "napper/m deadline=True reason=the deadline of napper/m passed"
     ]
@@ -102,7 +100,7 @@ def test_a_message_deadline_times_the_message_out_and_its_handler_cleans_up(
     assert ref.ask(kit.Job(2, 0.01)).get(timeout=10) == "napper"
 
 
-def test_an_async_step_is_cancelled_at_its_timeout_which_is_kept(rt: Runtime, dsn: str) -> None:
+def test_an_async_step_is_canceled_at_its_timeout_which_is_kept(rt: Runtime, dsn: str) -> None:
     ref = rt.spawn(Timed, id="timed1")
     answer = ref.ask(AsyncStep(seconds=30, timeout=0.3), id="timed1/m").get(timeout=10)
     assert answer == "StepTimedOutError: step timed1/m/1 took longer than 0.300 s"
@@ -161,7 +159,7 @@ def test_a_tool_call_timeout_is_an_error_result_and_the_run_goes_on(rt: Runtime,
     agent = Agent(
         "tool_timeout",
         "Sleep, briefly.",
-        Marked("tool_timeout", [reply("", call("sleepy", "c1", seconds=30.0)), "gave up"]),
+        marked("tool_timeout", [reply("", call("sleepy", "c1", seconds=30.0)), "gave up"]),
         tools=[Tool(kit.sleepy, timeout=0.3)],
     )
     run = "agent/run/tool-timeout"
@@ -199,7 +197,7 @@ def test_a_message_deadline_that_passes_while_no_process_runs_is_honoured_on_sta
             ),
             what="suspended",
         )
-    time.sleep(1.0)
+    kit.time_passes(dsn, 1.0)
     # Past its deadline, and nothing ran to time it out: it is still pending.
     [(state, overdue)] = sql(
         dsn,
@@ -223,7 +221,7 @@ def test_a_run_deadline_that_passes_while_no_process_runs_is_honoured_on_start(
     with Runtime(dsn) as rt:
         handle = rt.start(kit.TREES["timer"], "go", id=run, deadline=1.0)
         start_tree(rt, dsn, "timer", run, started=handle)
-    time.sleep(1.0)
+    kit.time_passes(dsn, 1.0)
     assert state_of(dsn, run) == "pending"
     with Runtime(dsn) as rt:
         assert rt.store is not None

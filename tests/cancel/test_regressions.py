@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from promissory.actors import Cancelled, Context, DurableActor, RetryPolicy, handler
+from promissory.actors import Canceled, Context, DurableActor, RetryPolicy, handler
 from promissory.agents import Agent, Tool, call, reply
 from promissory.errors import PromiseCanceledError, PromiseTimedOutError
 from promissory.runtime import Runtime
@@ -26,15 +26,15 @@ from tests.cancel.checks import (
 from tests.cancel.kit import (
     RESUMER,
     AsyncStep,
-    Marked,
     Timed,
     eventually,
+    marked,
     requests_of,
     rows,
     sql,
 )
 
-# -- 1. step_many's one-step path swallows Cancelled (and Suspend) -------------------------------
+# -- 1. step_many's one-step path swallows Canceled (and Suspend) -------------------------------
 
 
 def test_bug1_a_lone_async_tool_call_canceled_ends_the_run_and_is_answered(
@@ -43,7 +43,7 @@ def test_bug1_a_lone_async_tool_call_canceled_ends_the_run_and_is_answered(
     agent = Agent(
         "lone_async",
         "Sleep.",
-        Marked("lone_async", [reply("", call("sleepy", "c1", seconds=30.0)), "went on"]),
+        marked("lone_async", [reply("", call("sleepy", "c1", seconds=30.0)), "went on"]),
         tools=[kit.sleepy],
     )
     run = "agent/run/lone-async"
@@ -75,7 +75,7 @@ def test_bug1_a_lone_tool_call_waiting_out_a_long_retry_backoff_is_retried(
     agent = Agent(
         "lone_retry",
         "Retry.",
-        Marked("lone_retry", [reply("", call("flaky", "c1", x=1)), "done"]),
+        marked("lone_retry", [reply("", call("flaky", "c1", x=1)), "done"]),
         tools=[Tool(flaky, retry=RetryPolicy(max_attempts=3, initial_interval=0.5))],
     )
     assert rt.run(agent, "go", id="agent/run/lone-retry", timeout=15) == "done"
@@ -85,7 +85,7 @@ def test_bug1_a_lone_tool_call_waiting_out_a_long_retry_backoff_is_retried(
     assert [(r.content, r.is_error) for r in asked.messages[-1].tool_results] == [("ok", False)]
 
 
-# -- 2. a wait whose promise the cascade canceled raises PromiseCanceledError, not Cancelled ---
+# -- 2. a wait whose promise the cascade canceled raises PromiseCanceledError, not Canceled ---
 
 
 class Approver(DurableActor[None]):
@@ -93,7 +93,7 @@ class Approver(DurableActor[None]):
     def ask(self, ctx: Context, msg: str) -> str:
         try:
             return str(ctx.promise().result())
-        except Cancelled:
+        except Canceled:
             ctx.step(kit.cleanup, ctx.message_id, name="cleanup")
             raise
 
@@ -111,7 +111,7 @@ def test_bug2_a_suspended_wait_on_a_promise_sees_its_messages_cancel_as_cancelle
     with pytest.raises(PromiseCanceledError):
         reply.get(timeout=10)
     kit.wait_quiet(dsn, "approver/m")
-    # Was: result() raised PromiseCanceledError, so `except Cancelled` never ran.
+    # Was: result() raised PromiseCanceledError, so `except Canceled` never ran.
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == ["approver/m"]
 
 
@@ -147,7 +147,10 @@ def test_bug3_a_sync_tool_in_progress_in_a_three_level_tree_is_kept(rt: Runtime,
     handle = rt.start(kit.TREES["sync"], "go", id=run)
     eventually(lambda: [m for m in kit.marks() if m.name == "tool:blocking"], what="tool runs")
     assert rt.cancel(run)
-    time.sleep(0.3)
+    eventually(
+        lambda: all(r.state != "pending" for r in rows(dsn, run) if r.kind == "message"),
+        what="the cancel reached every message of the tree",
+    )
     kit.gate("sync").set()
     with pytest.raises(PromiseCanceledError):
         handle.result(timeout=10)
@@ -215,7 +218,10 @@ def test_bug5_canceled_calls_keeps_the_results_of_calls_that_finished(
         ),
         what="both tools started",
     )
-    time.sleep(0.1)  # quick has finished and is kept
+    eventually(
+        lambda: [r for r in rows(dsn, run) if r.label == "tool:quick" and r.state == "resolved"],
+        what="quick has finished and is kept",
+    )
     assert rt.cancel(run)
     with pytest.raises(PromiseCanceledError):
         handle.result(timeout=10)
@@ -289,7 +295,7 @@ def _nap_then_clean(ctx: Context, seconds: float) -> str:
     try:
         ctx.sleep(seconds)
         return "slept"
-    except Cancelled:
+    except Canceled:
         ctx.step(_blocked_cleanup, ctx.message_id, name="cleanup")
         raise
 
@@ -299,7 +305,7 @@ def test_bug8_a_fenced_agent_run_does_not_go_on_to_ask_its_model(dsn: str) -> No
     agent = Agent(
         "fenced",
         "Nap.",
-        Marked("fenced", [reply("", call("_nap_then_clean", "c1", seconds=60.0)), "went on"]),
+        marked("fenced", [reply("", call("_nap_then_clean", "c1", seconds=60.0)), "went on"]),
         tools=[_nap_then_clean],
     )
     run = "agent/run/fenced"

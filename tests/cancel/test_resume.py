@@ -166,3 +166,36 @@ def test_promissory_resume_continues_a_run_in_another_process(rt: Runtime, dsn: 
     [(state, value)] = kit.sql(dsn, "SELECT state, value FROM promises WHERE id = %s", resumed)
     assert state == "resolved"
     assert RunResult(**{**value, "usage": clean.usage}) == clean
+
+
+def test_resuming_twice_joins_the_continuation_and_a_canceled_continuation_is_continued(
+    rt: Runtime, dsn: str
+) -> None:
+    clean = clean_run(rt)
+    run = "agent/run/twice"
+    handle = rt.start(RESUMER, "go", id=run)
+    held(run, "model", 2)
+    assert rt.cancel(run)
+    with pytest.raises(PromiseCanceledError):
+        handle.result(timeout=10)
+    first = f"{run}~resume1"
+    kit.HOLD[first] = ("model", 3)
+    resumed = rt.resume(run)
+    assert resumed.id == first
+    held(first, "model", 3)
+    # Resumed again while the continuation runs: the same run, nothing new started.
+    assert rt.resume(run).id == first
+    assert kit.sql(dsn, "SELECT id FROM promises WHERE id LIKE %s", f"{run}~resume2%") == []
+    # The continuation is canceled in turn 3: the next resume continues it, not the original.
+    assert rt.cancel(first)
+    with pytest.raises(PromiseCanceledError):
+        resumed.result(timeout=10)
+    second = rt.resume(run)
+    assert second.id == f"{run}~resume2"
+    assert second.details(timeout=15) == clean
+    # It starts from the continuation's last whole turn (2), rebuilt through both runs.
+    assert requests_of(second.id) == requests_of("agent/run/clean")[2:]
+    # Finished: resuming again joins it; each tool ran once per run that kept its call.
+    assert rt.resume(run).id == second.id
+    quick_runs = [kit.run_of(m.key) for m in kit.marks() if m.name == "tool:quick"]
+    assert quick_runs.count(first) == 1 and quick_runs.count(second.id) == 1

@@ -26,7 +26,7 @@ from tests.cancel.checks import (
     start_tree,
     steps_of,
 )
-from tests.cancel.kit import Marked, blocking, eventually, rows, sql
+from tests.cancel.kit import blocking, eventually, marked, rows, sql
 
 
 def models_asked() -> list[str]:
@@ -51,7 +51,7 @@ def test_a_tree_suspended_on_a_timer_is_canceled_the_same_way_by_every_means(
     [timer] = [r for r in all_rows if r.kind == "timer"]
     assert timer.id == f"{leaf}/2" and timer.state == "rejected_canceled"
     assert [m for m in kit.marks() if m.name == "after"] == []
-    # The durable tool's cleanup (in `except Cancelled:`) ran once, as a kept step, and the
+    # The durable tool's cleanup (in `except Canceled:`) ran once, as a kept step, and the
     # leaf's open call is answered with the cancellation.
     assert [m.key for m in kit.marks() if m.name == "cleanup"] == [f"timer:{leaf}"]
     for kept in steps_of(all_rows, leaf):
@@ -87,7 +87,7 @@ def test_a_tree_waiting_on_a_human_approval_is_canceled_with_its_approval(
     assert models_asked() == ["lead_approval:1", "leaf_approval:1", "sub_approval:1"]
 
 
-def test_async_tools_in_flight_are_cancelled_and_nothing_is_kept_for_them(
+def test_async_tools_in_flight_are_canceled_and_nothing_is_kept_for_them(
     rt: Runtime, dsn: str
 ) -> None:
     run = "agent/run/async"
@@ -166,13 +166,13 @@ def test_a_sync_tool_in_progress_finishes_and_its_result_is_kept_but_not_acted_o
     leaf = Agent(
         "two_leaf",
         "Use the tool.",
-        Marked("two_leaf", [reply("", call("blocking", "c1", topic="pg")), "leaf done"]),
+        marked("two_leaf", [reply("", call("blocking", "c1", topic="pg")), "leaf done"]),
         tools=[blocking],
     )
     lead = Agent(
         "two_lead",
         "Delegate.",
-        Marked("two_lead", [reply("", call("leaf", "c2", input="go")), "lead done"]),
+        marked("two_lead", [reply("", call("leaf", "c2", input="go")), "lead done"]),
         tools=[leaf.as_tool(name="leaf")],
     )
     run = "agent/run/sync2"

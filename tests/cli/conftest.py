@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import fresh_schema
+from promissory.testing import fresh_schema
 
-from .kit import Procs, child_env, json_out, promissory_args, run
+from .kit import child_env, json_out, promissory_args, run
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -41,16 +41,6 @@ def cli(dsn: str, env: dict[str, str]) -> Cli:
         return run(promissory_args(dsn, *args), env, timeout)
 
     return call
-
-
-@pytest.fixture
-def procs(env: dict[str, str]) -> Iterator[Procs]:
-    """Long-running children (``promissory run``, ``resume``): killed if still up at the end."""
-    started = Procs(env)
-    try:
-        yield started
-    finally:
-        started.close()
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from tests.kit import eventually  # noqa: F401 (the package's tests import it from here)
+from tests.kit import eventually, sql  # noqa: F401 (the package's tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project's root: the working directory of every child process."""
@@ -69,12 +67,6 @@ def json_out(result: subprocess.CompletedProcess[str]) -> Any:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout
     return json.loads(lines[0])
-
-
-def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run ``query`` on a connection of its own and return the rows."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
 class Proc:

@@ -1,13 +1,15 @@
 """What ``promissory run tests.cli.node_app:setup`` hosts: a greeter actor.
 
-``Greet`` is answered at once. ``Hold`` runs a step that writes its process id to a file and
-then waits until another file exists, so a test can stop or kill the node while a handler is
-in flight and let it go on when it chooses.
+``Greet`` is answered at once. ``Hold`` runs a step that writes its process id to a file (in
+one piece: a reader never sees it half written), says ``holding in PID`` on stdout (what a test
+waits for), and then waits until another file exists, so a test can stop or kill the node while
+a handler is in flight and let it go on when it chooses.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,8 +33,19 @@ class Hold(msgspec.Struct):
     release: str
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the whole text or no file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def wait_for_release(started: str, release: str) -> str:
-    Path(started).write_text(str(os.getpid()))
+    write_atomically(Path(started), str(os.getpid()))
+    # One write, newline included: print() writes the text and the newline apart, and the
+    # node's own "serving" line (another thread) may come between them.
+    sys.stdout.write(f"holding in {os.getpid()}\n")
+    sys.stdout.flush()
     deadline = time.monotonic() + 60
     while not Path(release).exists():
         if time.monotonic() > deadline:

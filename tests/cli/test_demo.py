@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,7 +16,7 @@ from .conftest import Cli, FinishedDemo
 
 if TYPE_CHECKING:
     from tests.agents.fake_llm import Answer, Recorded
-from .kit import json_out, sql
+from .kit import ROOT, child_env, json_out, sql
 
 
 def timeline(dsn: str, run_id: str) -> list[tuple[str, str]]:
@@ -61,12 +64,10 @@ def test_an_uninterrupted_run_prints_result_run_id_tree_and_sql(cli: Cli, dsn: s
     assert "(Not covered: broken failed and was given up; the answer stands on the rest.)" in result
     # The supervision tree: the flaky researcher restarted once, the broken one given up.
     tree = out.split("Supervision tree:\n", 1)[1]
-    assert re.search(
-        rf"^{re.escape(run_id)}  \[AgentRun\] stopped, restarts 0, pending 0$", tree, re.M
-    )
-    assert re.search(r"t1-0-scout  \[AgentRun\] stopped, restarts 0, pending 0$", tree, re.M)
-    assert re.search(r"t1-1-flaky  \[AgentRun\] stopped, restarts 1, pending 0$", tree, re.M)
-    assert re.search(r"t1-2-broken  \[AgentRun\] failed, restarts 2, pending 0$", tree, re.M)
+    assert re.search(rf"^{re.escape(run_id)}  \[lead\] stopped, restarts 0, pending 0$", tree, re.M)
+    assert re.search(r"t1-0-scout  \[scout\] stopped, restarts 0, pending 0$", tree, re.M)
+    assert re.search(r"t1-1-flaky  \[flaky\] stopped, restarts 1, pending 0$", tree, re.M)
+    assert re.search(r"t1-2-broken  \[broken\] failed, restarts 2, pending 0$", tree, re.M)
     # The SQL to read it, which works as printed.
     kept = len(timeline(dsn, run_id))
     assert f"\n{kept} steps kept (0 before this process started).\n" in out
@@ -241,3 +242,30 @@ def test_the_same_demo_runs_on_a_real_model_over_http(
     assert len(fake.requests) == 6
     assert {r.body["model"] for r in fake.requests} == {"fake-model"}
     assert {r.headers["authorization"] for r in fake.requests} == {"Bearer sk-loopback"}
+
+
+def test_another_program_on_the_same_database_leaves_the_demo_run_for_the_demo_to_resume(
+    cli: Cli, dsn: str, home: Path, finished_demo: FinishedDemo
+) -> None:
+    """The scenario of issue 16: a second program's start used to adopt the crashed demo run,
+    fail to find its agents, and give it up for good; the third command then started over."""
+    crashed = cli("demo", "--crash-after", "3")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    run_id = re.search(r"^Starting (demo/\S+): ", crashed.stdout, re.M).group(1)  # type: ignore[union-attr]
+    other = subprocess.run(
+        [sys.executable, "examples/restart_policies.py"],
+        cwd=ROOT,
+        env=child_env(dsn, home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert other.returncode == 0, other.stderr
+    assert "given up" not in other.stderr or run_id not in other.stderr
+    # Untouched: still pending, its actors as they were, waiting for a node that hosts them.
+    assert sql(dsn, "SELECT state FROM promises WHERE id = %s", run_id) == [("pending",)]
+    tree = cli("tree", run_id)
+    assert "waiting for a node that hosts agent:lead" in tree.stdout, tree.stdout
+    resumed = json_out(cli("demo", "--json"))
+    assert resumed["run_id"] == run_id
+    assert resumed["result"] == finished_demo.summary["result"]

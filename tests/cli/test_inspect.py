@@ -34,10 +34,10 @@ def test_tree_of_the_run_shows_status_restarts_and_pending(
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"{run}  [AgentRun] stopped, restarts 0, pending 0",
-        f"├── {run}/t1-0-scout  [AgentRun] stopped, restarts 0, pending 0",
-        f"├── {run}/t1-1-flaky  [AgentRun] stopped, restarts 1, pending 0",
-        f"└── {run}/t1-2-broken  [AgentRun] failed, restarts 2, pending 0",
+        f"{run}  [lead] stopped, restarts 0, pending 0",
+        f"├── {run}/t1-0-scout  [scout] stopped, restarts 0, pending 0",
+        f"├── {run}/t1-1-flaky  [flaky] stopped, restarts 1, pending 0",
+        f"└── {run}/t1-2-broken  [broken] failed, restarts 2, pending 0",
     ]
 
 
@@ -54,7 +54,7 @@ def test_tree_json(demo_cli: Cli, finished_demo: FinishedDemo) -> None:
         0,
         0,
     )
-    assert root["kind"] == "promissory.agents._loop:AgentRun"
+    assert root["kind"] == "agent:lead"
     children = {c["id"]: (c["status"], c["restarts"], c["children"]) for c in root["children"]}
     assert children == {
         f"{run}/t1-0-scout": ("stopped", 0, []),
@@ -75,7 +75,7 @@ def test_tree_of_a_sub_agent_is_that_subtree(demo_cli: Cli, finished_demo: Finis
     done = demo_cli("tree", f"{finished_demo.run_id}/t1-1-flaky")
 
     assert done.stdout.strip() == (
-        f"{finished_demo.run_id}/t1-1-flaky  [AgentRun] stopped, restarts 1, pending 0"
+        f"{finished_demo.run_id}/t1-1-flaky  [flaky] stopped, restarts 1, pending 0"
     )
 
 
@@ -161,7 +161,7 @@ def test_show_of_a_step_shows_it_and_its_children(
 def test_show_of_an_unknown_id_is_one_clear_line(demo_cli: Cli) -> None:
     line = one_clean_line(demo_cli("show", "no/such/run"))
 
-    assert line == "promissory: no promise has the id 'no/such/run'"
+    assert line == "promissory: no promise or actor has the id 'no/such/run'"
 
 
 # -- promises ------------------------------------------------------------------------------------
@@ -237,5 +237,8 @@ def test_a_bad_state_is_one_clear_line_and_exit_2(demo_cli: Cli) -> None:
 def test_a_bad_limit_is_one_clear_line_and_exit_2(demo_cli: Cli, limit: str) -> None:
     done = demo_cli("promises", "--limit", limit)
 
-    assert one_clean_line(done) == f"promissory: --limit must be at least 1, not {limit}"
+    assert one_clean_line(done) == (
+        f"promissory: argument --limit: must be between 1 and 1000000000, not {limit} "
+        "(see promissory promises --help)"
+    )
     assert done.returncode == 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 from .conftest import FinishedDemo
 from .kit import ROOT, Procs, one_clean_line, promissory_args
@@ -42,3 +44,33 @@ def test_run_and_resume_give_up_on_a_missing_database_like_the_other_commands(
     for proc in started:
         one_clean_line(proc.result(60))
         assert time.monotonic() - began < 10, proc.argv
+
+
+def test_the_node_app_s_marker_file_is_never_read_half_written(tmp_path: Path) -> None:
+    # test_run read the file a node wrote while the node could still be writing it: an empty
+    # read failed the test. Written to a side file and renamed, it is whole or absent.
+    from .node_app import write_atomically
+
+    path = tmp_path / "started"
+    text = "1234567890" * 10_000
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(path.read_text())
+            except FileNotFoundError:
+                pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(50):
+            write_atomically(path, text)
+            path.unlink()
+    finally:
+        stop.set()
+        reader.join(10)
+
+    assert all(s == text for s in seen), {len(s) for s in seen}

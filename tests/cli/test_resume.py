@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -71,6 +72,12 @@ def test_a_canceled_run_resumes_from_its_last_whole_turn(
         "result": "done: x is 42; the person said yes",
     }
     assert state_of(dsn, new_run) == "resolved"
+    # Its progress, on stderr, one JSON object a line.
+    events = [json.loads(line) for line in resume.err if line.startswith("{")]
+    started = next(e for e in events if e["event"] == "run.started")
+    assert started["run"] == new_run and started["continues"] == canceled_run
+    assert any(e["event"] == "run.waiting" and e["run"] == new_run for e in events)
+    assert any(e["event"] == "run.finished" and e["run"] == new_run for e in events)
     # The lookup of the first turn was not called again: its result came from the old run
     # (ask_person, a durable tool, runs in the handler and keeps no step of its own).
     assert tools_run(dsn, new_run) == []
@@ -83,24 +90,28 @@ def test_a_canceled_run_resumes_from_its_last_whole_turn(
     )
 
 
-def test_resuming_twice_makes_a_second_run(
+def test_resuming_twice_joins_the_first_continuation_and_runs_nothing_twice(
     canceled_run: str, cli: Cli, procs: Procs, dsn: str
 ) -> None:
+    new_run = f"{canceled_run}~resume1"
     first = procs.start(promissory_args(dsn, "resume", canceled_run, *MODULE))
-    eventually(lambda: state_of(dsn, f"approvals/{canceled_run}~resume1") == "pending")
-    assert cli("cancel", f"approvals/{canceled_run}~resume1").returncode == 0
-    assert first.wait(30) == 0, first.stderr
-    assert first.out[0] == f"{canceled_run}~resume1 (resuming {canceled_run}):"
-
+    eventually(lambda: state_of(dsn, f"approvals/{new_run}") == "pending")
+    # A second resume (another terminal, a retried deploy script) joins the running one.
     second = procs.start(promissory_args(dsn, "resume", canceled_run, *MODULE))
-    eventually(lambda: state_of(dsn, f"approvals/{canceled_run}~resume2") == "pending")
-    assert cli("resolve", f"approvals/{canceled_run}~resume2", "--value", '"no"').returncode == 0
+    time.sleep(1.0)  # it prints only at the end; joining early or late answers the same
+    assert cli("resolve", f"approvals/{new_run}", "--value", '"no"').returncode == 0
 
-    assert second.wait(30) == 0, second.stderr
-    assert second.out == [
-        f"{canceled_run}~resume2 (resuming {canceled_run}):",
-        "done: x is 42; the person said no",
-    ]
+    for proc in (first, second):
+        assert proc.wait(30) == 0, proc.stderr
+        assert proc.out == [
+            f"{new_run} (resuming {canceled_run}):",
+            "done: x is 42; the person said no",
+        ]
+    assert state_of(dsn, f"{canceled_run}~resume2") is None
+    # Once it finished, resuming the original again still answers with that continuation.
+    again = cli("resume", canceled_run, *MODULE)
+    assert again.returncode == 0 and again.stdout.splitlines()[0].startswith(new_run)
+    assert state_of(dsn, f"{canceled_run}~resume2") is None
 
 
 def test_resume_without_the_agent_s_module_says_to_pass_it(

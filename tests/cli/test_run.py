@@ -11,10 +11,12 @@ import pytest
 from promissory import ActorRef, Reply, Store
 
 from .conftest import Cli
-from .kit import Procs, eventually, one_clean_line, promissory_args, sql
+from .kit import Procs, one_clean_line, promissory_args, sql
 from .node_app import GREETER, Greet, Hold
 
 TARGET = "tests.cli.node_app:setup"
+HOLDING = r"^holding in (\d+)$"
+"""What a node prints once the ``Hold`` step has started (and written its file)."""
 SERVING = r"^promissory node (\S+) serving tests\.cli\.node_app:setup \(recovered (\d+) actors, "
 
 
@@ -39,8 +41,9 @@ def test_a_node_serves_messages_sent_from_another_process_and_drains_on_sigterm(
         "promissory: stopped",
     ]
     assert "Traceback" not in node.stderr
-    # The lease is handed back: no node row, the actor hosted by nobody, its state kept.
-    assert sql(dsn, "SELECT id FROM nodes") == []
+    # The lease is handed back: the node's row says it ended, the actor is held by nobody,
+    # its state kept.
+    assert sql(dsn, "SELECT id FROM nodes WHERE ended_at IS NULL") == []
     assert sql(dsn, "SELECT node, state FROM actors WHERE id = %s", GREETER) == [
         (None, {"count": 2})
     ]
@@ -55,7 +58,7 @@ def test_sigint_stops_a_node_like_sigterm(procs: Procs, dsn: str) -> None:
     assert node.wait(20) == 0, node.stderr
     assert node.out[-1] == "promissory: stopped"
     assert "Traceback" not in node.stderr
-    assert sql(dsn, "SELECT id FROM nodes") == []
+    assert sql(dsn, "SELECT id FROM nodes WHERE ended_at IS NULL") == []
 
 
 def test_json_prints_each_event_as_a_line_of_json(procs: Procs, dsn: str) -> None:
@@ -82,7 +85,7 @@ def test_a_draining_node_lets_the_handler_in_flight_finish(
     started, release = tmp_path / "started", tmp_path / "release"
     with Store(dsn) as store:
         reply = ActorRef(GREETER, store).ask(Hold(str(started), str(release)))
-        eventually(started.exists, what="the step started")
+        node.wait_for_line(HOLDING)
 
         node.send(signal.SIGTERM)
         node.wait_for_line(r"^promissory: draining")
@@ -101,15 +104,18 @@ def test_work_left_by_a_killed_node_is_recovered_by_the_next(
     started, release = tmp_path / "started", tmp_path / "release"
     with Store(dsn) as store:
         reply = ActorRef(GREETER, store).ask(Hold(str(started), str(release)))
-        eventually(started.exists, what="the step started in the first node")
+        assert first.wait_for_line(HOLDING).group(1) == str(first.popen.pid)
         assert started.read_text() == str(first.popen.pid)
 
         first.send(signal.SIGKILL)
         assert first.wait(10) == -signal.SIGKILL
-        # Nobody hosts the greeter now; its message waits in the store.
+        # Nobody hosts the greeter now (its node's lease is gone); its message waits.
         tree = cli("tree", GREETER)
         assert tree.returncode == 0, tree.stderr
-        assert tree.stdout.strip() == f"{GREETER}  [Greeter] running, restarts 0, pending 1"
+        assert tree.stdout.strip() == (
+            f"{GREETER}  [Greeter] unhosted: waiting for a node that hosts "
+            "tests.cli.node_app:Greeter, restarts 0, pending 1"
+        )
         started.unlink()
 
         second = procs.start(promissory_args(dsn, "run", TARGET))
@@ -117,7 +123,7 @@ def test_work_left_by_a_killed_node_is_recovered_by_the_next(
         assert int(recovered.group(2)) >= 1
         assert "1 active" in recovered.string
         # The step was not kept before the kill: it runs again, in the second node.
-        eventually(started.exists, what="the step started again in the second node")
+        assert second.wait_for_line(HOLDING).group(1) == str(second.popen.pid)
         assert started.read_text() == str(second.popen.pid)
         release.touch()
 
@@ -125,7 +131,7 @@ def test_work_left_by_a_killed_node_is_recovered_by_the_next(
         assert Reply(reply.id, store).promise().state.value == "resolved"
     second.send(signal.SIGTERM)
     assert second.wait(20) == 0, second.stderr
-    assert sql(dsn, "SELECT count(*) FROM nodes") == [(0,)]
+    assert sql(dsn, "SELECT count(*) FROM nodes WHERE ended_at IS NULL") == [(0,)]
 
 
 @pytest.mark.parametrize(

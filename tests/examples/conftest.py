@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.kit import ROOT, Procs, child_env, run
+from tests.cli.kit import ROOT, child_env, run
 
 EXAMPLES = ROOT / "examples"
 
@@ -41,12 +41,3 @@ def example(env: dict[str, str]) -> Example:
         return run([sys.executable, str(EXAMPLES / f"{name}.py"), *args], env, timeout)
 
     return call
-
-
-@pytest.fixture
-def procs(env: dict[str, str]) -> Iterator[Procs]:
-    started = Procs(env)
-    try:
-        yield started
-    finally:
-        started.close()

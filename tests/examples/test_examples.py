@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli.kit import Procs, child_env, eventually, promissory_args, run, sql
+from tests.kit import time_passes
 
 from .conftest import EXAMPLES, Example, script
 
@@ -85,7 +86,7 @@ def test_research_team_killed_then_run_again_gives_the_same_answer(
     assert_findings(again.stdout.strip())
     assert state_of(dsn, RESEARCH_RUN) == "resolved"
     # The same answer as a run that was never killed, in a schema of its own.
-    from tests.conftest import fresh_schema
+    from promissory.testing import fresh_schema
 
     with fresh_schema(server_dsn) as other:
         clean = run(script("research_team"), child_env(other, home), 60)
@@ -192,7 +193,7 @@ def test_durable_timer_fires_after_a_restart(procs: Procs, dsn: str) -> None:
     )
     first.send(signal.SIGKILL)
     assert first.wait(10) == -signal.SIGKILL
-    time.sleep(1.5)  # the timer comes due while nothing runs
+    time_passes(dsn, 1.5)  # the timer comes due while nothing runs
 
     second = procs.start(script("durable_timer", "--seconds", "1.5"))
 
@@ -285,7 +286,7 @@ def test_asyncio_service_runs_an_agent_per_request_and_closes_the_runtime_on_sig
     procs: Procs, dsn: str
 ) -> None:
     service, base = start_service(procs)
-    assert len(sql(dsn, "SELECT id FROM nodes")) == 1  # the runtime is open
+    assert len(sql(dsn, "SELECT id FROM nodes WHERE ended_at IS NULL")) == 1  # open
 
     status, started = http("POST", f"{base}/runs", {"task": "summarise the news of the day"})
     assert status == 202
@@ -313,7 +314,7 @@ def test_asyncio_service_runs_an_agent_per_request_and_closes_the_runtime_on_sig
     assert service.wait(20) == 0, service.stderr
     assert "Traceback" not in service.stderr
     # The runtime was closed: its node handed its lease back.
-    assert sql(dsn, "SELECT id FROM nodes") == []
+    assert sql(dsn, "SELECT id FROM nodes WHERE ended_at IS NULL") == []
     assert state_of(dsn, run_id) == "resolved"
 
 

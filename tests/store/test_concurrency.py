@@ -12,8 +12,8 @@ import pytest
 
 from promissory.errors import StoreError
 from promissory.store import Outcome, PromiseKind, PromiseState, Store
+from promissory.store._ops import Op
 from promissory.store._promises import create_op
-from promissory.store._writer import Op
 
 THREADS = 24
 

@@ -15,8 +15,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from promissory.errors import StoreUnavailableError
 from promissory.store import Outcome, Promise, PromiseKind, PromiseState, Store
+from promissory.store._ops import Op
 from promissory.store._promises import create_op, settle_op
-from promissory.store._writer import Op
 
 
 def named(dsn: str, app: str) -> str:
@@ -261,7 +261,12 @@ class FlakyProxy:
             server = socket.socket(self._family, socket.SOCK_STREAM)
             server.connect(self._target)
             with self._lock:
-                self._open.update((client, server))
+                down = self._down
+                if not down:
+                    self._open.update((client, server))
+            if down:  # the outage began while this one was being connected
+                self._close(client, server)
+                continue
             threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
             threading.Thread(target=self._backward, args=(server, client), daemon=True).start()
 
@@ -276,7 +281,9 @@ class FlakyProxy:
 
     def _forward(self, client: socket.socket, server: socket.socket) -> None:
         try:
-            while data := client.recv(65536):
+            # Nothing passes once the outage has begun, on any connection, even one whose
+            # socket go_down has not closed yet: an outage is one moment, not a sweep.
+            while (data := client.recv(65536)) and not self._down:
                 server.sendall(data)
         except OSError:
             pass
@@ -286,7 +293,7 @@ class FlakyProxy:
         # Server messages are a type byte and a 4-byte length that counts itself.
         buf = b""
         try:
-            while data := server.recv(65536):
+            while (data := server.recv(65536)) and not self._down:
                 buf += data
                 out = b""
                 while len(buf) >= 5 and len(buf) >= 1 + int.from_bytes(buf[1:5], "big"):
@@ -411,3 +418,79 @@ def test_an_outage_past_reconnect_timeout_fails_calls_clearly_then_the_store_rec
         assert store.resolve("before", 1).applied
         assert store.get("before").state is PromiseState.RESOLVED
         assert store.find("during") is None
+
+
+@pytest.mark.timeout(60)
+def test_a_read_answers_as_soon_as_the_database_is_back_while_the_pool_still_reconnects(
+    proxy: FlakyProxy,
+) -> None:
+    # The pool retries its lost connections with a backoff of a second or more; a read with a
+    # shorter reconnect_timeout used to fail with PoolTimeout although the database was back.
+    with Store(proxy.dsn, reconnect_timeout=0.3) as store:
+        store.create("p/1")
+        proxy.go_down()
+        with pytest.raises(StoreUnavailableError):
+            store.get("p/1")
+
+        proxy.come_back()
+
+        for _ in range(3):
+            assert store.get("p/1").id == "p/1"
+
+
+@pytest.mark.timeout(60)
+def test_a_dropped_connection_is_told_in_one_line_not_one_per_pooled_connection(
+    dsn: str, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = "promissory-test-" + uuid.uuid4().hex[:8]
+    caplog.set_level("DEBUG", logger="psycopg")
+    with Store(named(dsn, app), reconnect_timeout=20, pool_size=6) as store:
+        store.create("q/1")
+        barrier = threading.Barrier(6)
+
+        def read_together(_: int) -> None:
+            barrier.wait(5)  # six reads at once: six pooled connections
+            store.read(lambda conn: conn.execute("SELECT pg_sleep(0.05)").fetchall())
+
+        threads = [threading.Thread(target=read_together, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        caplog.clear()
+
+        assert kill_backends(db, app) >= 6
+        barrier.reset()
+        threads = [threading.Thread(target=read_together, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert store.get("q/1").id == "q/1"
+
+    warnings = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    text = [r.getMessage() for r in warnings]
+    assert not any("discarding" in t or "error connecting" in t for t in text), text
+    assert all(r.exc_info is None for r in warnings), text
+    lost = [t for t in text if t.startswith("promissory store: ") and "retrying for up to" in t]
+    back = [t for t in text if "the database answers again" in t]
+    assert len(lost) == 1, text
+    assert len(back) == 1, text
+
+
+def test_a_subscriber_that_cannot_reach_the_store_is_one_warning_line(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreachable(kind: str, key: str, resync: bool) -> None:
+        raise StoreUnavailableError("the database went away")
+
+    store.subscribe("settled", ["e/1"], unreachable)
+    caplog.clear()
+
+    with caplog.at_level("WARNING", logger="promissory"):
+        store.publish([("settled", "e/1")])
+
+    [record] = [r for r in caplog.records if r.name.startswith("promissory")]
+    assert record.levelname == "WARNING"
+    assert record.exc_info is None
+    assert "StoreUnavailableError: the database went away" in record.getMessage()

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -49,11 +50,12 @@ for t in threads:
 
 def run_and_kill(dsn: str, after: int) -> tuple[set[str], set[str]]:
     """Run the child until it has acknowledged ``after`` calls, SIGKILL it, return its acks."""
+    name = f"crash-child-{os.getpid()}-{after}"
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, dsn],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=child_env(),
+        env=child_env({"PGAPPNAME": name}),
     )
     assert child.stdout is not None
     lines: list[bytes] = []
@@ -66,6 +68,15 @@ def run_and_kill(dsn: str, after: int) -> tuple[set[str], set[str]]:
         os.kill(child.pid, signal.SIGKILL)
     rest, _ = child.communicate(timeout=30)  # acks written before the kill are still in the pipe
     assert child.returncode == -signal.SIGKILL
+    # A COMMIT the child sent before it died may still be running on the server: the
+    # table is read once the child's sessions are gone (what commits then, commits).
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the killed child's sessions did not end"
+            time.sleep(0.01)
     lines.extend(rest.splitlines(keepends=True))
     created: set[str] = set()
     resolved: set[str] = set()

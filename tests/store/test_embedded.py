@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from promissory.store import EmbeddedServer, Outcome, Store, home, resolve_dsn
+from promissory.store._embedded import stop_embedded
 
 from .conftest import RunPython, child_env
 
@@ -301,3 +302,64 @@ def test_the_quickstart_path_demo_on_the_embedded_server_survives_killing_it(
         assert json.loads(after.stdout)[0]["count"] > steps_at_kill
     finally:
         EmbeddedServer.at(data_dir).stop()
+
+
+@pytest.mark.timeout(180)
+def test_the_embedded_server_leaves_the_directories_above_its_data_as_they_were_and_stop_stops_it(
+    tmp_path: Path,
+) -> None:
+    """Run as root, pgserver opened every directory above the data to group and others (a
+    ``drwx------`` home became ``drwxr-xr-x``): they keep their modes, but for the search bit
+    for others the server's own user needs as long as it runs (without it, the server
+    panicked at its first checkpoint); ``promissory stop`` stops the server that otherwise
+    outlives every command."""
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(0o700)
+    inner = private / "inner"
+    inner.mkdir()
+    inner.chmod(0o750)
+    home_dir = inner / "home"
+    data_dir = home_dir / "pgdata"
+    above = [inner, *inner.parents]
+    before = {d: d.stat().st_mode & 0o7777 for d in above}
+    env = child_env({"PROMISSORY_HOME": str(home_dir), "PROMISSORY_DSN": ""})
+    env.pop("PROMISSORY_TEST_DSN", None)
+
+    def promissory(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "promissory", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    searchable = {d: mode | 0o011 for d, mode in before.items()}
+    try:
+        first = promissory("sql", "SELECT count(*) AS n FROM promises")  # starts it, migrates
+        assert first.returncode == 0, first.stderr
+        assert {d: d.stat().st_mode & 0o7777 for d in above} == searchable
+        assert home_dir.stat().st_mode & 0o077 == 0o011, "the home it made: search only"
+        again = promissory("promises")  # the running server, reached with the modes put back
+        assert again.returncode == 0, again.stderr
+        # A checkpoint reads the control file by its full path: the server lives through it.
+        checkpoint = promissory("sql", "--write", "CHECKPOINT")
+        assert checkpoint.returncode == 0, checkpoint.stderr
+        assert promissory("promises").returncode == 0
+        assert {d: d.stat().st_mode & 0o7777 for d in above} == searchable
+
+        stopped = promissory("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout.strip() == (
+            f"stopped the embedded PostgreSQL in {data_dir} (its data stays)"
+        )
+        assert not (data_dir / "postmaster.pid").exists()
+        assert {d: d.stat().st_mode & 0o7777 for d in above} == before
+        none = promissory("stop", "--json")
+        assert json.loads(none.stdout) == {"stopped": False, "data_dir": str(data_dir)}
+        refused = promissory("stop", "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+        assert refused.returncode == 2
+        assert "a DSN is set" in refused.stderr
+    finally:
+        stop_embedded(data_dir)

@@ -11,8 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import errors as pg_errors
-from psycopg import sql
+from psycopg import errors as pg_errors, sql
 
 from promissory.errors import SchemaTooNewError, StoreError
 from promissory.store import SCHEMA_VERSION, PromiseState, Store

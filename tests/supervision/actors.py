@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-import psycopg
 
 from promissory.actors import (
     AutoShutdown,
@@ -37,10 +36,13 @@ from promissory.actors import (
     current_step,
     handler,
 )
-from promissory.errors import ActorStoppedError, ChildFailed, FencedError
+from promissory.errors import ActorStoppedError, ChildFailedError, FencedError
 from promissory.runtime import Runtime
 from promissory.testing import effect
-from tests.kit import eventually as wait_until  # noqa: F401 (imported from here)
+from tests.kit import (
+    eventually as wait_until,  # noqa: F401 (imported from here)
+    sql,
+)
 
 # -- per-process helpers -----------------------------------------------------------------------
 
@@ -113,12 +115,6 @@ def start(rt: Runtime, cls: type[Supervisor], id: str = "sup", **spec: Any) -> S
     ref = SupervisorRef(rt.spawn(cls, id=id, spec=ChildSpec(**spec)), timeout=15.0)
     ref.which_children()
     return ref
-
-
-def sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run ``query`` on a connection of its own and return the rows."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
 class Row(msgspec.Struct, frozen=True):
@@ -772,7 +768,7 @@ class Parent(DurableActor[Seen]):
     def call(self, ctx: Context, msg: CallChild) -> dict[str, Any]:
         try:
             value = ctx.call(msg.id, child_message(msg.action, msg.key))
-        except ChildFailed as exc:
+        except ChildFailedError as exc:
             out = {
                 "failed": exc.child_id,
                 "cause": type(exc.cause).__name__,
@@ -797,8 +793,8 @@ class Parent(DurableActor[Seen]):
         for child_id, call in zip(msg.ids, calls, strict=True):
             try:
                 out[child_id] = call.result()
-            except ChildFailed as exc:
-                out[child_id] = f"ChildFailed({type(exc.cause).__name__})"
+            except ChildFailedError as exc:
+                out[child_id] = f"ChildFailedError({type(exc.cause).__name__})"
         self.state = Seen(self.state.downs, [*self.state.results, out])
         return out
 

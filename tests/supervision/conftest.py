@@ -1,4 +1,4 @@
-"""Fixtures of the supervision tests: a runtime on a fresh schema, and clean per-process logs."""
+"""Fixtures of the supervision tests: the plugin's runtime, and clean per-process logs."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from tests.supervision.actors import EVENTS, FAILING, FENCED, TALLY, reset_gates
 
 
 @pytest.fixture
-def rt(dsn: str) -> Iterator[Runtime]:
-    """A started runtime on a fresh schema (activations stay up while idle, for 30 s)."""
+def rt(runtime: Runtime) -> Iterator[Runtime]:
+    """The plugin's runtime on a fresh schema, with clean per-process logs (gates opened
+    before it is closed: a handler still blocked on a gate must not hold up the close).
+    """
     TALLY.clear()
     EVENTS.clear()
     FENCED.clear()
     FAILING.clear()
-    with Runtime(dsn) as rt:
-        try:
-            yield rt
-        finally:
-            reset_gates()  # a handler still blocked on a gate must not hold up the close
+    try:
+        yield runtime
+    finally:
+        reset_gates()

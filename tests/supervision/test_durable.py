@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from promissory import Runtime
-from promissory.store._actors import bounce_op, claim_op
+from promissory.store._actors import claim_op
+from promissory.store._supervision import bounce_op
 from promissory.testing import CrashTest, Run
 from tests.supervision.actors import (
     FENCED,
@@ -156,14 +157,14 @@ def test_message_order_kept_through_a_backoff(dsn: str, tmp_path: Path) -> None:
 def test_fan_out_failure_leaves_siblings_and_parent(dsn: str, tmp_path: Path) -> None:
     """A fan-out of three where one child fails and is given up; the process dies while the
     two others are working. In the next process the parent gets two values and one
-    ``ChildFailed``, and the parent and the two siblings are still running."""
+    ``ChildFailedError``, and the parent and the two siblings are still running."""
     fill = crash_test(dsn, tmp_path, "fan_out_fill", SUP_BLOCK="1").run()
     assert fill.killed
     drain = crash_test(dsn, tmp_path, "fan_out_drain").run()
     assert not drain.killed
     assert drain.outcome["out"] == {
         "p/f1": ["p/f1"],
-        "p/f2": "ChildFailed(Boom)",
+        "p/f2": "ChildFailedError(Boom)",
         "p/f3": ["p/f3"],
     }
     assert drain.outcome["tree"] == [

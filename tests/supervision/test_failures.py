@@ -104,7 +104,7 @@ def test_watch_an_actor_that_has_ended(rt: Runtime) -> None:
 
 
 def test_parent_gets_child_failed_and_keeps_running(rt: Runtime) -> None:
-    """A plain actor calling its child that fails and is given up gets ``ChildFailed`` with
+    """A plain actor calling its child that fails and is given up gets ``ChildFailedError`` with
     the child's error as ``.cause`` and ``__cause__``; it catches it and goes on."""
     parent = rt.spawn(Parent, id="p")
     assert parent.ask(SpawnChild("p/k")).get(5) == "p/k"
@@ -138,10 +138,10 @@ def test_parent_child_crash_restarted_is_transparent(rt: Runtime) -> None:
 
 def test_fan_out_one_failure_leaves_siblings_and_parent(rt: Runtime) -> None:
     """A fan-out to three children where one fails: the parent gets two values and one
-    ``ChildFailed``; the two siblings and the parent keep running."""
+    ``ChildFailedError``; the two siblings and the parent keep running."""
     parent = rt.spawn(Parent, id="p")
     out = parent.ask(FanOut(["p/f1", "p/f2", "p/f3"], "p/f2")).get(15)
-    assert out == {"p/f1": ["p/f1"], "p/f2": "ChildFailed(Boom)", "p/f3": ["p/f3"]}
+    assert out == {"p/f1": ["p/f1"], "p/f2": "ChildFailedError(Boom)", "p/f3": ["p/f3"]}
     assert [(r.id, r.status) for r in actors(rt, prefix="p")] == [
         ("p", "running"),
         ("p/f1", "running"),

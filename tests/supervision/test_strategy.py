@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import msgspec
 import pytest
 
 from promissory.actors import (
@@ -31,6 +32,7 @@ from promissory.actors._strategy import (
     ShutDown,
     plan_exit,
 )
+from promissory.store._actors import PENDING_RESTART
 from tests.supervision.actors import Worker
 
 P, TR, TE = Restart.PERMANENT, Restart.TRANSIENT, Restart.TEMPORARY
@@ -598,3 +600,11 @@ def test_needs_siblings_only_where_the_plan_can_touch_them() -> None:
     assert needs(Strategy.ONE_FOR_ONE, "transient", Exit.NORMAL, [])  # not restarted
     assert needs(Strategy.ONE_FOR_ALL, "permanent", Exit.ABNORMAL, [])
     assert needs(Strategy.REST_FOR_ONE, "permanent", Exit.ABNORMAL, [])
+
+
+def test_a_revive_is_stored_under_the_tag_kept_plans_and_the_store_match() -> None:
+    # Kept plans hold this JSON, the step applying an action hashes it, and the store's
+    # PENDING_RESTART matches the tag: it must not change (see Revive's docstring).
+    stored = b'{"type":"restart","child":"a/b","delay":0.5}'
+    assert msgspec.json.encode(Revive("a/b", 0.5)) == stored
+    assert "a.act->>'type' = 'restart'" in PENDING_RESTART

@@ -14,26 +14,68 @@ from typing import Any
 
 from ..errors import ActorNotFoundError, ActorStoppedError, FencedError, InvalidInputError
 from ._actors import _FENCE, Fence, _fence_params, _fence_sql
-from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
+from ._ops import Event, EventKind, Group, Op, Rows
+from ._promises import COLUMNS, promise_from_row, written_by
 from ._records import Outcome, Promise, PromiseKind, PromiseState
-from ._writer import Event, Group, Op, Rows
 
 # -- send --------------------------------------------------------------------------------------
 
+EARLIER = 16
+"""How many earlier pending messages a send lists (more: the activation reads its mailbox)."""
+
 _SEND = f"""
-WITH target AS (SELECT status FROM actors WHERE id = %(recipient)s FOR KEY SHARE)
-INSERT INTO promises (id, param, tags, timeout_at, kind, recipient, fingerprint)
-SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
-       CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
-            ELSE clock_timestamp() + %(secs)s::float8 * interval '1 second' END,
-       'message', %(recipient)s, %(fp)s
-FROM target
-WHERE target.status IN ('running', 'restarting') AND {{fence}}
-ON CONFLICT (id) DO NOTHING
-RETURNING {COLUMNS}
+WITH target AS (
+    SELECT status, epoch, kind, node FROM actors WHERE id = %(recipient)s FOR KEY SHARE
+), sent AS (
+    INSERT INTO promises (id, param, tags, timeout_at, kind, recipient, fingerprint)
+    SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
+           CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
+                ELSE clock_timestamp() + %(secs)s::float8 * interval '1 second' END,
+           'message', %(recipient)s, %(fp)s
+    FROM target
+    WHERE target.status IN ('running', 'restarting') AND {{fence}}
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {COLUMNS}
+)
+SELECT sent.*, target.epoch, target.kind, target.node,
+       ARRAY(SELECT e.seq FROM promises e
+             WHERE e.recipient = %(recipient)s AND e.state = 'pending' AND e.seq < sent.seq
+             ORDER BY e.seq LIMIT {EARLIER + 1})
+FROM sent, target
 """
-_ACTOR_STATUS = "SELECT status FROM actors WHERE id = %s"
+"""One statement: the message, and what its recipient's host needs to run it with no read
+(the recipient's epoch, kind and node, and the pending messages to it that came before)."""
+
+_SEND_FAILED = f"""
+SELECT (SELECT status FROM actors WHERE id = %s), p.*
+FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT {COLUMNS} FROM promises WHERE id = %s) p ON true
+"""
+"""Why a send wrote nothing: the recipient's status and the promise at the id, if any."""
+
+_SEND_WIDTH = COLUMNS.count(",") + 1
 _GET = f"SELECT {COLUMNS} FROM promises WHERE id = %s"
+
+
+class Sent(Outcome, frozen=True):
+    """What a send did (an ``Outcome``), and, when it wrote the message, what the recipient's
+    host needs to hand it on without reading it back: the recipient's ``epoch``, ``kind`` and
+    ``node`` as they were when it was written, and the seqs of the pending messages to the
+    recipient that came ``earlier`` (``None``: too many to list).
+    """
+
+    epoch: int | None = None
+    kind: str | None = None
+    node: str | None = None
+    earlier: tuple[int, ...] | None = None
+
+
+def sent_from_row(row: Sequence[Any]) -> Sent:
+    """A ``Sent`` from a row of ``COLUMNS`` followed by the recipient's epoch, kind and node
+    and the seqs of the earlier pending messages to it (at most ``EARLIER`` + 1).
+    """
+    epoch, kind, node, earlier = row[_SEND_WIDTH:]
+    listed = tuple(earlier) if len(earlier) <= EARLIER else None
+    return Sent(promise_from_row(row), True, epoch, kind, node, listed)
 
 
 def send_op(
@@ -49,7 +91,8 @@ def send_op(
 ) -> Op:
     """The op that writes a message to an alive actor; an existing id is returned as it is.
 
-    ``fp``: the fingerprint of the call, when the message is a step of a handler.
+    Its result is a ``Sent``. ``fp``: the fingerprint of the call, when the message is a step
+    of a handler.
     """
     params = {
         "fp": fp,
@@ -61,35 +104,34 @@ def send_op(
         "at": at,
         **_fence_params(fence),
     }
-    statements: list[Any] = [
-        (_SEND.replace("{fence}", _fence_sql(fence)), params),
-        (_GET, (id,)),
-        (_ACTOR_STATUS, (recipient,)),
-    ]
 
-    def finish(rows: list[Rows], xid: int | None) -> Outcome:
-        inserted, existing, status = rows
-        if inserted:
-            return Outcome(promise_from_row(inserted[0]), True)
-        if existing:
-            row = existing[0]
-            found = promise_from_row(row)
+    def finish(rows: list[Rows], xid: int | None) -> Sent:
+        if rows[0] and xid is None:
+            return sent_from_row(rows[0][0])
+        status, *existing = rows[-1][0]
+        if existing[0] is not None:
+            found = promise_from_row(existing)
             if found.kind is not PromiseKind.MESSAGE or found.recipient != recipient:
                 taken = f"a message to {found.recipient!r}" if found.recipient else "a promise"
                 raise InvalidInputError(
                     f"the id {id!r} is taken by {taken}; a message to {recipient!r} needs "
                     "another id"
                 )
-            return Outcome(found, xid is not None and written_by(row, xid))
-        if not status:
+            return Sent(found, xid is not None and written_by(existing, xid))
+        if status is None:
             raise ActorNotFoundError(f"no actor has the id {recipient!r}")
-        if status[0][0] not in ("running", "restarting"):
-            raise ActorStoppedError(f"actor {recipient!r} is {status[0][0]}; message not sent")
+        if status not in ("running", "restarting"):
+            raise ActorStoppedError(f"actor {recipient!r} is {status}; message not sent")
         raise FencedError(f"sending to {recipient!r}: the sending activation is stale")
 
     # No in-process event: the sender hands the message to its host itself (with the row),
     # and other processes hear of it by NOTIFY.
-    return Op(statements, finish)
+    return Op(
+        [(_SEND.replace("{fence}", _fence_sql(fence)), params)],
+        finish,
+        label="send",
+        reread=(_SEND_FAILED, (recipient, id)),
+    )
 
 
 # -- steps -------------------------------------------------------------------------------------
@@ -173,6 +215,7 @@ def step_op(
         keys=(id,),
         reread=(_GET, (id,)),
         group=group,
+        label="step",
     )
 
 
@@ -214,7 +257,7 @@ def promise_step_op(
     id: str,
     fence: Fence,
     *,
-    kind: str,
+    kind: PromiseKind,
     fingerprint: str,
     param: str | None = None,
     tags: str = "{}",
@@ -243,7 +286,7 @@ WITH m AS (
                         settled_at = clock_timestamp(), awaiting = NULL
     WHERE id = %(id)s AND state = 'pending'
       AND (timeout_at IS NULL OR timeout_at > clock_timestamp()) AND {_FENCE}
-    RETURNING id
+    RETURNING {COLUMNS}
 ), a AS (
     UPDATE actors SET
         state = CASE WHEN %(write_state)s THEN %(actor_state)s::jsonb ELSE state END,
@@ -255,7 +298,8 @@ WITH m AS (
       AND (%(write_state)s OR %(stopping)s::text IS NOT NULL)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM a), {_FENCE}
+SELECT (SELECT count(*) FROM a), {_FENCE}, m.*
+FROM (SELECT 1) one LEFT JOIN m ON true
 """
 
 
@@ -296,9 +340,12 @@ def complete_op(
         **_fence_params(fence),
     }
 
+    settled: list[Promise] = []
+
     def finish(rows: list[Rows], xid: int | None) -> Completion:
-        settled, _, fenced_ok = rows[0][0]
-        if settled:
+        _, fenced_ok, *message = rows[0][0]
+        if message[0] is not None:
+            settled[:] = [promise_from_row(message)]
             return Completion.DONE
         if not fenced_ok:
             raise FencedError(
@@ -310,9 +357,14 @@ def complete_op(
         return Completion.SETTLED_ALREADY
 
     def events(result: Completion) -> list[Event]:
-        return [("settled", message_id)] if result is Completion.DONE else []
+        if result is not Completion.DONE:
+            return []
+        # The settled message rides along: an ``ask`` in this process reads no reply.
+        if not settled:
+            return [(EventKind.SETTLED, message_id)]
+        return [(EventKind.SETTLED, message_id, settled[0])]
 
-    return Op([(_COMPLETE, params)], finish, events)
+    return Op([(_COMPLETE, params)], finish, events, label="complete", settles=(message_id,))
 
 
 _CLEANED = f"""
@@ -353,70 +405,45 @@ def cleaned_op(
         return bool(rows[0])
 
     def events(settled: bool) -> list[Event]:
-        return [("settled", message_id)] if settled else []
+        return [(EventKind.SETTLED, message_id)] if settled else []
 
     return Op([(_TIME_OUT, params), (_CLEANED, params)], finish, events)
 
 
 _SUSPEND = f"""
 WITH m AS (
-    UPDATE promises SET awaiting = %(awaiting)s
+    UPDATE promises SET awaiting = %(awaiting)s, wait_all = %(wait_all)s
     WHERE id = %(id)s AND state = 'pending' AND {_FENCE}
     RETURNING id
 )
-SELECT (SELECT count(*) FROM m),
-       coalesce((SELECT array_agg(id) FROM promises WHERE id = ANY(%(awaiting)s)
-                 AND (state <> 'pending' OR timeout_at <= clock_timestamp())), '{{}}')
+SELECT (SELECT count(*) FROM m), id,
+       CASE WHEN timeout_at <= clock_timestamp() AND state = 'pending'
+            THEN CASE WHEN kind = 'timer' THEN 'resolved' ELSE 'rejected_timedout' END
+            ELSE state END
+FROM promises WHERE id = ANY(%(awaiting)s)
+UNION ALL SELECT (SELECT count(*) FROM m), NULL, NULL
 """
 
 
-def suspend_op(message_id: str, fence: Fence, awaiting: Sequence[str]) -> Op:
-    """The op that records what a message waits on; its result lists those already settled.
+def suspend_op(
+    message_id: str, fence: Fence, awaiting: Sequence[str], wait_all: bool = False
+) -> Op:
+    """The op that records what a message waits on (all of them, or any); its result is the
+    state of each awaited promise that exists, as of the suspension.
 
     Raises (from the future) ``FencedError`` when the activation is stale or the message is no
     longer pending.
     """
-    params = {"id": message_id, "awaiting": list(awaiting), **_fence_params(fence)}
+    params = {
+        "id": message_id,
+        "awaiting": list(awaiting),
+        "wait_all": wait_all,
+        **_fence_params(fence),
+    }
 
-    def finish(rows: list[Rows], xid: int | None) -> list[str]:
-        updated, settled = rows[0][0]
-        if not updated:
+    def finish(rows: list[Rows], xid: int | None) -> dict[str, PromiseState]:
+        if not rows[0][0][0]:
             raise FencedError(f"suspending {message_id!r}: not pending, or the activation is stale")
-        return list(settled)
+        return {id: PromiseState(state) for _, id, state in rows[0] if id is not None}
 
-    return Op([(_SUSPEND, params)], finish)
-
-
-# -- reads -------------------------------------------------------------------------------------
-
-MAILBOX = f"""
-(SELECT {COLUMNS}, awaiting FROM promises
- WHERE recipient = %(actor)s AND state = 'pending' ORDER BY seq LIMIT %(limit)s)
-UNION ALL
-(SELECT {COLUMNS}, awaiting FROM promises
- WHERE recipient = %(actor)s AND state <> 'pending' AND awaiting IS NOT NULL)
-ORDER BY seq
-"""
-"""An actor's mailbox, oldest first: its pending messages, and the canceled or timed-out ones
-still marked for a cleanup replay (two partial indexes serve it)."""
-
-MARKED = """
-SELECT 1 FROM promises
-WHERE recipient = %s AND state <> 'pending' AND awaiting IS NOT NULL LIMIT 1
-"""
-"""Whether an actor has a canceled or timed-out message still marked for its cleanup replay."""
-
-
-def journal_query(message_id: str, recipient: str, seq: int) -> tuple[str, tuple[Any, ...]]:
-    """The query that loads a message and its steps (its direct children) in one round trip,
-    with any pending message to the same actor that came before it (column 16 says which).
-    """
-    prefix = message_id + "/"
-    low, high = prefix_bounds(prefix)
-    return (
-        f"(SELECT {COLUMNS}, awaiting, false FROM promises WHERE id = %s OR (id >= %s AND id < %s "
-        "AND strpos(substr(id, %s), '/') = 0))"
-        f" UNION ALL (SELECT {COLUMNS}, awaiting, true FROM promises "
-        "WHERE recipient = %s AND state = 'pending' AND seq < %s)",
-        (message_id, low, high, len(prefix) + 1, recipient, seq),
-    )
+    return Op([(_SUSPEND, params)], finish, label="suspend")

@@ -1,9 +1,12 @@
 """The runtime's event loop thread: the one place pykka threads and the loop meet.
 
-Async steps, the timer service and idle timers run on one uvloop loop (the standard asyncio
-loop where uvloop is not available) in a thread of its own. Code on other threads reaches it
-only through ``LoopThread``: ``call_soon``, ``call_later`` and ``run`` (which blocks the calling
-thread, never the loop).
+One uvloop loop (the standard asyncio loop where uvloop is not available) runs in a thread of
+its own. Async steps run on it, and so do the runtime's timers (``call_later``): the timer
+service's next look at the store, actors' idle and restart timers, retries after a fault.
+Nothing that blocks runs on it: a timer that fires hands its work to a worker thread (the
+timer service sweeps due timeouts, and the host touches the store, on the host's executor).
+Code on other threads reaches the loop only through ``LoopThread``: ``call_soon``,
+``call_later``, ``submit`` and ``run`` (which blocks the calling thread, never the loop).
 """
 
 from __future__ import annotations
@@ -90,25 +93,25 @@ class LoopThread:
 
 
 class Timer:
-    """A ``call_later`` that can be cancelled from any thread, even before it is armed."""
+    """A ``call_later`` that can be canceled from any thread, even before it is armed."""
 
-    __slots__ = ("_handle", "_cancelled", "_loop")
+    __slots__ = ("_handle", "_canceled", "_loop")
 
     def __init__(self) -> None:
         self._handle: asyncio.TimerHandle | None = None
-        self._cancelled = False
+        self._canceled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _arm(
         self, loop: asyncio.AbstractEventLoop, delay: float, fn: Callable[..., Any], args: Any
     ) -> None:
         self._loop = loop
-        if not self._cancelled:
+        if not self._canceled:
             self._handle = loop.call_later(delay, fn, *args)
 
     def cancel(self) -> None:
         """Cancel the call if it has not happened yet."""
-        self._cancelled = True
+        self._canceled = True
         handle, loop = self._handle, self._loop
         if handle is not None and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(handle.cancel)

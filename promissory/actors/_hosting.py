@@ -11,8 +11,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..store import ErrorInfo, Promise, Store
-from ..store._actors import ActorRecord
+from ..store import ActorRecord, ErrorInfo, Promise, Sent, Store
 
 if TYPE_CHECKING:
     from ._activation import Activation
@@ -50,6 +49,29 @@ class Host(Protocol):
         """Hand a committed message to the actor's activation here, starting one if need be."""
         ...
 
+    def sending(self, actor_id: str) -> None:
+        """A message to ``actor_id`` is about to be written here (``sent`` follows)."""
+        ...
+
+    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None:
+        """Hand a message this process has just written (``send_op``'s result, with the
+        store's settle mark from before it; ``None`` when the send failed) to the actor's
+        activation, if it is hosted here.
+        """
+        ...
+
+    def lease_held(self) -> bool:
+        """Whether this node still holds its lease (asked before new durable work; may ask
+        the database when the node has been silent, after a pause).
+        """
+        ...
+
+    def home_for(self, kind: str) -> str | None:
+        """The id of this node if it hosts ``kind`` (an actor it makes or restarts stays here),
+        else ``None`` (the placement gives it to a node that does).
+        """
+        ...
+
     def resolve_class(self, kind: str) -> type[Any]:
         """The actor class named ``module:QualName``."""
         ...
@@ -62,6 +84,12 @@ class Host(Protocol):
         self, activation: Activation, message_id: str, awaiting: list[str], wait_all: bool
     ) -> None:
         """The head message waits on ``awaiting``; the activation ends and frees its thread."""
+        ...
+
+    def activation_faulted(self, activation: Activation, error: BaseException) -> None:
+        """The database failed the activation's work (``STORE_FAULTS``): it ended with its
+        messages pending; start another later, with backoff, without counting a crash.
+        """
         ...
 
     def activation_ended(self, activation: Activation) -> None:
@@ -96,4 +124,10 @@ class Host(Protocol):
 
     def forget(self, actor_id: str) -> None:
         """The actor ended for good: drop what this node knows of it."""
+        ...
+
+    def end_children(self, actor_id: str) -> None:
+        """End every actor under ``actor_id``, deepest and newest first, each after its own
+        shutdown time (the children of a child a supervisor ends: OTP ends the whole subtree).
+        """
         ...

@@ -1,0 +1,197 @@
+"""Time to the first streamed delta: the OpenAI adapter alone, beside an agent run's stream.
+
+Usage::
+
+    .venv/bin/python benchmarks/stream_latency.py [--dsn DSN] [--runs N]
+
+A loopback server speaks Chat Completions with ``stream: true``: it answers at once with one
+server-sent chunk of text, then a second 20 ms later, then ``[DONE]``. Three figures, medians
+and 90th percentiles over ``--runs`` runs (after 5 unmeasured):
+
+adapter      ``OpenAIChatModel.stream(request)``: from the call to its first piece of text.
+run-start    ``rt.start(agent, ...)`` with a stream of that run already open in this process:
+             from the call to the stream's first ``TextDelta``. This includes starting the run
+             durably (its actor and its message committed, the actor activated).
+relay        in the same runs: from the moment the adapter yielded its first piece (inside
+             the model step) to the moment the stream gave it to the reader: what streaming
+             through the runtime adds to a delta.
+
+The schema ``promissory_bench_stream_<random>`` is made for the run and dropped after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import DEFAULT_DSN, percentile, with_search_path  # noqa: E402
+from promissory import Runtime  # noqa: E402
+from promissory.agents import (  # noqa: E402
+    Agent,
+    ModelRequest,
+    ModelResponse,
+    OpenAIChatModel,
+    RunHandle,
+    TextDelta,
+)
+
+CHUNK = (
+    'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+    '"delta":{"content":"%s"},"finish_reason":%s}]}\n\n'
+)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for i, part in enumerate([CHUNK % ("Hello", "null"), CHUNK % (" world", '"stop"')]):
+            if i:
+                time.sleep(0.02)
+            self._chunk(part.encode())
+        self._chunk(b"data: [DONE]\n\n")
+        self._chunk(b"")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a kept-alive connection closed by a client whose event loop ended
+
+
+class Timed:
+    """The OpenAI adapter, noting when it yields its first piece of each call."""
+
+    def __init__(self, inner: OpenAIChatModel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.first: list[float] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return await self.inner.complete(request)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | ModelResponse]:
+        first = True
+        async for item in self.inner.stream(request):
+            if first and isinstance(item, str):
+                self.first.append(time.perf_counter())
+                first = False
+            yield item
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    server = _Server(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    adapter = OpenAIChatModel("m", base_url=base, api_key="k")
+    request = ModelRequest(system="", messages=[], tools=[])
+
+    async def alone() -> list[float]:
+        out = []
+        for i in range(args.runs + 5):
+            started = time.perf_counter()
+            first = None
+            async for item in adapter.stream(request):  # read to its end, as the loop does
+                if isinstance(item, str) and first is None:
+                    first = time.perf_counter() - started
+            if i >= 5 and first is not None:
+                out.append(first)
+        return out
+
+    adapter_times = asyncio.run(alone())
+
+    schema = f"promissory_bench_stream_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    timed = Timed(OpenAIChatModel("m", base_url=base, api_key="k"))
+    agent = Agent("bench-streamer", "Say hello.", model=timed)
+    start_times: list[float] = []
+    relay_times: list[float] = []
+    try:
+        with Runtime(with_search_path(args.dsn, schema)) as rt:
+            assert rt.store is not None
+            for i in range(args.runs + 5):
+                run_id = f"bench/stream/{i}"
+                got = threading.Event()
+                seen: list[float] = []
+
+                ready = threading.Event()
+
+                def read(
+                    run_id: str = run_id,
+                    got: threading.Event = got,
+                    seen: list[float] = seen,
+                    ready: threading.Event = ready,
+                ) -> None:
+                    assert rt.store is not None
+                    stream = iter(RunHandle(run_id, rt.store).stream(poll=0.05))
+                    ready.set()
+                    for event in stream:
+                        if isinstance(event, TextDelta) and not seen:
+                            seen.append(time.perf_counter())
+                            got.set()
+
+                reader = threading.Thread(target=read, daemon=True)
+                reader.start()
+                ready.wait(5)
+                time.sleep(0.01)  # the stream has subscribed (its first read is done)
+                started = time.perf_counter()
+                rt.start(agent, "hi", id=run_id).result(timeout=30)
+                got.wait(5)
+                reader.join(5)
+                if i >= 5 and seen:
+                    start_times.append(seen[0] - started)
+                    relay_times.append(seen[0] - timed.first[-1])
+    finally:
+        with psycopg.connect(args.dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        server.shutdown()
+
+    def row(name: str, values: list[float]) -> str:
+        ms = [v * 1000 for v in values]
+        return (
+            f"| {name} | {statistics.median(ms):.2f} ms | {percentile(ms, 90):.2f} ms | {len(ms)} |"
+        )
+
+    print("| figure | median | p90 | runs |")
+    print("|---|---|---|---|")
+    print(row("adapter alone: call to first delta", adapter_times))
+    print(row("runtime: rt.start to first TextDelta (stream open)", start_times))
+    print(row("runtime relay: adapter's first delta to the stream's", relay_times))
+    added = statistics.median(start_times) - statistics.median(adapter_times)
+    print(f"\nruntime's added latency to the first delta (medians): {added * 1000:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,491 @@
+"""A run's events, streamed: what is kept, replayed in order, then what happens, live.
+
+The kept events come from the run's rows alone (``Store.timeline``): a run started or ended
+(its own, or a sub-agent's, whose run is under its call), a model's whole answer (and the tool
+calls it asks for), a tool's result. So a stream opened late, after a crash, or in another
+process (no agent definition needed) replays them, each once, and then goes on: at every
+announcement that a step was kept (and at least every second) it reads the rows again and
+emits what it has not emitted yet. The text a model writes is announced as it comes (never
+kept: the kept step is the whole answer) to this process's streams at once and to other
+processes by NOTIFY. Each model call's text carries a token of its own: text of a call that
+was cut off (a crash, a failed attempt retried) is followed by ``TextDiscarded`` when the call
+is made again or its kept answer differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import msgspec
+
+from ..store import EventKind, Promise, PromiseKind, PromiseState, Store, Subscription
+from ._chat import ModelResponse, ToolCall
+
+log = logging.getLogger("promissory.agents")
+
+__all__ = [
+    "ModelAnswered",
+    "RunEnded",
+    "RunStarted",
+    "RunStream",
+    "StreamEvent",
+    "TextDelta",
+    "TextDiscarded",
+    "ToolFinished",
+    "ToolStarted",
+    "announcer_for",
+]
+
+_origins: weakref.WeakKeyDictionary[Store, str] = weakref.WeakKeyDictionary()
+_origins_lock = threading.Lock()
+
+
+def origin_of(store: Store) -> str:
+    """Who announces on ``store`` here: a stream on this store object takes these
+    announcements from memory, and drops their NOTIFY echo.
+    """
+    with _origins_lock:
+        found = _origins.get(store)
+        if found is None:
+            found = _origins[store] = uuid.uuid4().hex[:12]
+        return found
+
+
+class RunStarted(msgspec.Struct, frozen=True, kw_only=True, tag="run_started"):
+    """A run began: the one streamed, or a sub-agent's (its id is its call's step id)."""
+
+    run: str
+    agent: str
+    input: Any
+
+
+class TextDelta(msgspec.Struct, frozen=True, kw_only=True, tag="text_delta"):
+    """Text a model is writing, as it arrives (not kept). ``offset`` is where it goes in the
+    call's text: a stream that joined while the text was written sees its first piece at an
+    offset above 0 (what came before is in ``ModelAnswered``, the whole answer).
+    """
+
+    run: str
+    step: str
+    text: str
+    offset: int = 0
+
+
+class TextDiscarded(msgspec.Struct, frozen=True, kw_only=True, tag="text_discarded"):
+    """The text streamed so far for a model step is not its answer: the call was cut off (a
+    crash, or an attempt that failed) and is made again.
+    """
+
+    run: str
+    step: str
+    text: str
+
+
+class ModelAnswered(msgspec.Struct, frozen=True, kw_only=True, tag="model_answered"):
+    """A model step was kept: the model's whole answer for one turn."""
+
+    run: str
+    step: str
+    text: str
+    tool_calls: list[ToolCall] = []
+
+
+class ToolStarted(msgspec.Struct, frozen=True, kw_only=True, tag="tool_started"):
+    """A tool call the model asked for (it starts now, or was started)."""
+
+    run: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolFinished(msgspec.Struct, frozen=True, kw_only=True, tag="tool_finished"):
+    """A function tool's step was kept: its result (``ok``) or its final error, as text."""
+
+    run: str
+    step: str
+    name: str
+    call_id: str | None
+    ok: bool
+    content: str
+
+
+class RunEnded(msgspec.Struct, frozen=True, kw_only=True, tag="run_ended"):
+    """A run ended: ``state`` is the promise's; ``output`` its answer when resolved, ``error``
+    what failed otherwise. The streamed run's own is the stream's last event.
+    """
+
+    run: str
+    state: str
+    output: Any = None
+    error: str | None = None
+
+
+StreamEvent = (
+    RunStarted | TextDelta | TextDiscarded | ModelAnswered | ToolStarted | ToolFinished | RunEnded
+)
+"""One event of a run's stream (tagged by ``type`` in JSON)."""
+
+
+class _Live(msgspec.Struct, frozen=True):
+    """An announcement: ``k`` is ``d`` (a delta: run, step, token, text) or ``k`` (a step of
+    run ``r`` was kept); ``o`` the announcing process.
+    """
+
+    k: str
+    r: str
+    o: str = ""
+    s: str = ""
+    t: str = ""
+    x: str = ""
+    n: int = 0
+
+
+_encoder = msgspec.json.Encoder()
+_decode_live = msgspec.json.Decoder(_Live).decode
+_MAX_TEXT = 3000
+"""Characters of text in one NOTIFY (its payload is at most 8000 bytes of UTF-8)."""
+
+
+# -- announcing (the run's side) -------------------------------------------------------------
+
+
+class Announcer:
+    """Announces one store's live events: at once in this process, by NOTIFY (on a thread of
+    its own, deltas queued meanwhile joined into one) to the others. It holds the store weakly
+    and its thread ends once the store is closed or gone.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = weakref.ref(store)
+        self._origin = origin_of(store)
+        self._queue: queue.SimpleQueue[_Live] = queue.SimpleQueue()
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="promissory-announce", daemon=True)
+        self._thread.start()
+
+    def delta(self, run: str, step: str, token: str, text: str, offset: int) -> None:
+        """Text a model wrote for ``step`` of ``run`` in the call ``token``, at ``offset``."""
+        if text:
+            self._say(_Live("d", run, "", step, token, text, offset))
+
+    def kept(self, run: str) -> None:
+        """A step of ``run`` was kept (streams read the rows again)."""
+        self._say(_Live("k", run))
+
+    def _say(self, item: _Live) -> None:
+        store = self._store()
+        if store is None or store.closed:
+            return
+        store.publish([(EventKind.LIVE, _key(item))])
+        self._queue.put(msgspec.structs.replace(item, o=self._origin))
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = [self._queue.get(timeout=1.0)]
+            except queue.Empty:
+                store = self._store()
+                if store is None or store.closed:
+                    return
+                del store
+                continue
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            store = self._store()
+            if store is None or store.closed:
+                return
+            keys = [_key(item) for item in _joined(batch)]
+            try:
+                store.announce(keys, local=[])
+                self._failed = False
+            except Exception as exc:  # live text is best effort: what is kept is not lost
+                if not self._failed:
+                    log.warning("promissory: announcing a run's live events failed: %s", exc)
+                self._failed = True
+            del store
+
+
+def _key(item: _Live) -> str:
+    return _encoder.encode(item).decode()
+
+
+def _joined(batch: list[_Live]) -> list[_Live]:
+    """Consecutive deltas of one call joined (up to ``_MAX_TEXT``); repeated pings dropped."""
+    out: list[_Live] = []
+    for item in batch:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and item.k == "d"
+            and last.k == "d"
+            and (last.s, last.t) == (item.s, item.t)
+            and len(last.x) + len(item.x) <= _MAX_TEXT
+        ):
+            out[-1] = msgspec.structs.replace(last, x=last.x + item.x)
+        elif item.k == "k" and any(o.k == "k" and o.r == item.r for o in out):
+            continue
+        else:
+            while len(item.x) > _MAX_TEXT:
+                out.append(msgspec.structs.replace(item, x=item.x[:_MAX_TEXT]))
+                item = msgspec.structs.replace(item, x=item.x[_MAX_TEXT:], n=item.n + _MAX_TEXT)
+            out.append(item)
+    return out
+
+
+_announcers: weakref.WeakKeyDictionary[Store, Announcer] = weakref.WeakKeyDictionary()
+_announcers_lock = threading.Lock()
+
+
+def announcer_for(store: Store) -> Announcer:
+    """The announcer of ``store`` (made on first use; its thread ends with the store)."""
+    with _announcers_lock:
+        found = _announcers.get(store)
+        if found is None or not found._thread.is_alive():
+            found = _announcers[store] = Announcer(store)
+        return found
+
+
+# -- reading (the stream's side) ------------------------------------------------------------
+
+
+class _Partial(msgspec.Struct):
+    token: str
+    text: str
+    start: int
+    """The offset of the first piece seen (above 0: the stream joined after the call began)."""
+
+
+class RunStream:
+    """The events of run ``run_id`` (and its sub-agents'): the kept ones first, in order, then
+    the live ones, each once, until the run ends (``RunEnded`` for it is the last). Iterate it
+    (``for event in handle.stream()``) or iterate it asynchronously (``async for``).
+
+    Args:
+        store: the store the run is kept in (of any process).
+        run_id: the run.
+        poll: seconds between looks at the rows when nothing is announced (a safety net).
+
+    Example:
+        >>> for event in rt.start(writer, "A haiku").stream():  # doctest: +SKIP
+        ...     if isinstance(event, TextDelta):
+        ...         print(event.text, end="", flush=True)
+
+    """
+
+    def __init__(self, store: Store, run_id: str, *, poll: float = 1.0) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.poll = poll
+        self._events: queue.SimpleQueue[_Live | None] = queue.SimpleQueue()
+        self._backlog: collections.deque[_Live | None] = collections.deque()
+        """Items taken from ``_events`` ahead of their turn (see ``_deltas_before``)."""
+        self._emitted: set[tuple[str, str]] = set()
+        self._answered: set[str] = set()
+        self._partial: dict[str, _Partial] = {}
+        self._calls: dict[str, list[ToolCall]] = {}
+        self._ended = False
+        self._gen: Iterator[StreamEvent] | None = None
+
+    def __iter__(self) -> Iterator[StreamEvent]:
+        if self._gen is None:
+            self._gen = self._stream()
+        return self._gen
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._astream()
+
+    async def _astream(self) -> AsyncIterator[StreamEvent]:
+        # The blocking iterator on a worker thread, one event at a time: the loop never waits.
+        events = iter(self)
+        loop = asyncio.get_running_loop()
+        end = object()
+        while True:
+            event = await loop.run_in_executor(None, next, events, end)
+            if event is end:
+                return
+            yield event  # type: ignore[misc]
+
+    def _stream(self) -> Iterator[StreamEvent]:
+        subs = self._subscribe()
+        try:
+            yield from self._look()
+            while not self._ended:
+                try:
+                    item = (
+                        self._backlog.popleft()
+                        if self._backlog
+                        else self._events.get(timeout=self.poll)
+                    )
+                except queue.Empty:
+                    item = None
+                if item is not None and item.k == "d":
+                    yield from self._delta(item)
+                else:
+                    yield from self._look()
+        finally:
+            for sub in subs:
+                sub.cancel()
+
+    def _subscribe(self) -> list[Subscription]:
+        own, under = self.run_id, self.run_id + "/"
+        mine = origin_of(self.store)
+
+        def live(kind: EventKind, key: str, resync: bool) -> None:
+            if resync:
+                self._events.put(None)
+                return
+            try:
+                item = _decode_live(key)
+            except msgspec.DecodeError:
+                return
+            if item.o == mine:
+                return  # announced on this store object: taken from memory already
+            if item.r == own or item.r.startswith(under):
+                self._events.put(item)
+
+        def settled(kind: EventKind, key: str, resync: bool) -> None:
+            self._events.put(None)
+
+        return [
+            self.store.subscribe(EventKind.LIVE, [""], live),
+            self.store.subscribe(EventKind.SETTLED, [own], settled),
+        ]
+
+    def _delta(self, item: _Live) -> Iterator[StreamEvent]:
+        if (item.r, "start") not in self._emitted:
+            yield from self._look()  # a sub-agent's text: its start comes first
+        if item.s in self._answered:
+            return  # its whole answer was emitted already
+        yield from self._text(item)
+
+    def _text(self, item: _Live) -> Iterator[StreamEvent]:
+        partial = self._partial.get(item.s)
+        if partial is not None and partial.token != item.t:
+            yield TextDiscarded(run=item.r, step=item.s, text=partial.text)
+            partial = None
+        if partial is None:
+            partial = self._partial[item.s] = _Partial(item.t, "", item.n)
+        partial.text += item.x
+        yield TextDelta(run=item.r, step=item.s, text=item.x, offset=item.n)
+
+    def _deltas_before(self, step: str) -> Iterator[StreamEvent]:
+        """The deltas of ``step`` heard but not given yet, given now, before its whole answer
+        (a reader slower than the model would otherwise see the answer first and lose them).
+        """
+        while True:
+            try:
+                self._backlog.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        kept: collections.deque[_Live | None] = collections.deque()
+        for item in self._backlog:
+            if item is not None and item.k == "d" and item.s == step:
+                yield from self._text(item)
+            else:
+                kept.append(item)
+        self._backlog = kept
+
+    def _look(self) -> Iterator[StreamEvent]:
+        """Emit what the rows hold that was not emitted yet, in the order it happened."""
+        rows = self.store.timeline(self.run_id)
+        found: list[tuple[Any, int, int, Promise, str]] = []
+        for p in rows:
+            if p.kind is PromiseKind.MESSAGE and p.recipient is not None and _is_run(p):
+                found.append((p.created_at, p.seq, 0, p, "start"))
+                if p.state.settled:
+                    found.append((p.settled_at, p.seq, 1, p, "end"))
+            elif p.kind is PromiseKind.STEP and p.state.settled and p.fingerprint:
+                if p.fingerprint.startswith(("step:model:", "step:tool:")):
+                    found.append((p.settled_at, p.seq, 1, p, "step"))
+        found.sort(key=lambda f: (f[0], f[1], f[2]))
+        for _, _, _, p, phase in found:
+            if (p.id, phase) in self._emitted:
+                continue
+            self._emitted.add((p.id, phase))
+            yield from self._event(p, phase)
+
+    def _event(self, p: Promise, phase: str) -> Iterator[StreamEvent]:
+        run = p.id.rsplit("/", 1)[0]
+        if phase == "start":
+            task = p.param_as(dict) if p.param is not None else {}
+            yield RunStarted(run=p.id, agent=str(task.get("agent", "")), input=task.get("input"))
+        elif phase == "end":
+            if p.id == self.run_id:
+                self._ended = True
+            if p.state is PromiseState.RESOLVED:
+                value = p.value_as(dict) if p.value is not None else {}
+                yield RunEnded(run=p.id, state=p.state.value, output=value.get("output"))
+            else:
+                info = p.error()
+                yield RunEnded(run=p.id, state=p.state.value, error=info.message if info else None)
+        elif p.fingerprint is not None and p.fingerprint.startswith("step:model:"):
+            if p.state is not PromiseState.RESOLVED:
+                return
+            answer = p.value_as(ModelResponse)
+            text = answer.message.text
+            yield from self._deltas_before(p.id)
+            self._answered.add(p.id)
+            partial = self._partial.pop(p.id, None)
+            if partial is not None and text[partial.start :] != partial.text:
+                yield TextDiscarded(run=run, step=p.id, text=partial.text)
+            calls = answer.message.tool_calls
+            self._calls[run] = list(calls)
+            yield ModelAnswered(run=run, step=p.id, text=text, tool_calls=calls)
+            for c in calls:
+                yield ToolStarted(run=run, call_id=c.id, name=c.name, arguments=c.arguments)
+        elif p.fingerprint is not None:
+            name = p.fingerprint.split(":")[2]
+            pending = self._calls.get(run, [])
+            call = next((c for c in pending if c.name == name), None)
+            if call is not None:
+                pending.remove(call)
+            if p.state is PromiseState.RESOLVED:
+                content = bytes(p.value).decode() if p.value is not None else "null"
+                yield ToolFinished(
+                    run=run,
+                    step=p.id,
+                    name=name,
+                    call_id=call.id if call else None,
+                    ok=True,
+                    content=_text(content),
+                )
+            else:
+                info = p.error()
+                yield ToolFinished(
+                    run=run,
+                    step=p.id,
+                    name=name,
+                    call_id=call.id if call else None,
+                    ok=False,
+                    content=f"{info.type.rsplit('.', 1)[-1]}: {info.message}" if info else "",
+                )
+
+
+def _is_run(message: Promise) -> bool:
+    """Whether a message is an agent run's task (``RunTask``: it names its agent)."""
+    try:
+        task = message.param_as(dict)
+    except Exception:
+        return False
+    return isinstance(task, dict) and isinstance(task.get("agent"), str) and "input" in task
+
+
+def _text(json_text: str) -> str:
+    """A tool's kept value as the model was told it: a string as it is, other JSON as JSON."""
+    try:
+        value = msgspec.json.decode(json_text)
+    except msgspec.DecodeError:
+        return json_text
+    return value if isinstance(value, str) else json_text

@@ -1,0 +1,137 @@
+"""What a message costs the database: commits (the writer's batches) and reads (the read pool).
+
+The message path's promises (issue 17): a ``tell`` or ``ask`` to an idle actor hosted here is
+one commit to keep the message and one to settle it with the actor's new state, and nothing
+is read on the way (the send tells the host where and at which epoch the actor lives, the
+activation knows a message it was handed has no journal yet, and the settle carries the reply
+to the asker). A message from a handler to a local actor is read no more than one from
+outside. A passivated actor pays one commit more, its claim. Counted on the store's own
+counters, so other work on the database does not disturb the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from promissory import Context, DurableActor, Runtime, handler
+
+
+class Add(msgspec.Struct, frozen=True):
+    n: int
+
+
+class Counter(DurableActor[int]):
+    def initial_state(self) -> int:
+        return 0
+
+    @handler
+    def add(self, ctx: Context, msg: Add) -> int:
+        self.state += msg.n
+        return self.state
+
+
+class Relay(msgspec.Struct, frozen=True):
+    n: int
+
+
+class Relayer(DurableActor[None]):
+    @handler
+    def relay(self, ctx: Context, msg: Relay) -> int:
+        ctx.send("counter", Add(msg.n))
+        return msg.n
+
+
+def counted(rt: Runtime) -> tuple[int, int]:
+    assert rt.store is not None
+    return rt.store.writer_stats[0], rt.store.reads
+
+
+@pytest.fixture
+def rt(dsn: str) -> Iterator[Runtime]:
+    with Runtime(dsn) as runtime:
+        yield runtime
+
+
+def test_an_ask_to_an_idle_actor_is_two_commits_and_no_read(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, id="counter")
+    for _ in range(3):
+        ref.ask(Add(0)).get(timeout=10)  # claimed, and its state loaded, once
+    commits, reads = counted(rt)
+
+    n = 20
+    for i in range(n):
+        assert ref.ask(Add(1)).get(timeout=10) == i + 1
+
+    after_commits, after_reads = counted(rt)
+    assert after_commits - commits <= 2 * n
+    assert after_reads - reads == 0
+
+
+def test_a_tell_is_handled_with_no_read_and_two_commits(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, id="counter")
+    ref.ask(Add(0)).get(timeout=10)
+    commits, reads = counted(rt)
+
+    n = 20
+    for _ in range(n):
+        ref.tell(Add(1))
+    assert ref.ask(Add(0)).get(timeout=10) == n
+
+    after_commits, after_reads = counted(rt)
+    # Tells that arrive while the actor is busy may share a commit with each other.
+    assert after_commits - commits <= 2 * (n + 1)
+    assert after_reads - reads == 0
+
+
+def test_a_send_from_a_handler_to_a_local_actor_is_read_by_no_one(rt: Runtime) -> None:
+    counter = rt.spawn(Counter, id="counter")
+    relayer = rt.spawn(Relayer, id="relayer")
+    counter.ask(Add(0)).get(timeout=10)
+    relayer.ask(Relay(0)).get(timeout=10)
+    commits, reads = counted(rt)
+
+    n = 10
+    for _ in range(n):
+        relayer.ask(Relay(1)).get(timeout=10)
+    deadline = time.monotonic() + 10
+    while counter.ask(Add(0)).get(timeout=10) != n and time.monotonic() < deadline:
+        pass
+
+    _, after_reads = counted(rt)
+    assert after_reads - reads == 0
+    assert counted(rt)[0] > commits
+
+
+def test_a_passivated_actor_wakes_with_one_commit_more_and_no_read(dsn: str) -> None:
+    with Runtime(dsn, idle_timeout=0.05) as rt:
+        ref = rt.spawn(Counter, id="counter")
+        ref.ask(Add(0)).get(timeout=10)
+        commits, reads = counted(rt)
+        n = 5
+        for i in range(n):
+            deadline = time.monotonic() + 5
+            while rt.host.live_activations() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert ref.ask(Add(1)).get(timeout=10) == i + 1
+        after_commits, after_reads = counted(rt)
+    # Each: the message, the claim of a new epoch, the settle.
+    assert after_commits - commits <= 3 * n
+    assert after_reads - reads == 0
+
+
+def test_an_ask_whose_reply_comes_from_another_process_reads_it(dsn: str) -> None:
+    # The settle carries its record only within the process that wrote it: an asker with no
+    # runtime here is woken by NOTIFY, and reads the reply.
+    from promissory import Store
+    from promissory.actors import ActorRef
+
+    with Runtime(dsn) as rt:
+        rt.spawn(Counter, id="counter").ask(Add(0)).get(timeout=10)
+        with Store(dsn) as other:
+            reply = ActorRef("counter", other).ask(Add(2))
+            assert reply.get(timeout=10) == 2
+            assert other.reads >= 1

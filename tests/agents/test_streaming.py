@@ -1,0 +1,313 @@
+"""Streaming: both adapters read server-sent events from a loopback server (the text as it
+arrives, then the same answer ``complete`` gives), and a run's stream yields the kept events in
+order, then live ones, each once, in this process or opened late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from promissory.actors import RetryPolicy
+from promissory.agents import (
+    Agent,
+    AnthropicModel,
+    FunctionModel,
+    ModelAnswered,
+    ModelRequest,
+    ModelResponse,
+    OpenAIChatModel,
+    RunEnded,
+    RunHandle,
+    RunStarted,
+    TextDelta,
+    TextDiscarded,
+    ToolFinished,
+    ToolStarted,
+    call,
+    reply,
+    tool,
+)
+from promissory.errors import ModelError
+from promissory.runtime import Runtime
+from tests.agents.fake_llm import FakeProvider, anthropic_stream, openai_stream
+
+REQUEST = ModelRequest(system="Be brief.", messages=[], tools=[])
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
+    """A fake provider on 127.0.0.1, and no proxy between it and the client."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = FakeProvider()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def streamed(model: Any) -> tuple[list[str], ModelResponse]:
+    """Run ``model.stream(REQUEST)``: its pieces of text, and the whole answer."""
+
+    async def read() -> tuple[list[str], ModelResponse]:
+        pieces: list[str] = []
+        answer = None
+        async for item in model.stream(REQUEST):
+            if isinstance(item, ModelResponse):
+                answer = item
+            else:
+                pieces.append(item)
+        assert answer is not None
+        return pieces, answer
+
+    return asyncio.run(read())
+
+
+def test_openai_streams_text_as_it_arrives_then_the_whole_answer(fake: FakeProvider) -> None:
+    fake.answer_stream(
+        openai_stream(
+            ["Let me ", "add."],
+            [("call_1", "add", ['{"a": ', "1, ", '"b": 2}']), ("call_2", "neg", ["{}"])],
+            usage={"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+        )
+    )
+    model = OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k")
+    pieces, answer = streamed(model)
+    assert pieces == ["Let me ", "add."]
+    assert answer.message.text == "Let me add."
+    assert [(c.id, c.name, c.arguments) for c in answer.message.tool_calls] == [
+        ("call_1", "add", {"a": 1, "b": 2}),
+        ("call_2", "neg", {}),
+    ]
+    assert (answer.stop_reason, answer.usage.input_tokens, answer.usage.output_tokens) == (
+        "tool_calls",
+        20,
+        7,
+    )
+    sent = fake.requests[0].body
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+def test_anthropic_streams_text_as_it_arrives_then_the_whole_answer(fake: FakeProvider) -> None:
+    fake.answer_stream(
+        anthropic_stream(["Adding", " now."], [("toolu_1", "add", ['{"a": 1,', ' "b": 2}'])])
+    )
+    model = AnthropicModel("claude-test", base_url=fake.anthropic_url, api_key="k")
+    pieces, answer = streamed(model)
+    assert pieces == ["Adding", " now."]
+    assert answer.message.text == "Adding now."
+    [c] = answer.message.tool_calls
+    assert (c.id, c.name, c.arguments) == ("toolu_1", "add", {"a": 1, "b": 2})
+    assert (answer.stop_reason, answer.usage.input_tokens, answer.usage.output_tokens) == (
+        "tool_calls",
+        11,
+        5,
+    )
+    assert fake.requests[0].body["stream"] is True
+
+
+def test_a_server_that_answers_whole_json_to_a_stream_request_is_read_whole(
+    fake: FakeProvider,
+) -> None:
+    from tests.agents.fake_llm import openai_answer
+
+    fake.answer(openai_answer("all at once"))
+    pieces, answer = streamed(OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k"))
+    assert (pieces, answer.message.text) == (["all at once"], "all at once")
+
+
+def test_a_stream_cut_by_an_error_event_is_a_retryable_model_error(fake: FakeProvider) -> None:
+    events = anthropic_stream(["Half"])[:4]
+    events.append(
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+    )
+    fake.answer_stream(events)
+    with pytest.raises(ModelError, match="busy") as caught:
+        streamed(AnthropicModel("claude-test", base_url=fake.anthropic_url, api_key="k"))
+    assert caught.value.retryable
+
+
+# -- a run's stream -----------------------------------------------------------------------------
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+listening = threading.Event()
+"""Set once the test's stream has its first event: the models below speak after that (text
+written before a stream subscribes is not replayed: it was never kept)."""
+
+
+@pytest.fixture(autouse=True)
+def not_listening() -> None:
+    listening.clear()
+
+
+def listened(events: Iterator[Any]) -> list[Any]:
+    """The events of a stream, letting the models speak once it has begun."""
+    seen = []
+    for event in events:
+        seen.append(event)
+        listening.set()
+    return seen
+
+
+async def after_listening(pieces: list[str]) -> AsyncIterator[str]:
+    await asyncio.to_thread(listening.wait, 10)
+    for piece in pieces:
+        yield piece
+
+
+def counting(request: ModelRequest) -> Any:
+    if not any(m.role == "assistant" for m in request.messages):
+        return reply("", call("add", "c1", a=2, b=3))
+    return after_listening(["2 + 3 ", "is ", "5."])
+
+
+adder = Agent("stream-adder", "Add.", model=FunctionModel(counting, name="counting"), tools=[add])
+
+
+def kept(events: list[Any]) -> list[Any]:
+    """The events that come from kept rows (not the live text)."""
+    return [e for e in events if not isinstance(e, TextDelta | TextDiscarded)]
+
+
+def test_a_run_streams_its_text_tool_calls_and_end_in_order(rt: Runtime) -> None:
+    events = listened(iter(rt.start(adder, "2+3?", id="streams/1").stream()))
+    assert events == [
+        RunStarted(run="streams/1", agent="stream-adder", input="2+3?"),
+        ModelAnswered(
+            run="streams/1", step="streams/1/1", text="", tool_calls=[call("add", "c1", a=2, b=3)]
+        ),
+        ToolStarted(run="streams/1", call_id="c1", name="add", arguments={"a": 2, "b": 3}),
+        ToolFinished(
+            run="streams/1", step="streams/1/2", name="add", call_id="c1", ok=True, content="5"
+        ),
+        TextDelta(run="streams/1", step="streams/1/3", text="2 + 3 "),
+        TextDelta(run="streams/1", step="streams/1/3", text="is ", offset=6),
+        TextDelta(run="streams/1", step="streams/1/3", text="5.", offset=9),
+        ModelAnswered(run="streams/1", step="streams/1/3", text="2 + 3 is 5."),
+        RunEnded(run="streams/1", state="resolved", output="2 + 3 is 5."),
+    ]
+
+
+def test_a_stream_opened_after_the_run_replays_what_was_kept_once(rt: Runtime) -> None:
+    handle = rt.start(adder, "2+3?", id="streams/2")
+    live = listened(iter(handle.stream()))
+    assert rt.store is not None
+    late = list(RunHandle("streams/2", rt.store).stream())
+    assert late == kept(live)
+    assert late[-1] == RunEnded(run="streams/2", state="resolved", output="2 + 3 is 5.")
+
+
+def test_a_stream_is_an_async_iterator_too(rt: Runtime) -> None:
+    handle = rt.start(adder, "2+3?", id="streams/3")
+
+    async def read() -> list[Any]:
+        seen = []
+        async for event in handle.stream():
+            seen.append(event)
+            listening.set()
+        return seen
+
+    events = asyncio.run(read())
+    assert events[-1] == RunEnded(run="streams/3", state="resolved", output="2 + 3 is 5.")
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "2 + 3 is 5."
+
+
+def test_text_of_an_attempt_that_failed_mid_stream_is_discarded(rt: Runtime) -> None:
+    attempts = []
+
+    async def flaky(request: ModelRequest) -> AsyncIterator[str]:
+        attempts.append(1)
+        await asyncio.to_thread(listening.wait, 10)
+        yield "Hel"
+        if len(attempts) == 1:
+            raise ModelError("the connection broke", "connection", True)
+        yield "lo"
+
+    agent = Agent(
+        "stream-flaky",
+        "Greet.",
+        model=FunctionModel(flaky, name="flaky"),
+        retry=RetryPolicy(max_attempts=3, initial_interval=0.01),
+    )
+    events = listened(iter(rt.start(agent, "hi", id="streams/4").stream()))
+    texts = [e for e in events if isinstance(e, TextDelta | TextDiscarded)]
+    assert texts == [
+        TextDelta(run="streams/4", step="streams/4/1", text="Hel"),
+        TextDiscarded(run="streams/4", step="streams/4/1", text="Hel"),
+        TextDelta(run="streams/4", step="streams/4/1", text="Hel"),
+        TextDelta(run="streams/4", step="streams/4/1", text="lo", offset=3),
+    ]
+    assert events[-1] == RunEnded(run="streams/4", state="resolved", output="Hello")
+
+
+def helper_text(request: ModelRequest) -> Any:
+    return after_listening(["sub ", "answer"])
+
+
+helper = Agent("stream-helper", "Help.", model=FunctionModel(helper_text, name="helper"))
+
+
+def boss_text(request: ModelRequest) -> Any:
+    if not any(m.role == "assistant" for m in request.messages):
+        return reply("", call("stream-helper", "h1", input="part"))
+    return after_listening(["done"])
+
+
+boss = Agent("stream-boss", "Lead.", model=FunctionModel(boss_text, name="boss"), tools=[helper])
+
+
+def test_a_sub_agents_events_come_nested_under_its_call(rt: Runtime) -> None:
+    events = listened(iter(rt.start(boss, "go", id="streams/5").stream()))
+    child = "streams/5/3"  # the sub-agent's run is its call step
+    mine = [e for e in events if e.run == child]
+    assert [type(e).__name__ for e in mine] == [
+        "RunStarted",
+        "TextDelta",
+        "TextDelta",
+        "ModelAnswered",
+        "RunEnded",
+    ]
+    assert mine[0] == RunStarted(run=child, agent="stream-helper", input="part")
+    assert mine[-1] == RunEnded(run=child, state="resolved", output="sub answer")
+    assert events.index(mine[-1]) < len(events) - 1
+    assert events[-1] == RunEnded(run="streams/5", state="resolved", output="done")
+
+
+def test_an_agent_over_a_streaming_provider_streams_its_deltas(
+    rt: Runtime, fake: FakeProvider
+) -> None:
+    fake.answer_stream(openai_stream(["one ", "two ", "three"]), delay=0.05)
+    model = OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k")
+    agent = Agent("stream-http", "Count.", model=model)
+    # The provider sends a piece every 50 ms: the stream subscribed long before the first.
+    events = list(rt.start(agent, "count", id="streams/6").stream())
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["one ", "two ", "three"]
+    assert events[-1] == RunEnded(run="streams/6", state="resolved", output="one two three")
+
+
+def test_a_reader_slower_than_the_model_gets_every_delta_before_the_whole_answer(
+    rt: Runtime,
+) -> None:
+    handle = rt.start(adder, "2+3?", id="streams/7")
+    events = iter(handle.stream())
+    first = next(events)
+    listening.set()  # the model speaks now; the reader reads on only once the run has ended
+    assert handle.result(timeout=30) == "2 + 3 is 5."
+    rest = [first, *events]
+    deltas = [i for i, e in enumerate(rest) if isinstance(e, TextDelta)]
+    answers = [i for i, e in enumerate(rest) if isinstance(e, ModelAnswered)]
+    assert "".join(rest[i].text for i in deltas) == "2 + 3 is 5."
+    assert max(deltas) < answers[-1], "the text comes before the whole answer"
+    assert rest[-1] == RunEnded(run="streams/7", state="resolved", output="2 + 3 is 5.")
