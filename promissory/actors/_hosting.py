@@ -49,14 +49,18 @@ class Host(Protocol):
         """Hand a committed message to the actor's activation here, starting one if need be."""
         ...
 
-    def sending(self, actor_id: str) -> None:
-        """A message to ``actor_id`` is about to be written here (``sent`` follows)."""
+    def sending(self, actor_id: str, claim: bool = False) -> str | None:
+        """A message to ``actor_id`` is about to be written here (``sent`` follows).
+
+        With ``claim``, the node id the send may claim the actor for (``send_op(claim=)``),
+        when this node holds it with no activation; else ``None``.
+        """
         ...
 
-    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None:
+    def sent(self, actor_id: str, sent: Sent | None, mark: int, claim: str | None = None) -> None:
         """Hand a message this process has just written (``send_op``'s result, with the
         store's settle mark from before it; ``None`` when the send failed) to the actor's
-        activation, if it is hosted here.
+        activation, if it is hosted here. ``claim``: what ``sending`` returned for it.
         """
         ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -20,6 +20,7 @@ from ..store import (
     MAX_ACTOR_ID_LENGTH,
     EventKind,
     Expectation,
+    Op,
     Promise,
     Sent,
     Store,
@@ -43,12 +44,18 @@ class Delivery(Protocol):
     ``None`` when it failed; ``mark``, the store's settle mark from before it).
     """
 
-    def sending(self, actor_id: str) -> None: ...
+    def sending(self, actor_id: str, claim: bool = False) -> str | None: ...
 
-    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None: ...
+    def sent(
+        self, actor_id: str, sent: Sent | None, mark: int, claim: str | None = None
+    ) -> None: ...
 
 
 __all__ = ["ActorRef", "Reply"]
+
+
+def _itself(op: Op) -> Op:
+    return op
 
 
 class ActorRef:
@@ -106,48 +113,93 @@ class ActorRef:
         tags: Mapping[str, str] | None = None,
     ) -> Reply[Any]:
         """Send ``msg`` and return a ``Reply`` bound to it; see ``tell`` for the arguments."""
+        return self._ask(msg, id, timeout, tags)
+
+    def _ask(
+        self,
+        msg: Any,
+        id: str | None,
+        timeout: Timeout,
+        tags: Mapping[str, str] | None,
+        wrap: Callable[[Op], Op] | None = None,
+        kind: str | None = None,
+    ) -> Reply[Any]:
+        """``ask``; ``wrap`` makes the op the send is written in from the send's own (a spawn
+        that sends its new actor a first message in one transaction: ``Runtime.spawn_ask``);
+        the wrapping op's result is the send's ``Sent``. ``kind``: the message is written
+        only to an actor of that type.
+        """
         message_id = check_id(id) if id is not None else new_message_id(self.id)
         # Expected before it is written, so its settle in this process is caught with its
         # value: the reply costs no read.
         expected = self._store.expect(message_id)
         try:
-            sent = self._send(msg, message_id, timeout, tags)
+            sent = self._send(msg, message_id, timeout, tags, wrap, kind)
         except BaseException:
             expected.cancel()
             raise
         return Reply(sent.id, self._store, expected=expected, pending=sent)
 
     def _send(
-        self, msg: Any, id: str | None, timeout: Timeout, tags: Mapping[str, str] | None
+        self,
+        msg: Any,
+        id: str | None,
+        timeout: Timeout,
+        tags: Mapping[str, str] | None,
+        wrap: Callable[[Op], Op] | None = None,
+        kind: str | None = None,
     ) -> Promise:
         message_id = check_id(id) if id is not None else new_message_id(self.id)
         with _tracing.producer(self.id, type_name(msg), message_id):
-            return self._commit(msg, message_id, timeout, tags)
+            return self._commit(msg, message_id, timeout, tags, wrap, kind)
 
     def _commit(
-        self, msg: Any, message_id: str, timeout: Timeout, tags: Mapping[str, str] | None
+        self,
+        msg: Any,
+        message_id: str,
+        timeout: Timeout,
+        tags: Mapping[str, str] | None,
+        wrap: Callable[[Op], Op] | None,
+        kind: str | None,
     ) -> Promise:
         param = encode_message(msg)
         tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
         secs, at = timeout_parts(timeout)
-        op = send_op(message_id, self.id, param=param, tags=tag_json, secs=secs, at=at)
         # A message with a deadline is not waited on past it: the send returns within it too.
         within = secs if at is None else (at - datetime.now(UTC)).total_seconds()
         limit = None if within is None else max(0.0, within)
         mark = self._store.mark()
+        wrap = wrap or _itself
         if self._deliver is None:
-            sent: Sent = self._store.execute(op, timeout=limit)
+            op = send_op(
+                message_id, self.id, param=param, tags=tag_json, secs=secs, at=at, kind=kind
+            )
+            sent: Sent = self._store.execute(wrap(op), timeout=limit)
             return sent.promise
-        self._deliver.sending(self.id)
+        # An actor this node holds with no activation (passivated, or spawned and not yet
+        # started) is claimed by the send itself: its activation starts with no write.
+        claim = self._deliver.sending(self.id, claim=True)
+        op = wrap(
+            send_op(
+                message_id,
+                self.id,
+                param=param,
+                tags=tag_json,
+                secs=secs,
+                at=at,
+                claim=claim,
+                kind=kind,
+            )
+        )
         try:
             sent = self._store.execute(op, timeout=limit)
         except BaseException:
-            self._deliver.sent(self.id, None, mark)
+            self._deliver.sent(self.id, None, mark, claim)
             raise
         try:
             reached("message.committed", message_id)
         finally:
-            self._deliver.sent(self.id, sent, mark)
+            self._deliver.sent(self.id, sent, mark, claim)
         return sent.promise
 
     def __eq__(self, other: object) -> bool:

@@ -326,13 +326,18 @@ class Agent:
         # A run that continues another continues its trace too.
         earlier = rt.store.get(resume).tags if resume and _tracing.tracing_enabled() else None
         with _tracing.continuing(earlier):
-            # Activated by its task, sent next: it starts that with no read.
-            ref = rt.spawn(
-                run_type, id=run_id, spec=ChildSpec(restart=Restart.TEMPORARY), activate=False
-            )
             model = fork.model if fork is not None and fork.model else self.model.name
             task = RunTask(agent=self.name, input=input, resume=resume, model=model, fork=fork)
-            reply = ref.ask(task, id=run_id, timeout=deadline)
+            # The run's actor, its task and this node's claim on it: one commit, and its
+            # activation starts the task with no write or read of its own.
+            reply = rt.spawn_ask(
+                run_type,
+                task,
+                id=run_id,
+                message_id=run_id,
+                spec=ChildSpec(restart=Restart.TEMPORARY),
+                timeout=deadline,
+            )
         assert rt.store is not None
         return RunHandle(reply.id, rt.store)
 

@@ -244,19 +244,38 @@ class NodeHost:
             )
         return found
 
-    def sending(self, actor_id: str) -> None:
+    def sending(self, actor_id: str, claim: bool = False) -> str | None:
         """A message to ``actor_id`` is being written in this process: a NOTIFY for it that
         comes before the send returns waits for ``sent``, which tells whether it was ours.
+
+        With ``claim``, returns this node's id when the send may claim the actor
+        (``send_op(claim=)``): this node holds it and no activation of it runs or is being
+        started (it was passivated, or spawned and not started). Until ``sent``, deliveries
+        to it wait as during a take-up, so the activation the claim is for is the only one.
         """
+        may_claim = claim and self.lease_held()
         with self._lock:
             self._sending[actor_id] = self._sending.get(actor_id, 0) + 1
+            if not may_claim or self._closing:
+                return None
+            slot = self._slots.get(actor_id)
+            if slot is None or slot.kind is None or slot.ref is not None:
+                return None
+            if slot.suspended is not None or slot.held or slot.taking != TAKING_NONE:
+                return None
+            if slot.stopping is not None or not self.can_host(slot.kind):
+                return None
+            slot.taking = TAKING
+            return self.node_id
 
-    def sent(self, actor_id: str, sent: Sent | None, mark: int) -> None:
+    def sent(self, actor_id: str, sent: Sent | None, mark: int, claim: str | None = None) -> None:
         """Hand a message this process has just written to the actor's activation here, with
         what its send told (the recipient's placement and epoch): no read on the way. Then
-        deliver the NOTIFYs that came meanwhile and were not of it.
+        deliver the NOTIFYs that came meanwhile and were not of it. ``claim``: what
+        ``sending`` returned for this send.
         """
-        if sent is not None and sent.applied:
+        handed = claim is not None and self._start_claimed(actor_id, sent, mark)
+        if not handed and sent is not None and sent.applied:
             fresh = None
             if sent.epoch is not None:
                 fresh = Fresh(sent.epoch, sent.earlier, mark)
@@ -273,6 +292,38 @@ class NodeHost:
         if others:
             self.deliver(actor_id, None)
 
+    def _start_claimed(self, actor_id: str, sent: Sent | None, mark: int) -> bool:
+        """End the wait ``sending(claim=True)`` began; when the send claimed the actor, start
+        its activation from the claimed row with the message (no write, no read) and return
+        ``True``. Otherwise deliveries go on as usual (the message by the caller).
+        """
+        claimed = sent.claimed if sent is not None and sent.applied else None
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if slot is None or slot.taking == TAKING_NONE:
+                return False
+            poked = slot.taking == TAKING_POKED
+            slot.taking = TAKING_NONE
+            if claimed is None or sent is None or self._closing:
+                if poked:  # what came meanwhile, as it would have
+                    self.submit(self.deliver, actor_id, None)
+                return False
+            self._handing(sent.promise.seq)
+            fresh = Fresh(claimed.epoch, sent.earlier, mark)
+            # Its mailbox is this message alone when nothing pending came before it.
+            taken = TakenUp(claimed, [], sent.earlier == (), {}, {})
+            self._poke_or_fail(actor_id, slot, Poke(sent.promise, fresh, taken))
+            if poked:
+                self._poke_or_fail(actor_id, slot, Poke())  # a delivery came meanwhile
+        return True
+
+    def _handing(self, seq: int) -> None:
+        """Note a message handed over in this process: its NOTIFY, when it comes, is an echo."""
+        if len(self._handed_order) == self._handed_order.maxlen:
+            self._handed.discard(self._handed_order[0])
+        self._handed_order.append(seq)
+        self._handed.add(seq)
+
     def deliver(
         self,
         actor_id: str,
@@ -287,11 +338,8 @@ class NodeHost:
         with self._lock:
             if self._closing:
                 return
-            if message is not None:  # its NOTIFY, when it comes, is an echo
-                if len(self._handed_order) == self._handed_order.maxlen:
-                    self._handed.discard(self._handed_order[0])
-                self._handed_order.append(message.seq)
-                self._handed.add(message.seq)
+            if message is not None:
+                self._handing(message.seq)
             slot = self._slots.get(actor_id)
             if slot is None:
                 slot = self._slots[actor_id] = Slot(None)
@@ -453,14 +501,30 @@ class NodeHost:
         slot.sent = 0
         slot.ref, slot.activation = start_activation(actor_class, Binding(actor_id, self))
 
-    def note_kind(self, actor_id: str, kind: str) -> None:
-        """Remember an actor's kind (from a spawn or the recovery pass) to save a lookup."""
+    def note_kind(self, actor_id: str, kind: str) -> bool:
+        """Remember an actor's kind (from a spawn or the recovery pass) to save a lookup;
+        ``True`` when this node knew nothing of the actor before.
+        """
         with self._lock:
             slot = self._slots.get(actor_id)
             if slot is None:
                 self._slots[actor_id] = Slot(kind)
-            elif slot.kind is None:
+                return True
+            if slot.kind is None:
                 slot.kind = kind
+            return False
+
+    def unnote(self, actor_id: str) -> None:
+        """Forget an actor ``note_kind`` noted for a spawn that then failed (the id may be
+        another type's), unless something has been started for it meanwhile.
+        """
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if slot is None or slot.ref is not None or slot.taking != TAKING_NONE:
+                return
+            if slot.held or slot.suspended is not None:
+                return
+            del self._slots[actor_id]
 
     def activation_idle(self, activation: Activation) -> None:
         """Passivate the activation after ``idle_timeout`` unless work arrives first."""

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from ..actors import (
     ActorRef,
     ChildSpec,
     DurableActor,
+    Reply,
     Restart,
     check_hostable_name,
     check_state,
@@ -40,6 +41,7 @@ from ..store import (
     MAX_ACTOR_ID_LENGTH,
     EventKind,
     NodeLease,
+    Op,
     PromiseState,
     Store,
     Timeout,
@@ -308,13 +310,8 @@ class Runtime(ScheduleMethods):
         id: str,
         state: Any = None,
         spec: ChildSpec | None = None,
-        activate: bool = True,
     ) -> ActorRef:
         """Create a top-level actor (or find it: spawning an existing id is idempotent).
-
-        ``activate=False`` leaves a new actor to be activated by the first message sent to
-        it (a caller about to send one: its activation then starts that message with no
-        read, see ``Fresh``) rather than at once.
 
         An actor of that id that was stopped or failed is brought back with ``state``. Its
         ``spec`` (default: transient, intensity 1 in 5 s) says how the runtime, the root of
@@ -327,26 +324,88 @@ class Runtime(ScheduleMethods):
 
         """
         store = self._store()
+        kind, make = self._spawning(actor_class, id, state, spec)
+        record, created, _ = store.execute(make(None))
+        self.host.spawned(id, kind)
+        if created:
+            self.host.deliver(id, None)
+        return self.host.ref(id)
+
+    def spawn_ask(
+        self,
+        actor_class: type[DurableActor[Any]],
+        msg: Any,
+        *,
+        id: str,
+        message_id: str | None = None,
+        state: Any = None,
+        spec: ChildSpec | None = None,
+        timeout: Timeout = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Reply[Any]:
+        """Create a top-level actor (as ``spawn``) and ask it ``msg``, in one transaction.
+
+        One commit keeps the actor, its first message and this node's claim on it, and its
+        activation starts that message with no write or read of its own: the quickest way
+        from nothing to a running handler (an agent run starts this way). ``message_id``,
+        ``timeout`` and ``tags`` are ``ask``'s ``id``, ``timeout`` and ``tags``. An actor
+        that exists already is sent the message (as ``spawn`` then ``ask`` would).
+
+        Example:
+            >>> reply = rt.spawn_ask(Summarizer, Summarize("…"), id="sums/42")  # doctest: +SKIP
+            >>> reply.get(timeout=30)  # doctest: +SKIP
+
+        Raises:
+            ActorExistsError: an actor with this id exists, of another class.
+
+        """
+        self._store()
+        kind, make = self._spawning(actor_class, id, state, spec)
+        # Known before the send, so the send claims the new actor for this node.
+        noted = self.host.note_kind(id, kind)
+
+        def within_spawn(send: Op) -> Op:
+            spawn = make(send)
+            return Op(spawn.statements, lambda rows, xid: spawn.finish(rows, xid)[2], label="spawn")
+
+        try:
+            return self.host.ref(id)._ask(msg, message_id, timeout, tags, within_spawn, kind)
+        except BaseException:
+            if noted:  # nothing was written: the id may be another type's
+                self.host.unnote(id)
+            raise
+
+    def _spawning(
+        self,
+        actor_class: type[DurableActor[Any]],
+        id: str,
+        state: Any,
+        spec: ChildSpec | None,
+    ) -> tuple[str, Callable[[Op | None], Op]]:
+        """Check a top-level spawn's arguments; its kind, and its op (with a step or not)."""
         check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         check_state(actor_class, state)
         kind = actor_class.kind()
         check_hostable_name(actor_class, kind)
         self.host.register(actor_class)
-        op = spawn_op(
-            id,
-            parent=None,
-            kind=kind,
-            spec=encode(spec or ChildSpec(restart=Restart.TRANSIENT), what="child spec"),
-            state=encode(state, what="state") if state is not None else None,
-            start=start_message(actor_class),
-            supervisor=actor_class.supervises,
-            node=self.host.home_for(kind),
-        )
-        record, created, _ = store.execute(op)
-        self.host.spawned(id, kind)
-        if created and (activate or start_message(actor_class) is not None):
-            self.host.deliver(id, None)
-        return self.host.ref(id)
+        spec_json = encode(spec or ChildSpec(restart=Restart.TRANSIENT), what="child spec")
+        state_json = encode(state, what="state") if state is not None else None
+        node = self.host.home_for(kind)
+
+        def make(step: Op | None) -> Op:
+            return spawn_op(
+                id,
+                parent=None,
+                kind=kind,
+                spec=spec_json,
+                state=state_json,
+                start=start_message(actor_class),
+                supervisor=actor_class.supervises,
+                node=node,
+                step=step,
+            )
+
+        return kind, make
 
     def run(
         self,

@@ -216,19 +216,20 @@ def spawn_op(
 
     def finish(rows: list[Rows], xid: int | None) -> tuple[ActorRecord, bool, Any]:
         written, existing = rows[0], rows[1]
-        step_result = step.finish(rows[2:], xid) if step is not None else None
         if written:
-            return actor_from_row(written[0]), True, step_result
-        if not existing:
+            record, created = actor_from_row(written[0]), True
+        elif not existing:
             raise FencedError(
                 f"spawning {id!r}: the activation of {fence.actor if fence else '?'} is stale"
             )
-        record = actor_from_row(existing[0])
-        if record.kind != kind:
-            raise ActorExistsError(
-                f"an actor with the id {id!r} exists already, of kind {record.kind}, not {kind}"
-            )
-        return record, False, step_result
+        else:
+            record, created = actor_from_row(existing[0]), False
+            if record.kind != kind:
+                raise ActorExistsError(
+                    f"an actor with the id {id!r} exists already, of kind {record.kind}, "
+                    f"not {kind}"
+                )
+        return record, created, step.finish(rows[2:], xid) if step is not None else None
 
     return Op(statements, finish, label="spawn")
 

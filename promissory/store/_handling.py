@@ -13,7 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import ActorNotFoundError, ActorStoppedError, FencedError, InvalidInputError
-from ._actors import _FENCE, Fence, _fence_params, _fence_sql
+from ._actors import (
+    _FENCE,
+    ACTOR_COLUMNS,
+    PENDING_RESTART,
+    ActorRecord,
+    Fence,
+    _fence_params,
+    _fence_sql,
+    actor_from_row,
+)
 from ._ops import Event, EventKind, Group, Op, Rows
 from ._promises import COLUMNS, promise_from_row, written_by
 from ._records import Outcome, Promise, PromiseKind, PromiseState
@@ -34,17 +43,41 @@ WITH target AS (
            'message', %(recipient)s, %(fp)s
     FROM target
     WHERE target.status IN ('running', 'restarting') AND {{fence}}
+      AND (%(kind)s::text IS NULL OR target.kind = %(kind)s::text)
     ON CONFLICT (id) DO NOTHING
     RETURNING {COLUMNS}
 )
+{{claim}}
 SELECT sent.*, target.epoch, target.kind, target.node,
        ARRAY(SELECT e.seq FROM promises e
              WHERE e.recipient = %(recipient)s AND e.state = 'pending' AND e.seq < sent.seq
-             ORDER BY e.seq LIMIT {EARLIER + 1})
-FROM sent, target
+             ORDER BY e.seq LIMIT {EARLIER + 1}){{claimed}}
+FROM sent CROSS JOIN target{{join}}
 """
 """One statement: the message, and what its recipient's host needs to run it with no read
 (the recipient's epoch, kind and node, and the pending messages to it that came before)."""
+
+_SEND_CLAIM = f""", claimed AS (
+    UPDATE actors SET epoch = epoch + 1, node = %(claim)s, updated_at = clock_timestamp()
+    WHERE id = (SELECT id FROM actors WHERE id = %(recipient)s FOR NO KEY UPDATE SKIP LOCKED)
+      AND status = 'running' AND (node IS NULL OR node = %(claim)s)
+      AND EXISTS (SELECT 1 FROM sent)
+      AND NOT {PENDING_RESTART.format(actor="actors")}
+    RETURNING {ACTOR_COLUMNS}
+)"""
+"""A send that also claims its recipient for the sending node (a new epoch), as ``claim_op``
+would, when that node holds the actor with no activation of it (a passivated actor): the
+activation then starts from the row with no write of its own. Only a message that was
+written claims; an actor another node holds, whose restart is decided and not applied, or
+whose row another transaction is changing (``SKIP LOCKED``: the send never waits on the
+claim) is not claimed, and the send is as without it: the activation claims for itself."""
+
+_SEND_PLAIN = _SEND.replace("{claim}", "").replace("{claimed}", "").replace("{join}", "")
+_SEND_CLAIMING = (
+    _SEND.replace("{claim}", _SEND_CLAIM)
+    .replace("{claimed}", ", claimed.*")
+    .replace("{join}", " LEFT JOIN claimed ON true")
+)
 
 _SEND_FAILED = f"""
 SELECT (SELECT status FROM actors WHERE id = %s), p.*
@@ -60,22 +93,27 @@ class Sent(Outcome, frozen=True):
     """What a send did (an ``Outcome``), and, when it wrote the message, what the recipient's
     host needs to hand it on without reading it back: the recipient's ``epoch``, ``kind`` and
     ``node`` as they were when it was written, and the seqs of the pending messages to the
-    recipient that came ``earlier`` (``None``: too many to list).
+    recipient that came ``earlier`` (``None``: too many to list). ``claimed``: the
+    recipient's row as a send that claims it left it (its new epoch), if it did.
     """
 
     epoch: int | None = None
     kind: str | None = None
     node: str | None = None
     earlier: tuple[int, ...] | None = None
+    claimed: ActorRecord | None = None
 
 
 def sent_from_row(row: Sequence[Any]) -> Sent:
-    """A ``Sent`` from a row of ``COLUMNS`` followed by the recipient's epoch, kind and node
-    and the seqs of the earlier pending messages to it (at most ``EARLIER`` + 1).
+    """A ``Sent`` from a row of ``COLUMNS`` followed by the recipient's epoch, kind and node,
+    the seqs of the earlier pending messages to it (at most ``EARLIER`` + 1) and, from a send
+    that claims, the recipient's claimed row (``ACTOR_COLUMNS``, all null if not claimed).
     """
-    epoch, kind, node, earlier = row[_SEND_WIDTH:]
+    epoch, kind, node, earlier = row[_SEND_WIDTH : _SEND_WIDTH + 4]
     listed = tuple(earlier) if len(earlier) <= EARLIER else None
-    return Sent(promise_from_row(row), True, epoch, kind, node, listed)
+    rest = row[_SEND_WIDTH + 4 :]
+    claimed = actor_from_row(rest) if rest and rest[0] is not None else None
+    return Sent(promise_from_row(row), True, epoch, kind, node, listed, claimed)
 
 
 def send_op(
@@ -88,13 +126,20 @@ def send_op(
     at: datetime | None = None,
     fence: Fence | None = None,
     fp: str | None = None,
+    claim: str | None = None,
+    kind: str | None = None,
 ) -> Op:
     """The op that writes a message to an alive actor; an existing id is returned as it is.
 
     Its result is a ``Sent``. ``fp``: the fingerprint of the call, when the message is a step
-    of a handler.
+    of a handler. ``claim``: a node id; a written message also claims its recipient for
+    that node when it may (``Sent.claimed``; see ``_SEND_CLAIM``). ``kind``: the message is
+    written only if the recipient is of that type (a spawn's first message: a spawn that
+    finds the id taken by another type keeps nothing).
     """
     params = {
+        "claim": claim,
+        "kind": kind,
         "fp": fp,
         "id": id,
         "recipient": recipient,
@@ -124,10 +169,11 @@ def send_op(
             raise ActorStoppedError(f"actor {recipient!r} is {status}; message not sent")
         raise FencedError(f"sending to {recipient!r}: the sending activation is stale")
 
+    sql = (_SEND_CLAIMING if claim else _SEND_PLAIN).replace("{fence}", _fence_sql(fence))
     # No in-process event: the sender hands the message to its host itself (with the row),
     # and other processes hear of it by NOTIFY.
     return Op(
-        [(_SEND.replace("{fence}", _fence_sql(fence)), params)],
+        [(sql.replace("{fence}", _fence_sql(fence)), params)],
         finish,
         label="send",
         reread=(_SEND_FAILED, (recipient, id)),

@@ -326,7 +326,8 @@ class NodeLease:
         self.store.read(
             lambda conn: conn.execute(
                 "UPDATE nodes SET kinds = %s WHERE id = %s", (new, self.node_id)
-            )
+            ),
+            background=True,  # the fleet's own upkeep, not a read for work (``Store.reads``)
         )
 
     def _watch(self) -> None:

@@ -38,16 +38,27 @@ class OutageLog:
         self._what = what
         self._lock = threading.Lock()
         self._since: float | None = None
+        self._back: float | None = None
+        """When the database was last found back (``ok`` ended an outage)."""
 
     @property
     def down(self) -> bool:
         """Whether the last attempt failed."""
         return self._since is not None
 
-    def failed(self, exc: BaseException, then: str = "retrying") -> None:
-        """An attempt failed with ``exc`` (a lost or unreachable database)."""
+    def failed(
+        self, exc: BaseException, then: str = "retrying", began: float | None = None
+    ) -> None:
+        """An attempt failed with ``exc`` (a lost or unreachable database); ``began``
+        (``time.monotonic()``) is when it started.
+
+        An attempt that started before the database was last found back does not begin a new
+        outage: it ran on a connection the last outage had cut (a pooled one, handed out late),
+        and says nothing about the database now.
+        """
         with self._lock:
-            first = self._since is None
+            stale = began is not None and self._back is not None and began < self._back
+            first = self._since is None and not stale
             if first:
                 self._since = time.monotonic()
         level = logging.WARNING if first else logging.DEBUG
@@ -66,6 +77,7 @@ class OutageLog:
             if self._since is None or (began is not None and began < self._since):
                 return
             since, self._since = self._since, None
+            self._back = time.monotonic()
         if since is not None:
             self._log.warning(
                 "promissory %s: the database answers again (after %.1f s)",

@@ -648,7 +648,7 @@ class Store(Reads):
                     except StoreUnavailableError:
                         pass  # still away: wait and try again, as below
                 self._lost = True  # no connection at all for a whole wait: treated as lost
-                self._outage.failed(exc, f"retrying for up to {self.reconnect_timeout:g} s")
+                self._outage.failed(exc, f"retrying for up to {self.reconnect_timeout:g} s", began)
                 if time.monotonic() >= deadline:
                     raise StoreUnavailableError(
                         f"the promise store could not reach {redact(self.dsn)} for {waits:g} s"
@@ -663,7 +663,9 @@ class Store(Reads):
                     raise StoreError(f"the database refused a read: {exc}") from exc
                 else:
                     self._lost = True
-                    self._outage.failed(exc, f"retrying for up to {self.reconnect_timeout:g} s")
+                    self._outage.failed(
+                        exc, f"retrying for up to {self.reconnect_timeout:g} s", began
+                    )
                     if time.monotonic() >= deadline:
                         raise StoreUnavailableError(
                             f"the promise store lost its connection to {redact(self.dsn)}: {exc}"

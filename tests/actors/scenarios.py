@@ -116,3 +116,23 @@ def retrying(rt: Runtime) -> dict[str, Any]:
     ``test_crash.test_a_backoff_survives_a_sigkill``)."""
     caller = rt.spawn(Caller, id="caller")
     return {"reply": caller.ask(Batch(jobs=0), id="calls/0").get(timeout=30)}
+
+
+def passivating(rt: Runtime) -> dict[str, Any]:
+    """Jobs asked of workers one at a time, each after its worker has passivated: every
+    send claims its passivated recipient in the send's own statement (issue 17)."""
+    rt.host.idle_timeout = 0.01
+    workers = [rt.spawn(Worker, id=f"workers/{k}") for k in range(2)]
+    values = {}
+    for k in range(6):
+        deadline = time.monotonic() + 5
+        while rt.host.live_activations() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        reply = workers[k % 2].ask(Job(steps=2, weight=k + 1), id=f"jobs/{k}")
+        values[reply.id] = reply.get(timeout=60)
+    assert rt.store is not None
+    rows = rt.store.read(
+        lambda conn: conn.execute("SELECT id, state FROM actors ORDER BY id").fetchall()
+    )
+    states = {a: msgspec.json.decode(s) if s is not None else None for a, s in rows}
+    return {"replies": values, "states": states}

@@ -5,7 +5,8 @@ one commit to keep the message and one to settle it with the actor's new state, 
 is read on the way (the send tells the host where and at which epoch the actor lives, the
 activation knows a message it was handed has no journal yet, and the settle carries the reply
 to the asker). A message from a handler to a local actor is read no more than one from
-outside. A passivated actor pays one commit more, its claim. Counted on the store's own
+outside. A passivated actor costs the same two commits: its send claims it (a new epoch) in the
+same statement, and the new activation starts from that row. Counted on the store's own
 counters, so other work on the database does not disturb the figures.
 """
 
@@ -106,7 +107,7 @@ def test_a_send_from_a_handler_to_a_local_actor_is_read_by_no_one(rt: Runtime) -
     assert counted(rt)[0] > commits
 
 
-def test_a_passivated_actor_wakes_with_one_commit_more_and_no_read(dsn: str) -> None:
+def test_a_passivated_actor_wakes_with_two_commits_and_no_read(dsn: str) -> None:
     with Runtime(dsn, idle_timeout=0.05) as rt:
         ref = rt.spawn(Counter, id="counter")
         ref.ask(Add(0)).get(timeout=10)
@@ -118,8 +119,8 @@ def test_a_passivated_actor_wakes_with_one_commit_more_and_no_read(dsn: str) -> 
                 time.sleep(0.01)
             assert ref.ask(Add(1)).get(timeout=10) == i + 1
         after_commits, after_reads = counted(rt)
-    # Each: the message, the claim of a new epoch, the settle.
-    assert after_commits - commits <= 3 * n
+    # Each: the message with the claim of a new epoch, then the settle.
+    assert after_commits - commits <= 2 * n
     assert after_reads - reads == 0
 
 
@@ -135,3 +136,52 @@ def test_an_ask_whose_reply_comes_from_another_process_reads_it(dsn: str) -> Non
             reply = ActorRef("counter", other).ask(Add(2))
             assert reply.get(timeout=10) == 2
             assert other.reads >= 1
+
+
+def test_spawn_ask_keeps_the_actor_its_message_and_its_claim_in_one_commit(rt: Runtime) -> None:
+    rt.spawn(Counter, id="warm").ask(Add(0)).get(timeout=10)  # pools and prepared statements
+    commits, reads = counted(rt)
+
+    n = 5
+    for i in range(n):
+        assert rt.spawn_ask(Counter, Add(i), id=f"fresh/{i}").get(timeout=10) == i
+
+    after_commits, after_reads = counted(rt)
+    # Each: the actor with its message and this node's claim, then the settle.
+    assert after_commits - commits <= 2 * n
+    assert after_reads - reads == 0
+    assert rt.store is not None
+    epochs = rt.store.read(
+        lambda conn: conn.execute(
+            "SELECT count(*), min(epoch), max(epoch) FROM actors WHERE id LIKE 'fresh/%%'"
+        ).fetchone()
+    )
+    assert epochs == (n, 1, 1)  # claimed once, by the send
+
+
+def test_spawn_ask_of_an_existing_actor_sends_it_the_message(rt: Runtime) -> None:
+    ref = rt.spawn(Counter, id="counter")
+    assert ref.ask(Add(2)).get(timeout=10) == 2
+    assert rt.spawn_ask(Counter, Add(3), id="counter", message_id="counter/m3").get(10) == 5
+    assert rt.spawn_ask(Counter, Add(3), id="counter", message_id="counter/m3").get(10) == 5
+
+
+class Other(DurableActor[None]):
+    @handler
+    def add(self, ctx: Context, msg: Add) -> int:
+        return -1
+
+
+def test_spawn_ask_of_an_id_taken_by_another_type_writes_nothing_and_harms_nothing(
+    dsn: str,
+) -> None:
+    from promissory.errors import ActorExistsError
+
+    with Runtime(dsn) as first:
+        first.spawn(Counter, id="counter").ask(Add(1)).get(timeout=10)
+    with Runtime(dsn) as rt:  # knows nothing of "counter" yet
+        with pytest.raises(ActorExistsError, match="counter"):
+            rt.spawn_ask(Other, Add(5), id="counter", message_id="counter/refused")
+        assert rt.store is not None
+        assert rt.store.find("counter/refused") is None
+        assert rt.ref("counter").ask(Add(1)).get(timeout=10) == 2  # still a Counter

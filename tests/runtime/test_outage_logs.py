@@ -82,3 +82,21 @@ def test_a_read_that_began_before_the_outage_does_not_say_the_database_is_back(
     assert len(lines) == 2, lines
     assert lines[0].startswith("promissory store: ConnectionError: server closed")
     assert lines[1].startswith("promissory store: the database answers again")
+
+
+def test_a_read_that_began_before_the_database_came_back_does_not_start_another_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from promissory.store._outage import OutageLog
+
+    caplog.set_level(logging.DEBUG, logger="promissory.store")
+    outage = OutageLog(logging.getLogger("promissory.store"), "store")
+    outage.failed(ConnectionError("server closed the connection"))
+    began = time.monotonic()  # handed a pooled connection the outage had cut
+    outage.ok(time.monotonic())  # another read finds the database back
+    outage.failed(ConnectionError("server closed the connection"), began=began)
+    assert not outage.down  # a late failure of an old connection: not a new outage
+    outage.failed(ConnectionError("server closed the connection"), began=time.monotonic())
+    assert outage.down  # one that began afterwards is
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings  # lost, back, lost again; the stale one at debug

@@ -1,0 +1,146 @@
+"""A send that claims its recipient (issue 17): a message to an actor this node holds with no
+activation (passivated) also claims the actor, a new epoch, in the send's own statement, so
+waking it costs no commit of its own. A kill just after such a send, or a connection cut
+inside its COMMIT, loses nothing and runs no kept step twice; concurrent sends to a
+passivated actor start one activation, which handles each message once, in order; and a send
+never claims an actor another node holds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+
+from promissory import Context, DurableActor, Runtime, handler
+from promissory.store import Store
+from promissory.store._handling import send_op
+from promissory.testing import CrashTest, kept_steps
+
+SCENARIO = "tests.actors.scenarios:passivating"
+
+
+@pytest.fixture(scope="module")
+def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from promissory.testing import fresh_schema
+
+    with fresh_schema(server_dsn) as dsn:
+        test = CrashTest(dsn, SCENARIO, workdir=tmp_path_factory.mktemp("clean"))
+        run = test.run()
+        assert not run.killed
+        return {"outcome": run.outcome, "effects": set(test.effects())}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "fault", ["crash_at=message.committed:2", "crash_at=message.committed:5", "drop_at=send:3"]
+)
+def test_a_fault_at_a_claiming_send_loses_nothing_and_runs_no_kept_step_twice(
+    dsn: str, tmp_path: Path, clean: dict[str, Any], fault: str
+) -> None:
+    test = CrashTest(dsn, SCENARIO, workdir=tmp_path)
+    name, value = fault.split("=")
+    first = test.run(**{name: value})
+    if name == "crash_at":
+        assert first.killed, f"the run never reached {value}"
+        kept = kept_steps(dsn)
+        before = test.effects()
+        final = test.run()
+        assert not final.killed
+        again = {key for (_, key) in test.effects() - before} & kept
+        assert not again, f"kept steps ran again: {sorted(again)}"
+    else:
+        final = first  # the process lives on, finds out, and goes on
+        assert not final.killed
+        assert final.dropped is not None and final.dropped.startswith("send #3"), final.stderr
+    assert final.outcome == clean["outcome"]
+    assert set(test.effects()) == clean["effects"]
+
+
+class Note(msgspec.Struct, frozen=True):
+    sender: int
+    n: int
+
+
+class Read(msgspec.Struct, frozen=True):
+    pass
+
+
+class Notebook(DurableActor[dict[str, list[int]]], name="tests.claiming.Notebook"):
+    def initial_state(self) -> dict[str, list[int]]:
+        return {}
+
+    @handler
+    def note(self, ctx: Context, msg: Note) -> None:
+        self.state.setdefault(str(msg.sender), []).append(msg.n)
+
+    @handler
+    def read(self, ctx: Context, msg: Read) -> dict[str, list[int]]:
+        return self.state
+
+
+@pytest.mark.timeout(120)
+def test_concurrent_sends_to_a_passivated_actor_are_each_handled_once_in_order(
+    dsn: str,
+) -> None:
+    with Runtime(dsn, idle_timeout=0.02) as rt:
+        ref = rt.spawn(Notebook, id="notebook")
+        ref.ask(Read()).get(timeout=10)
+        senders, rounds, each = 6, 5, 4
+        for r in range(rounds):
+            deadline = time.monotonic() + 5
+            while rt.host.live_activations() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert rt.host.live_activations() == 0, "the actor did not passivate"
+
+            def send(sender: int, r: int = r) -> None:
+                for i in range(each):
+                    ref.tell(Note(sender, r * each + i))
+
+            threads = [threading.Thread(target=send, args=(s,)) for s in range(senders)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        notes = ref.ask(Read()).get(timeout=30)
+    assert notes == {str(s): list(range(rounds * each)) for s in range(senders)}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pending = conn.execute(
+            "SELECT count(*) FROM promises WHERE recipient = 'notebook' AND state = 'pending'"
+        ).fetchone()
+    assert pending == (0,)
+
+
+def test_a_send_claims_only_an_actor_held_by_the_claiming_node_or_by_none(dsn: str) -> None:
+    store = Store(dsn)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO actors (id, kind, spec, node, epoch) VALUES "
+                "('held', 'k', '{}', 'node-a', 3), ('free', 'k', '{}', NULL, 3)"
+            )
+
+        def send(recipient: str, n: int, claim: str) -> Any:
+            op = send_op(f"{recipient}/m{n}", recipient, param="{}", tags="{}", claim=claim)
+            return store.execute(op)
+
+        other = send("held", 1, "node-b")
+        assert other.applied and other.claimed is None  # another node's: sent, not claimed
+        mine = send("held", 2, "node-a")
+        assert mine.applied and mine.claimed is not None
+        assert (mine.claimed.epoch, mine.claimed.node, mine.epoch) == (4, "node-a", 3)
+        assert mine.earlier == (other.promise.seq,)
+        free = send("free", 1, "node-b")
+        assert free.claimed is not None and free.claimed.node == "node-b"
+        again = send("free", 1, "node-b")  # the same message again: no second claim
+        assert not again.applied and again.claimed is None
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            rows = conn.execute("SELECT id, epoch, node FROM actors ORDER BY id").fetchall()
+        assert rows == [("free", 4, "node-b"), ("held", 4, "node-a")]
+    finally:
+        store.close()
