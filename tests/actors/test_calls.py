@@ -92,7 +92,9 @@ class Caller(DurableActor):
     def send_note(self, ctx: Context, msg: SendNote) -> str:
         TALLY.hit(f"sender:{ctx.message_id}")
         sent = ctx.send(msg.target, Note(msg.text))
-        ctx.sleep(0.1)
+        # Long enough past suspend_after that it suspends (and is replayed) however slowly
+        # the handler gets here: a timer already due by then would be waited out in-thread.
+        ctx.sleep(1.0)
         return sent
 
     @handler
@@ -122,7 +124,7 @@ def test_send_tells_another_actor_once_even_when_the_sender_is_replayed(
 ) -> None:
     recorder = rt.spawn(Recorder, id="recorder")
     reply = rt.spawn(Caller, id="caller").ask(SendNote("recorder", "hello"))
-    assert reply.get(timeout=5) == f"{reply.id}/1"
+    assert reply.get(timeout=30) == f"{reply.id}/1"
     assert TALLY.counts[f"sender:{reply.id}"] == 2, "replayed after its sleep"
     assert recorder.ask(Items()).get(timeout=5) == [5]
     assert one(dsn, "SELECT count(*) FROM promises WHERE recipient = 'recorder'") == 2
@@ -132,12 +134,13 @@ def test_gather_returns_the_replies_of_a_fan_out_in_argument_order(rt: Runtime, 
     targets = [f"doublers/{i}" for i in range(3)]
     for t in targets:
         rt.spawn(Doubler, id=t)
-    # The first callee answers last, the last first.
-    works = [Work(1, 0.3), Work(2, 0.2), Work(3, 0.1)]
+    # The first callee answers last, the last first. The delays are far apart and long
+    # against a loaded machine's overhead: one after another they would take 3 s.
+    works = [Work(1, 1.5), Work(2, 1.0), Work(3, 0.5)]
     started = time.monotonic()
     reply = rt.spawn(Caller, id="caller").ask(FanOut(targets, works))
-    assert reply.get(timeout=5) == [2, 4, 6]
-    assert time.monotonic() - started < 0.55, "the three calls ran at once"
+    assert reply.get(timeout=30) == [2, 4, 6]
+    assert time.monotonic() - started < 2.7, "the three calls ran at once"
     rows = sql(
         dsn,
         "SELECT id FROM promises WHERE id LIKE %s AND kind = 'message' ORDER BY settled_at",

@@ -57,13 +57,15 @@ def test_a_sleeping_handler_holds_no_thread_and_continues_when_the_timer_fires(
 ) -> None:
     ref = rt.spawn(Napper, id="napper")
     started = time.monotonic()
-    reply = ref.ask(Nap(0.4))
+    # Long enough that the checks below see it suspended before the timer fires, however
+    # slowly a loaded machine gets to them.
+    reply = ref.ask(Nap(2.0))
     eventually(lambda: rt.host.suspended_count() == 1, what="the handler suspended")
     assert rt.host.live_activations() == 0
     assert not reply.done()
     assert one(dsn, "SELECT awaiting FROM promises WHERE id = %s", reply.id) == [f"{reply.id}/1"]
-    assert reply.get(timeout=5) == "rested"
-    assert time.monotonic() - started >= 0.4
+    assert reply.get(timeout=30) == "rested"
+    assert time.monotonic() - started >= 2.0
     assert rt.host.suspended_count() == 0
     assert TALLY.counts[f"run:{reply.id}"] == 2
     assert one(dsn, "SELECT kind, state FROM promises WHERE id = %s", f"{reply.id}/1") == (
@@ -162,8 +164,10 @@ def test_now_and_random_return_the_same_values_when_the_message_is_replayed(
     rt: Runtime, dsn: str
 ) -> None:
     ref = rt.spawn(Dice, id="dice")
-    first, second = ref.ask(Nap(0.1)), ref.ask(Nap(0.1))
-    a, b = first.get(timeout=5), second.get(timeout=5)
+    # Sleeps far past suspend_after, so each message suspends and is replayed once however
+    # slowly its handler reaches the sleep (a timer due by then is waited out in-thread).
+    first, second = ref.ask(Nap(1.0)), ref.ask(Nap(1.0))
+    a, b = first.get(timeout=30), second.get(timeout=30)
     runs = TALLY.logs[first.id]
     assert len(runs) == 2 and runs[0] == runs[1], "the replay saw the first run's values"
     assert runs[0][0].isoformat() == a[0]

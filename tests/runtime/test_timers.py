@@ -35,17 +35,25 @@ class Alarm(DurableActor):
 
 def test_sleeps_of_different_lengths_in_different_actors_wake_in_due_order(dsn: str) -> None:
     TALLY.clear()
-    lengths = {"alarms/a": 0.4, "alarms/b": 0.1, "alarms/c": 0.3, "alarms/d": 0.2}
+    # Half a second apart, so they come due in the order of their lengths however slowly a
+    # loaded machine sends them one after another; wakes and firings are then compared with
+    # the timers' own due order.
+    lengths = {"alarms/a": 2.0, "alarms/b": 0.5, "alarms/c": 1.5, "alarms/d": 1.0}
     with Runtime(dsn, suspend_after=0.02) as rt:
         replies = [rt.spawn(Alarm, id=a).ask(Nap(s)) for a, s in lengths.items()]
-        assert [r.get(timeout=5) for r in replies] == list(lengths)
-    assert TALLY.logs["wakes"] == ["alarms/b", "alarms/d", "alarms/c", "alarms/a"]
+        assert [r.get(timeout=30) for r in replies] == list(lengths)
+    actor_of = {f"{r.id}/1": a for r, a in zip(replies, lengths, strict=True)}
+    due = [
+        r[0] for r in sql(dsn, "SELECT id FROM promises WHERE kind = 'timer' ORDER BY timeout_at")
+    ]
+    assert [actor_of[t] for t in due] == ["alarms/b", "alarms/d", "alarms/c", "alarms/a"]
+    assert TALLY.logs["wakes"] == [actor_of[t] for t in due]
     timers = sql(
         dsn,
         "SELECT id, settled_at >= timeout_at FROM promises WHERE kind = 'timer' "
         "ORDER BY settled_at",
     )
-    assert [t[0] for t in timers] == [f"{r.id}/1" for r in [replies[i] for i in (1, 3, 2, 0)]]
+    assert [t[0] for t in timers] == due
     assert all(t[1] for t in timers), "no timer fired early"
 
 
@@ -56,5 +64,6 @@ def test_a_sleep_of_zero_or_until_a_past_time_goes_on_at_once(dsn: str) -> None:
         assert ref.ask(Nap(0)).get(timeout=5) == "alarm"
         past = datetime.now(UTC) - timedelta(hours=1)
         assert ref.ask(At(past)).get(timeout=5) == "on time"
-        assert time.monotonic() - started < 0.5
+        # Only guards against waiting on the timer service: slack for a loaded machine.
+        assert time.monotonic() - started < 3
         assert rt.host.suspended_count() == 0
