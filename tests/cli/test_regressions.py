@@ -43,7 +43,9 @@ def test_run_and_resume_give_up_on_a_missing_database_like_the_other_commands(
     ]
     for proc in started:
         one_clean_line(proc.result(60))
-        assert time.monotonic() - began < 10, proc.argv
+        # 3 s connect timeouts, three processes starting at once on a loaded machine: the
+        # bound only tells giving up from retrying without end
+        assert time.monotonic() - began < 30, proc.argv
 
 
 def test_the_node_app_s_marker_file_is_never_read_half_written(tmp_path: Path) -> None:

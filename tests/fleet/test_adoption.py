@@ -25,10 +25,12 @@ def test_a_dead_nodes_timers_backoffs_and_cancels_are_carried_on_by_a_live_node(
     a = nodes(TYPES, "A").ready()
     with Runtime(dsn, hosts=[]) as rt:
         assert rt.store is not None
+        # 8 s: long enough that A, busy setting up the other two, cannot finish them itself
+        # before it is paused below.
         napper = rt.spawn(Napper, id="napper")
-        nap = napper.ask(Nap(3.0))
+        nap = napper.ask(Nap(8.0))
         backoff = ChildSpec(
-            restart=Restart.PERMANENT, intensity=5, backoff=Backoff(min=3.0, max=3.0, jitter=0)
+            restart=Restart.PERMANENT, intensity=5, backoff=Backoff(min=8.0, max=8.0, jitter=0)
         )
         crasher = rt.spawn(CrashOnce, id="crasher", spec=backoff)
         crashed = crasher.ask(Crash())
@@ -46,6 +48,9 @@ def test_a_dead_nodes_timers_backoffs_and_cancels_are_carried_on_by_a_live_node(
             what="the crasher in its backoff",
         )
         assert {r[0] for r in sql(dsn, "SELECT node FROM actors")} == {a.node_id}
+        # Frozen now, so that however long B takes to start, A cannot wake the nap or end the
+        # backoff itself; it holds its lease (or loses it to silence) until it is killed.
+        a.pause()
         b = nodes(TYPES, "B").ready()
         a.kill()
         # A cancel kept while nobody carries it out (its holder is dead).

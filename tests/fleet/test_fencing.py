@@ -51,13 +51,16 @@ def test_a_paused_node_past_its_lease_keeps_nothing_for_an_adopted_actor(
         assert time.monotonic() - paused > LEASE_SILENCE - 1
         assert holder(dsn, "x") == b.node_id
         a.resume()
-        # A wakes up mid-handler: its next step is refused, and it says so.
+        # A wakes up mid-handler: its next step is refused, and it says so (the handler and
+        # its lease thread each, in either order).
         eventually(
-            lambda: any("fenced off" in line for line in a.err),
+            lambda: (
+                any("fenced off" in line for line in a.err)
+                and any("lost its lease" in line for line in a.err)
+            ),
             timeout=15,
-            what="A's log saying it was fenced off",
+            what="A's log saying it was fenced off and lost its lease",
         )
-        assert any("lost its lease" in line for line in a.err)
         time.sleep(0.5)
         # Nothing of A's was kept after the adoption: the second step ran once (B's), the
         # state counts the job once, and the reply is B's.

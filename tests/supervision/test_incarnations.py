@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -13,7 +12,7 @@ import pytest
 
 from promissory.actors import ChildDef, Context, DurableActor, Strategy, Supervisor, child, handler
 from promissory.runtime import Runtime
-from tests.supervision.actors import Crash, Worker, sql, start, wait_until
+from tests.supervision.actors import Crash, Worker, gate, sql, start, wait_until
 
 LOG: list[tuple[str, int, str]] = []
 """(event, epoch, message) of every run of the stubborn handler."""
@@ -43,7 +42,8 @@ def effect(epoch: int) -> int:
 
 
 class Stubborn(DurableActor[None]):
-    """Its first run ignores everything for 1.5 s (a blocking call), then carries on."""
+    """Its first run ignores everything (a blocking call) until the test opens the gate
+    ``stubborn``, then carries on."""
 
     @handler
     def job(self, ctx: Context, msg: Job) -> str:
@@ -53,7 +53,9 @@ class Stubborn(DurableActor[None]):
             LOG.append(("start", epoch, ctx.message_id))
             first = sum(1 for e in LOG if e[0] == "start") == 1
         if first:
-            time.sleep(1.5)
+            # Blocked until the new incarnation has answered, however long the bounce takes on
+            # a loaded machine (the fixture opens the gate if the test ends first).
+            gate("stubborn").wait(60)
         ctx.step(effect, epoch, name="work")
         ctx.send("log", Note(f"sent by {epoch}"))
         with _lock:
@@ -87,7 +89,8 @@ def test_an_old_incarnation_past_its_shutdown_time_keeps_and_replies_nothing(
     assert new > old
     # The old handler wakes up after the new one answered: its next durable operation is
     # refused before it runs, so its step's effect never happens, and it sends nothing.
-    wait_until(lambda: "was fenced off while handling" in caplog.text, timeout=5)
+    gate("stubborn").set()
+    wait_until(lambda: "was fenced off while handling" in caplog.text)
     assert "did not finish its message within its shutdown time" in caplog.text
     assert EFFECTS == [new]
     assert ("end", old, reply.id) not in LOG

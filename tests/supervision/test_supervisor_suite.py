@@ -11,10 +11,20 @@ actors table.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from promissory import ChildResult, ChildSpec, Counts, Runtime, SupervisorRef, child
+from promissory import (
+    Backoff,
+    ChildDef,
+    ChildResult,
+    ChildSpec,
+    Counts,
+    Runtime,
+    SupervisorRef,
+    child,
+)
 from promissory.errors import ActorStoppedError, InvalidInputError
 from tests.supervision.actors import (
     EVENTS,
@@ -74,14 +84,14 @@ def err(error: str, actor_id: str | None = None) -> ChildResult:
     return ChildResult(ok=False, error=error, actor=actor_id)
 
 
-def restarted(rt: Runtime, actor_id: str, times: int = 1) -> None:
+def restarted(rt: Runtime, actor_id: str, times: int = 1, timeout: float = 15.0) -> None:
     """Wait until ``actor_id`` has been restarted ``times`` times and is running again."""
 
     def check() -> bool:
         row = actor(rt, actor_id)
         return row is not None and row.restarts >= times and row.status == "running"
 
-    wait_until(check, what=f"{actor_id} restarted {times} time(s)")
+    wait_until(check, timeout=timeout, what=f"{actor_id} restarted {times} time(s)")
 
 
 def ended(rt: Runtime, actor_id: str) -> str | None:
@@ -108,6 +118,26 @@ def epochs(rt: Runtime, *ids: str) -> dict[str, int]:
 
 def counts(specs: int, active: int, supervisors: int, workers: int) -> Counts:
     return Counts(specs=specs, active=active, supervisors=supervisors, workers=workers)
+
+
+class LongLoop(HangingLoop):
+    """HangingLoop with a 10 s backoff: the child stays ``restarting`` (no start attempt
+    flips it to running, nothing escalates) while a test looks at it on a loaded machine.
+    HangingLoop's short backoff stays for the tests that need the loop to escalate."""
+
+    def children(self) -> Sequence[ChildDef]:
+        return [
+            child(Worker, id="ok"),
+            child(FailingStart, id="bad", backoff=Backoff(min=10.0, max=10.0, jitter=0.0)),
+        ]
+
+
+class WideWindow(Windowed):
+    """Windowed with a 1.5 s period instead of 0.3 s: two crashes in a row fall well within
+    it however slow the restart between them on a loaded machine, and crashes can still be
+    spaced beyond it in a few seconds."""
+
+    intensity, period = 1, 1.5
 
 
 # -- sup_start ---------------------------------------------------------------------------------
@@ -279,13 +309,13 @@ def test_count_children_supervisor(rt: Runtime) -> None:
 
 def test_count_restarting_children(rt: Runtime) -> None:
     """A child waiting out its restart backoff is a spec and a worker, but not active."""
-    sup = start(rt, HangingLoop)
+    sup = start(rt, LongLoop)
     FAILING.add("sup/bad")
     rt.ref("sup/bad").tell(Crash())
     wait_until(lambda: status(rt, "sup/bad") == "restarting", what="bad restarting")
     assert sup.count_children() == counts(2, 1, 0, 2)
     FAILING.clear()
-    restarted(rt, "sup/bad")
+    restarted(rt, "sup/bad", timeout=30)  # its 10 s backoff first
     wait_until(lambda: sup.count_children() == counts(2, 2, 0, 2), what="bad active again")
 
 
@@ -555,13 +585,15 @@ def test_simple_one_for_one_escalation(rt: Runtime) -> None:
 
 
 def test_multiple_restarts(rt: Runtime) -> None:
-    """Intensity 1 in 0.3 s: crashes further apart than the period never add up (the window
+    """Intensity 1 in 1.5 s: crashes further apart than the period never add up (the window
     slides), while two in a row escalate."""
-    start(rt, Windowed)
+    start(rt, WideWindow)
     for n in range(1, 5):
         assert rt.ref("sup/c1").ask(Crash()).get(5) == "survived"
         assert actor(rt, "sup/c1").restarts == n
-        time.sleep(0.4)  # the spacing under test, not a wait for a condition
+        # The spacing under test, not a wait for a condition: the next crash comes after the
+        # reply, which comes after this crash was counted, so they are > 1.8 s apart.
+        time.sleep(1.8)
     assert status(rt, "sup") == "running"
     assert len(actor(rt, "sup").state["history"]) == 1
     rt.ref("sup/c1").tell(Crash(times=2))
@@ -571,11 +603,16 @@ def test_multiple_restarts(rt: Runtime) -> None:
 def test_hanging_restart_loop(rt: Runtime) -> None:
     """A child whose restart keeps failing (with a backoff between tries) can be looked at,
     terminated and restarted meanwhile, and its supervisor stopped: nothing spins."""
-    sup = start(rt, HangingLoop)
+    sup = start(rt, LongLoop)
     spec = child(FailingStart, id="bad")
     FAILING.add("sup/bad")
     rt.ref("sup/bad").tell(Crash())
     wait_until(lambda: status(rt, "sup/bad") == "restarting", what="bad restarting")
+    store = rt.store
+    assert store is not None
+    # when its backoff ends (in about 10 s), once the supervisor has decided the restart
+    due_in = wait_until(lambda: store.restart_due_in("sup/bad"), what="bad's backoff set")
+    due = time.monotonic() + due_in
     assert sup.start_child(spec) == err("already_present", "sup/bad")
     assert sup.restart_child("bad") == err("restarting", "sup/bad")
     assert sup.delete_child("bad") == err("restarting")
@@ -591,7 +628,9 @@ def test_hanging_restart_loop(rt: Runtime) -> None:
         ("bad", "stopped"),
     ]
     tries = TALLY.counts["start:sup/bad"]
-    time.sleep(0.4)  # longer than the backoff: a terminated child is not tried again
+    # Past the end of the backoff it was waiting out (and a margin for a try to show): a
+    # terminated child is not tried again.
+    time.sleep(max(0.0, due + 0.5 - time.monotonic()))
     assert TALLY.counts["start:sup/bad"] == tries
 
     FAILING.clear()
@@ -602,7 +641,7 @@ def test_hanging_restart_loop(rt: Runtime) -> None:
     wait_until(lambda: status(rt, "sup/bad") == "restarting", what="bad restarting again")
     began = time.monotonic()
     assert rt.stop("sup")
-    assert time.monotonic() - began < 2.0
+    assert time.monotonic() - began < 5.0  # well short of the 10 s backoff: not waited out
     assert {r.status for r in actors(rt, "sup", "sup/ok", "sup/bad")} == {"stopped"}
 
 
@@ -686,8 +725,8 @@ def stop_busy(rt: Runtime, child_id: str, seconds: float) -> tuple[float, object
 def test_sup_stop_brutal_kill(rt: Runtime) -> None:
     """shutdown 0 (brutal kill): the busy child is fenced at once; its message is rejected
     and nothing it does afterwards is kept (no later step, no state)."""
-    took, outcome, message_id = stop_busy(rt, "brutal", 1.0)
-    assert took < 0.6  # not waiting for the busy message
+    took, outcome, message_id = stop_busy(rt, "brutal", 4.0)
+    assert took < 2.5  # not waiting for the busy message (4 s)
     assert isinstance(outcome, ActorStoppedError)
     row = actor(rt, "sup/brutal")
     assert row is not None and row.status == "stopped" and row.state is None
@@ -696,8 +735,8 @@ def test_sup_stop_brutal_kill(rt: Runtime) -> None:
 
 def test_sup_stop_timeout(rt: Runtime) -> None:
     """shutdown 0.3 s: a child busy for longer is given 0.3 s, then fenced like a kill."""
-    took, outcome, message_id = stop_busy(rt, "short", 1.2)
-    assert 0.25 <= took < 1.0
+    took, outcome, message_id = stop_busy(rt, "short", 4.0)
+    assert 0.25 <= took < 2.5  # its 0.3 s, not the busy 4 s
     assert isinstance(outcome, ActorStoppedError)
     row = actor(rt, "sup/short")
     assert row is not None and row.status == "stopped" and row.state is None
@@ -729,11 +768,11 @@ def test_terminate_child_brutal_kill(rt: Runtime) -> None:
     """terminate_child uses the child's shutdown too: brutal kill rejects the busy message
     at once, and the supervisor and siblings go on."""
     sup = start(rt, ShutdownSup)
-    reply = rt.ref("sup/brutal").ask(Busy("brutal", 1.0))
+    reply = rt.ref("sup/brutal").ask(Busy("brutal", 4.0))
     wait_until(lambda: TALLY.counts["brutal:begin"] == 1, what="brutal busy")
     began = time.monotonic()
     assert sup.terminate_child("brutal") == ok("sup/brutal")
-    assert time.monotonic() - began < 0.6
+    assert time.monotonic() - began < 2.5  # not waiting for the busy message (4 s)
     with pytest.raises(ActorStoppedError):
         reply.get(5)
     wait_until(lambda: "sup/brutal" in EVENTS.of("stop"), what="brutal's activation ended")
@@ -876,7 +915,7 @@ def test_an_escalation_at_the_root_is_reported_and_other_trees_keep_serving(
     """The root of a tree escalates (its child crashed past the intensity): the runtime logs
     it and ends that tree; another tree in the same runtime goes on answering."""
     other = start(rt, OneForOne, "other")
-    start(rt, Windowed)
+    start(rt, WideWindow)
     with caplog.at_level("WARNING", logger="promissory.runtime"):
         rt.ref("sup/c1").tell(Crash(times=2))
         escalated(rt)
@@ -894,7 +933,7 @@ def test_sup_stop_dynamic(rt: Runtime) -> None:
     sup = start(rt, Empty)
     assert sup.start_child(child(Worker, id="brutal", shutdown=0)).ok
     assert sup.start_child(child(Worker, id="short", shutdown=0.3)).ok
-    replies = {c: rt.ref(f"sup/{c}").ask(Busy(c, 1.5)) for c in ("brutal", "short")}
+    replies = {c: rt.ref(f"sup/{c}").ask(Busy(c, 4.0)) for c in ("brutal", "short")}
     wait_until(
         lambda: TALLY.counts["brutal:begin"] == 1 and TALLY.counts["short:begin"] == 1,
         what="both busy",
@@ -902,7 +941,10 @@ def test_sup_stop_dynamic(rt: Runtime) -> None:
     began = time.monotonic()
     assert rt.stop("sup")
     took = time.monotonic() - began
-    assert 0.25 <= took < 1.2  # the timeout child's 0.3 s, not the busy 1.5 s
+    assert 0.25 <= took < 2.5  # the timeout child's 0.3 s, not the busy 4 s
+    # the busy handlers have run to their end (or been cut off) and their activations are
+    # gone: nothing they tried after the stop was kept, and none outlives this test
+    wait_until(lambda: {"sup/brutal", "sup/short"} <= set(EVENTS.of("stop")), what="both ended")
     for c, reply in replies.items():
         with pytest.raises(ActorStoppedError):
             reply.get(5)
