@@ -75,6 +75,9 @@ from ._handlers import (
     check_state as check_state,
     handler_for as handler_for,
 )
+from ._ids import (
+    new_message_id as new_message_id,
+)
 from ._journal import (
     Journal as Journal,
 )

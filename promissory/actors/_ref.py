@@ -102,7 +102,7 @@ class ActorRef:
                 within it (the message says whether it was withdrawn or may still be kept).
 
         """
-        return self._send(msg, id, timeout, tags).id
+        return self._send(msg, id, timeout, tags).promise.id
 
     def ask(
         self,
@@ -138,7 +138,13 @@ class ActorRef:
         except BaseException:
             expected.cancel()
             raise
-        return Reply(sent.id, self._store, expected=expected, pending=sent)
+        return Reply(
+            sent.promise.id,
+            self._store,
+            expected=expected,
+            pending=sent.promise,
+            written=sent.applied,
+        )
 
     def _send(
         self,
@@ -148,7 +154,7 @@ class ActorRef:
         tags: Mapping[str, str] | None,
         wrap: Callable[[Op], Op] | None = None,
         kind: str | None = None,
-    ) -> Promise:
+    ) -> Sent:
         message_id = check_id(id) if id is not None else new_message_id(self.id)
         with _tracing.producer(self.id, type_name(msg), message_id):
             return self._commit(msg, message_id, timeout, tags, wrap, kind)
@@ -161,7 +167,7 @@ class ActorRef:
         tags: Mapping[str, str] | None,
         wrap: Callable[[Op], Op] | None,
         kind: str | None,
-    ) -> Promise:
+    ) -> Sent:
         param = encode_message(msg)
         tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
         secs, at = timeout_parts(timeout)
@@ -175,7 +181,7 @@ class ActorRef:
                 message_id, self.id, param=param, tags=tag_json, secs=secs, at=at, kind=kind
             )
             sent: Sent = self._store.execute(wrap(op), timeout=limit)
-            return sent.promise
+            return sent
         # An actor this node holds with no activation (passivated, or spawned and not yet
         # started) is claimed by the send itself: its activation starts with no write.
         claim = self._deliver.sending(self.id, claim=True)
@@ -200,7 +206,7 @@ class ActorRef:
             reached("message.committed", message_id)
         finally:
             self._deliver.sent(self.id, sent, mark, claim)
-        return sent.promise
+        return sent
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ActorRef) and other.id == self.id
@@ -219,7 +225,7 @@ class Reply(Generic[T]):
     A reply can also be rebuilt from its id in another process: ``Reply(id, store)``.
     """
 
-    __slots__ = ("id", "_store", "_type", "_expected", "_pending", "__weakref__")
+    __slots__ = ("id", "written", "_store", "_type", "_expected", "_pending", "__weakref__")
 
     def __init__(
         self,
@@ -229,8 +235,13 @@ class Reply(Generic[T]):
         *,
         expected: Expectation | None = None,
         pending: Promise | None = None,
+        written: bool | None = None,
     ) -> None:
         self.id = id
+        self.written = written
+        """Whether the ``ask`` this reply came from wrote its message: ``False`` when a
+        message with that id was there already (an idempotent repeat: this is its reply);
+        ``None`` for a reply rebuilt from its id."""
         self._store = store
         self._type = type
         self._expected = expected

@@ -317,12 +317,6 @@ class Agent:
             )
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
         assert rt.store is not None
-        # An id of its own is new: only one given may name a run that exists.
-        existing = rt.store.find(run_id) if id is not None else None
-        if existing is not None:
-            # The run exists (the id is its idempotency key): wait on it; never revive it.
-            _say_reused(existing)
-            return RunHandle(run_id, rt.store, reused=True)
         # A run that continues another continues its trace too.
         earlier = rt.store.get(resume).tags if resume and _tracing.tracing_enabled() else None
         with _tracing.continuing(earlier):
@@ -330,6 +324,8 @@ class Agent:
             task = RunTask(agent=self.name, input=input, resume=resume, model=model, fork=fork)
             # The run's actor, its task and this node's claim on it: one commit, and its
             # activation starts the task with no write or read of its own.
+            # A run that exists (the id is its idempotency key) is joined, never revived: its
+            # task is there already, so nothing is written (no read first either).
             reply = rt.spawn_ask(
                 run_type,
                 task,
@@ -337,8 +333,11 @@ class Agent:
                 message_id=run_id,
                 spec=ChildSpec(restart=Restart.TEMPORARY),
                 timeout=deadline,
+                revive=False,
             )
-        assert rt.store is not None
+        if not reply.written:
+            _say_reused(reply.promise())
+            return RunHandle(run_id, rt.store, reused=True)
         return RunHandle(reply.id, rt.store)
 
 

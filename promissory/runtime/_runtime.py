@@ -26,6 +26,7 @@ from ..actors import (
     Restart,
     check_hostable_name,
     check_state,
+    new_message_id,
     start_message,
 )
 from ..errors import (
@@ -325,7 +326,7 @@ class Runtime(ScheduleMethods):
         """
         store = self._store()
         kind, make = self._spawning(actor_class, id, state, spec)
-        record, created, _ = store.execute(make(None))
+        record, created, _ = store.execute(make(None, None))
         self.host.spawned(id, kind)
         if created:
             self.host.deliver(id, None)
@@ -342,6 +343,7 @@ class Runtime(ScheduleMethods):
         spec: ChildSpec | None = None,
         timeout: Timeout = None,
         tags: Mapping[str, str] | None = None,
+        revive: bool = True,
     ) -> Reply[Any]:
         """Create a top-level actor (as ``spawn``) and ask it ``msg``, in one transaction.
 
@@ -349,7 +351,10 @@ class Runtime(ScheduleMethods):
         activation starts that message with no write or read of its own: the quickest way
         from nothing to a running handler (an agent run starts this way). ``message_id``,
         ``timeout`` and ``tags`` are ``ask``'s ``id``, ``timeout`` and ``tags``. An actor
-        that exists already is sent the message (as ``spawn`` then ``ask`` would).
+        that exists already is sent the message (as ``spawn`` then ``ask`` would); one that
+        stopped or failed is brought back first unless ``revive`` is false. A
+        ``message_id`` that exists already is not sent again: ``Reply.written`` is false,
+        and the reply is that message's.
 
         Example:
             >>> reply = rt.spawn_ask(Summarizer, Summarize("…"), id="sums/42")  # doctest: +SKIP
@@ -360,16 +365,18 @@ class Runtime(ScheduleMethods):
 
         """
         self._store()
-        kind, make = self._spawning(actor_class, id, state, spec)
+        kind, make = self._spawning(actor_class, id, state, spec, revive)
         # Known before the send, so the send claims the new actor for this node.
         noted = self.host.note_kind(id, kind)
 
+        first = check_id(message_id) if message_id is not None else new_message_id(id)
+
         def within_spawn(send: Op) -> Op:
-            spawn = make(send)
+            spawn = make(send, first)
             return Op(spawn.statements, lambda rows, xid: spawn.finish(rows, xid)[2], label="spawn")
 
         try:
-            return self.host.ref(id)._ask(msg, message_id, timeout, tags, within_spawn, kind)
+            return self.host.ref(id)._ask(msg, first, timeout, tags, within_spawn, kind)
         except BaseException:
             if noted:  # nothing was written: the id may be another type's
                 self.host.unnote(id)
@@ -381,7 +388,8 @@ class Runtime(ScheduleMethods):
         id: str,
         state: Any,
         spec: ChildSpec | None,
-    ) -> tuple[str, Callable[[Op | None], Op]]:
+        revive: bool = True,
+    ) -> tuple[str, Callable[[Op | None, str | None], Op]]:
         """Check a top-level spawn's arguments; its kind, and its op (with a step or not)."""
         check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         check_state(actor_class, state)
@@ -392,7 +400,7 @@ class Runtime(ScheduleMethods):
         state_json = encode(state, what="state") if state is not None else None
         node = self.host.home_for(kind)
 
-        def make(step: Op | None) -> Op:
+        def make(step: Op | None, first: str | None) -> Op:
             return spawn_op(
                 id,
                 parent=None,
@@ -403,6 +411,8 @@ class Runtime(ScheduleMethods):
                 supervisor=actor_class.supervises,
                 node=node,
                 step=step,
+                revive=revive,
+                first=first,
             )
 
         return kind, make

@@ -150,7 +150,9 @@ WITH s AS (
     INSERT INTO actors (id, parent, kind, spec, state, supervisor, node)
     SELECT %(id)s, %(parent)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb, %(supervisor)s,
            %(node)s
-    WHERE {{fence}}
+    WHERE {{fence}} AND (%(first)s::text IS NULL OR NOT EXISTS (
+        SELECT 1 FROM promises WHERE id = %(first)s::text
+           AND (kind <> 'message' OR recipient IS DISTINCT FROM %(id)s::text)))
     ON CONFLICT (id) DO UPDATE
         SET status = 'running', state = EXCLUDED.state, spec = EXCLUDED.spec, reason = NULL,
             parent = EXCLUDED.parent, restart_at = NULL, updated_at = clock_timestamp(),
@@ -177,6 +179,7 @@ def spawn_op(
     revive: bool = True,
     supervisor: bool = False,
     node: str | None = None,
+    first: str | None = None,
 ) -> Op:
     """The op that creates an actor, or finds it.
 
@@ -190,7 +193,9 @@ def spawn_op(
     ``revive`` is false: then it is found, as it is). With
     ``step``, that step is kept in the same transaction (a spawn made from inside a handler).
     With ``start`` (an encoded message and its tags), a created or revived actor is sent that
-    message in the same transaction (a supervisor's order to start its children).
+    message in the same transaction (a supervisor's order to start its children). ``first``:
+    the id of the message ``step`` sends the actor (``Runtime.spawn_ask``); the actor is made
+    only if that id is free or is a message to it, so a taken id keeps nothing.
     """
     params = {
         "id": id,
@@ -202,6 +207,7 @@ def spawn_op(
         "revive": revive,
         "supervisor": supervisor,
         "node": node,
+        "first": first,
         **_fence_params(fence),
     }
     statements: list[Any] = [
@@ -219,6 +225,8 @@ def spawn_op(
         if written:
             record, created = actor_from_row(written[0]), True
         elif not existing:
+            if first is not None and step is not None:
+                step.finish(rows[2:], xid)  # raises what took the message's id
             raise FencedError(
                 f"spawning {id!r}: the activation of {fence.actor if fence else '?'} is stale"
             )
@@ -226,8 +234,7 @@ def spawn_op(
             record, created = actor_from_row(existing[0]), False
             if record.kind != kind:
                 raise ActorExistsError(
-                    f"an actor with the id {id!r} exists already, of kind {record.kind}, "
-                    f"not {kind}"
+                    f"an actor with the id {id!r} exists already, of kind {record.kind}, not {kind}"
                 )
         return record, created, step.finish(rows[2:], xid) if step is not None else None
 

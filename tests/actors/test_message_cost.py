@@ -185,3 +185,13 @@ def test_spawn_ask_of_an_id_taken_by_another_type_writes_nothing_and_harms_nothi
         assert rt.store is not None
         assert rt.store.find("counter/refused") is None
         assert rt.ref("counter").ask(Add(1)).get(timeout=10) == 2  # still a Counter
+
+
+def test_spawn_ask_with_a_message_id_taken_by_a_promise_keeps_nothing(rt: Runtime) -> None:
+    from promissory.errors import InvalidInputError
+
+    assert rt.store is not None
+    rt.store.create("taken/id")
+    with pytest.raises(InvalidInputError, match="taken"):
+        rt.spawn_ask(Counter, Add(1), id="newcomer", message_id="taken/id")
+    assert rt.store.actor_row("newcomer") is None  # no actor without its message
