@@ -120,6 +120,7 @@ class AgentRun(DurableActor[None]):
         if task.model is not None and task.model != agent.model.name:
             _warn_model_changed(ctx.message_id, task.model, agent)
         _observe.run_began(ctx, task.agent, task.resume)
+        announcer_for(ctx.store).started(ctx.message_id, task.agent, task.input)
         loop = _Loop(ctx, agent, task)
         try:
             result = loop.run()

@@ -136,8 +136,9 @@ StreamEvent = (
 
 
 class _Live(msgspec.Struct, frozen=True):
-    """An announcement: ``k`` is ``d`` (a delta: run, step, token, text) or ``k`` (a step of
-    run ``r`` was kept); ``o`` the announcing process.
+    """An announcement: ``k`` is ``d`` (a delta: run, step, token, text), ``k`` (a step of
+    run ``r`` was kept) or ``s`` (run ``r`` of agent ``s`` began, its input the JSON ``x``);
+    ``o`` the announcing process.
     """
 
     k: str
@@ -181,12 +182,21 @@ class Announcer:
         """A step of ``run`` was kept (streams read the rows again)."""
         self._say(_Live("k", run))
 
-    def _say(self, item: _Live) -> None:
+    def started(self, run: str, agent: str, input: Any) -> None:
+        """Run ``run`` of ``agent`` began (its task is kept): a stream of it gives its
+        ``RunStarted`` from this, and its first text with no read of the rows first.
+        """
+        text = _encoder.encode(input).decode()
+        # Too long for a NOTIFY: other processes' streams read the run's row instead.
+        self._say(_Live("s", run, "", agent, "", text), notify=len(text) <= _MAX_TEXT)
+
+    def _say(self, item: _Live, notify: bool = True) -> None:
         store = self._store()
         if store is None or store.closed:
             return
         store.publish([(EventKind.LIVE, _key(item))])
-        self._queue.put(msgspec.structs.replace(item, o=self._origin))
+        if notify:
+            self._queue.put(msgspec.structs.replace(item, o=self._origin))
 
     def _run(self) -> None:
         while True:
@@ -332,6 +342,10 @@ class RunStream:
                     item = None
                 if item is not None and item.k == "d":
                     yield from self._delta(item)
+                elif item is not None and item.k == "s":
+                    # A sub-agent's start is read with the rows, when its first event comes.
+                    if item.r == self.run_id:
+                        yield from self._started(item)
                 else:
                     yield from self._look()
         finally:
@@ -362,6 +376,13 @@ class RunStream:
             self.store.subscribe(EventKind.LIVE, [""], live),
             self.store.subscribe(EventKind.SETTLED, [own], settled),
         ]
+
+    def _started(self, item: _Live) -> Iterator[StreamEvent]:
+        """The streamed run's own start, as announced: it is always its first event."""
+        if (item.r, "start") in self._emitted:
+            return
+        self._emitted.add((item.r, "start"))
+        yield RunStarted(run=item.r, agent=item.s, input=msgspec.json.decode(item.x))
 
     def _delta(self, item: _Live) -> Iterator[StreamEvent]:
         if (item.r, "start") not in self._emitted:
