@@ -54,10 +54,6 @@ class Delivery(Protocol):
 __all__ = ["ActorRef", "Reply"]
 
 
-def _itself(op: Op) -> Op:
-    return op
-
-
 class ActorRef:
     """The address of an actor: its id, and the store its mailbox lives in.
 
@@ -121,12 +117,12 @@ class ActorRef:
         id: str | None,
         timeout: Timeout,
         tags: Mapping[str, str] | None,
-        wrap: Callable[[Op], Op] | None = None,
+        write: Callable[..., Op] | None = None,
         kind: str | None = None,
     ) -> Reply[Any]:
-        """``ask``; ``wrap`` makes the op the send is written in from the send's own (a spawn
-        that sends its new actor a first message in one transaction: ``Runtime.spawn_ask``);
-        the wrapping op's result is the send's ``Sent``. ``kind``: the message is written
+        """``ask``; ``write`` makes the op the message is written by, from ``send_op``'s
+        arguments (a spawn that sends its new actor a first message in one transaction:
+        ``Runtime.spawn_ask``); its result is a ``Sent``. ``kind``: the message is written
         only to an actor of that type.
         """
         message_id = check_id(id) if id is not None else new_message_id(self.id)
@@ -134,7 +130,7 @@ class ActorRef:
         # value: the reply costs no read.
         expected = self._store.expect(message_id)
         try:
-            sent = self._send(msg, message_id, timeout, tags, wrap, kind)
+            sent = self._send(msg, message_id, timeout, tags, write, kind)
         except BaseException:
             expected.cancel()
             raise
@@ -152,12 +148,12 @@ class ActorRef:
         id: str | None,
         timeout: Timeout,
         tags: Mapping[str, str] | None,
-        wrap: Callable[[Op], Op] | None = None,
+        write: Callable[..., Op] | None = None,
         kind: str | None = None,
     ) -> Sent:
         message_id = check_id(id) if id is not None else new_message_id(self.id)
         with _tracing.producer(self.id, type_name(msg), message_id):
-            return self._commit(msg, message_id, timeout, tags, wrap, kind)
+            return self._commit(msg, message_id, timeout, tags, write, kind)
 
     def _commit(
         self,
@@ -165,7 +161,7 @@ class ActorRef:
         message_id: str,
         timeout: Timeout,
         tags: Mapping[str, str] | None,
-        wrap: Callable[[Op], Op] | None,
+        write: Callable[..., Op] | None,
         kind: str | None,
     ) -> Sent:
         param = encode_message(msg)
@@ -175,27 +171,23 @@ class ActorRef:
         within = secs if at is None else (at - datetime.now(UTC)).total_seconds()
         limit = None if within is None else max(0.0, within)
         mark = self._store.mark()
-        wrap = wrap or _itself
+        write = write or send_op
         if self._deliver is None:
-            op = send_op(
-                message_id, self.id, param=param, tags=tag_json, secs=secs, at=at, kind=kind
-            )
-            sent: Sent = self._store.execute(wrap(op), timeout=limit)
+            op = write(message_id, self.id, param=param, tags=tag_json, secs=secs, at=at, kind=kind)
+            sent: Sent = self._store.execute(op, timeout=limit)
             return sent
         # An actor this node holds with no activation (passivated, or spawned and not yet
         # started) is claimed by the send itself: its activation starts with no write.
         claim = self._deliver.sending(self.id, claim=True)
-        op = wrap(
-            send_op(
-                message_id,
-                self.id,
-                param=param,
-                tags=tag_json,
-                secs=secs,
-                at=at,
-                claim=claim,
-                kind=kind,
-            )
+        op = write(
+            message_id,
+            self.id,
+            param=param,
+            tags=tag_json,
+            secs=secs,
+            at=at,
+            claim=claim,
+            kind=kind,
         )
         try:
             sent = self._store.execute(op, timeout=limit)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import msgspec
+
 from .. import _tracing
 from ..actors import (
     ActorRef,
@@ -42,6 +44,7 @@ from ..store import (
     MAX_ACTOR_ID_LENGTH,
     EventKind,
     NodeLease,
+    Occupied,
     Op,
     PromiseState,
     Store,
@@ -54,7 +57,9 @@ from ..store import (
     mark_ending_op,
     new_node_id,
     resolve_dsn,
+    send_op,
     spawn_op,
+    spawn_send_op,
 )
 from ._eventloop import LoopThread
 from ._exits import Exits
@@ -69,6 +74,61 @@ log = logging.getLogger("promissory.runtime")
 T = TypeVar("T")
 
 __all__ = ["Runtime"]
+
+
+class _TopSpawn(msgspec.Struct, frozen=True, kw_only=True):
+    """A top-level spawn, checked: what its writes are made of (``Runtime.spawn``,
+    ``Runtime.spawn_ask``).
+    """
+
+    id: str
+    kind: str
+    spec: str
+    state: str | None
+    start: tuple[str, str] | None
+    supervisor: bool
+    node: str | None
+    revive: bool = True
+
+    def op(self, step: Op | None = None, first: str | None = None) -> Op:
+        """The spawn (``spawn_op``), with ``step`` in its transaction if given."""
+        return spawn_op(
+            self.id,
+            parent=None,
+            kind=self.kind,
+            spec=self.spec,
+            state=self.state,
+            start=self.start,
+            supervisor=self.supervisor,
+            node=self.node,
+            step=step,
+            revive=self.revive,
+            first=first,
+        )
+
+    def then_send(self, message_id: str, recipient: str, **send: Any) -> Op:
+        """The spawn, then the send of its first message (``send_op``'s arguments), in one
+        transaction; its result is the send's.
+        """
+        spawn = self.op(send_op(message_id, recipient, **send), message_id)
+        return Op(spawn.statements, lambda rows, xid: spawn.finish(rows, xid)[2], label="spawn")
+
+    def with_message(self, message_id: str, recipient: str, **send: Any) -> Op:
+        """A new actor and its first message in one statement (``spawn_send_op``); raises
+        ``Occupied`` when either exists.
+        """
+        send.pop("kind", None)
+        return spawn_send_op(
+            message_id,
+            recipient,
+            kind=self.kind,
+            spec=self.spec,
+            state=self.state,
+            supervisor=self.supervisor,
+            node=self.node,
+            claim=send.pop("claim", None),
+            **send,
+        )
 
 
 class Runtime(ScheduleMethods):
@@ -325,9 +385,9 @@ class Runtime(ScheduleMethods):
 
         """
         store = self._store()
-        kind, make = self._spawning(actor_class, id, state, spec)
-        record, created, _ = store.execute(make(None, None))
-        self.host.spawned(id, kind)
+        top = self._spawning(actor_class, id, state, spec)
+        record, created, _ = store.execute(top.op())
+        self.host.spawned(id, top.kind)
         if created:
             self.host.deliver(id, None)
         return self.host.ref(id)
@@ -365,18 +425,19 @@ class Runtime(ScheduleMethods):
 
         """
         self._store()
-        kind, make = self._spawning(actor_class, id, state, spec, revive)
+        top = self._spawning(actor_class, id, state, spec, revive)
         # Known before the send, so the send claims the new actor for this node.
-        noted = self.host.note_kind(id, kind)
-
+        noted = self.host.note_kind(id, top.kind)
         first = check_id(message_id) if message_id is not None else new_message_id(id)
-
-        def within_spawn(send: Op) -> Op:
-            spawn = make(send, first)
-            return Op(spawn.statements, lambda rows, xid: spawn.finish(rows, xid)[2], label="spawn")
-
+        ref = self.host.ref(id)
         try:
-            return self.host.ref(id)._ask(msg, first, timeout, tags, within_spawn, kind)
+            if top.start is None:
+                # A new actor: one statement makes it, claimed, with its message.
+                try:
+                    return ref._ask(msg, first, timeout, tags, top.with_message, top.kind)
+                except Occupied:
+                    pass  # it exists, or the message does: find or revive it, then send
+            return ref._ask(msg, first, timeout, tags, top.then_send, top.kind)
         except BaseException:
             if noted:  # nothing was written: the id may be another type's
                 self.host.unnote(id)
@@ -389,33 +450,23 @@ class Runtime(ScheduleMethods):
         state: Any,
         spec: ChildSpec | None,
         revive: bool = True,
-    ) -> tuple[str, Callable[[Op | None, str | None], Op]]:
-        """Check a top-level spawn's arguments; its kind, and its op (with a step or not)."""
+    ) -> _TopSpawn:
+        """Check a top-level spawn's arguments and say what its writes are made of."""
         check_id(id, what="actor id", limit=MAX_ACTOR_ID_LENGTH)
         check_state(actor_class, state)
         kind = actor_class.kind()
         check_hostable_name(actor_class, kind)
         self.host.register(actor_class)
-        spec_json = encode(spec or ChildSpec(restart=Restart.TRANSIENT), what="child spec")
-        state_json = encode(state, what="state") if state is not None else None
-        node = self.host.home_for(kind)
-
-        def make(step: Op | None, first: str | None) -> Op:
-            return spawn_op(
-                id,
-                parent=None,
-                kind=kind,
-                spec=spec_json,
-                state=state_json,
-                start=start_message(actor_class),
-                supervisor=actor_class.supervises,
-                node=node,
-                step=step,
-                revive=revive,
-                first=first,
-            )
-
-        return kind, make
+        return _TopSpawn(
+            id=id,
+            kind=kind,
+            spec=encode(spec or ChildSpec(restart=Restart.TRANSIENT), what="child spec"),
+            state=encode(state, what="state") if state is not None else None,
+            start=start_message(actor_class),
+            supervisor=actor_class.supervises,
+            node=self.host.home_for(kind),
+            revive=revive,
+        )
 
     def run(
         self,

@@ -69,12 +69,14 @@ from ._embedded import (
 )
 from ._handling import (
     Completion as Completion,
+    Occupied as Occupied,
     Sent as Sent,
     cleaned_op as cleaned_op,
     complete_op as complete_op,
     now_step_op as now_step_op,
     promise_step_op as promise_step_op,
     send_op as send_op,
+    spawn_send_op as spawn_send_op,
     step_op as step_op,
     suspend_op as suspend_op,
 )

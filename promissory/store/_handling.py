@@ -180,6 +180,96 @@ def send_op(
     )
 
 
+# -- spawn with a first message ----------------------------------------------------------------
+
+_SPAWN_SEND = f"""
+WITH made AS (
+    INSERT INTO actors (id, kind, spec, state, supervisor, node, epoch)
+    SELECT %(recipient)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb, %(supervisor)s,
+           coalesce(%(claim)s, %(node)s), CASE WHEN %(claim)s::text IS NULL THEN 0 ELSE 1 END
+    WHERE NOT EXISTS (SELECT 1 FROM promises WHERE id = %(id)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {ACTOR_COLUMNS}
+), sent AS (
+    INSERT INTO promises (id, param, tags, timeout_at, kind, recipient)
+    SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
+           CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
+                ELSE clock_timestamp() + %(secs)s::float8 * interval '1 second' END,
+           'message', made.id
+    FROM made
+    RETURNING {COLUMNS}
+)
+SELECT sent.*, made.* FROM sent CROSS JOIN made
+"""
+"""A new top-level actor and its first message in one statement, the actor born claimed by
+the sending node (epoch 1, as a spawn then a claim would leave it) when ``claim`` is given.
+It writes nothing when the actor's id or the message's is there already."""
+
+
+_SPAWN_SENT = f"""
+SELECT s.*, m.* FROM (SELECT {COLUMNS} FROM promises WHERE id = %s) s
+CROSS JOIN (SELECT {ACTOR_COLUMNS} FROM actors WHERE id = %s) m
+"""
+"""The message and its actor, as ``_SPAWN_SEND`` returns them (read back after a lost answer)."""
+
+
+class Occupied(Exception):
+    """``spawn_send_op`` wrote nothing: the actor, or the message's id, exists already (the
+    caller takes the slower way, a spawn that finds or revives, then a send).
+    """
+
+
+def spawn_send_op(
+    id: str,
+    recipient: str,
+    *,
+    param: str,
+    tags: str,
+    kind: str,
+    spec: str,
+    state: str | None,
+    supervisor: bool,
+    node: str | None,
+    claim: str | None,
+    secs: float | None = None,
+    at: datetime | None = None,
+) -> Op:
+    """The op that makes top-level actor ``recipient`` of type ``kind`` and writes it message
+    ``id``, in one statement (``Runtime.spawn_ask``'s way for a new actor with no start
+    message). Its result is a ``Sent`` (``claimed``: the new row, when ``claim`` names this
+    node); it raises ``Occupied`` when either id exists already, having written nothing.
+    """
+    params = {
+        "id": id,
+        "recipient": recipient,
+        "param": param,
+        "tags": tags,
+        "kind": kind,
+        "spec": spec,
+        "state": state,
+        "supervisor": supervisor,
+        "node": node,
+        "claim": claim,
+        "secs": secs,
+        "at": at,
+    }
+
+    def finish(rows: list[Rows], xid: int | None) -> Sent:
+        if rows[0] and xid is None:
+            row = rows[0][0]
+        elif xid is not None and rows[-1] and written_by(rows[-1][0], xid):
+            row = rows[-1][0]  # read back after a lost COMMIT answer: it was this op's
+        else:
+            raise Occupied(f"{recipient!r} or {id!r} exists already")
+        made = actor_from_row(row[_SEND_WIDTH:])
+        claimed = made if claim is not None else None
+        return Sent(promise_from_row(row), True, 0, kind, made.node, (), claimed)
+
+    return Op(
+        [(_SPAWN_SEND, params)], finish, label="spawn", reread=(_SPAWN_SENT, (id, recipient))
+    )
+
+
 # -- steps -------------------------------------------------------------------------------------
 
 _STEP = f"""

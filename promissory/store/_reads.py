@@ -257,12 +257,18 @@ class Reads:
     """The named reads of ``Store`` (it inherits them); see the module docstring."""
 
     def read(
-        self, fn: Callable[[psycopg.Connection[Any]], T], *, timeout: float | None = None
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        *,
+        timeout: float | None = None,
+        background: bool = False,
     ) -> T:
         raise NotImplementedError  # Store's
 
-    def _rows(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        return self.read(lambda conn: conn.execute(query, params).fetchall())
+    def _rows(
+        self, query: str, params: Any = None, background: bool = False
+    ) -> list[tuple[Any, ...]]:
+        return self.read(lambda conn: conn.execute(query, params).fetchall(), background=background)
 
     def _row(self, query: str, params: Any = None) -> tuple[Any, ...] | None:
         return self.read(lambda conn: conn.execute(query, params).fetchone())
@@ -306,7 +312,8 @@ class Reads:
 
     def ending_actors(self, node: str) -> list[ActorRecord]:
         """Actors whose end was kept but not carried out, that ``node`` may end."""
-        return [actor_from_row(r) for r in self._rows(ENDING, (node,))]
+        # Upkeep of the node (at start and resync), not a read for work: not in ``reads``.
+        return [actor_from_row(r) for r in self._rows(ENDING, (node,), background=True)]
 
     def stopping_actors(self, node: str) -> list[tuple[str, str, str | None]]:
         """(id, kind, node) of the actors a handler ended (``ctx.stop``) whose end was not

@@ -233,7 +233,7 @@ def due_schedules(
             return [], None
         return [_schedule(r[:-1]) for r in rows], rows[0][-1]
 
-    return store.read(read)
+    return store.read(read, background=True)  # the scheduler's look, not a read for work
 
 
 def claim_firing(store: Store, id: str, at: datetime, node: str) -> bool:

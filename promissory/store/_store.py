@@ -544,7 +544,8 @@ class Store(Reads):
                 lambda conn: conn.execute(
                     "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
                     (self.channel, payloads),
-                ).fetchall()
+                ).fetchall(),
+                background=True,  # a NOTIFY, not a read: not counted in ``reads``
             )
 
     def start_listening(self) -> None:

@@ -144,3 +144,56 @@ def test_a_send_claims_only_an_actor_held_by_the_claiming_node_or_by_none(dsn: s
         assert rows == [("free", 4, "node-b"), ("held", 4, "node-a")]
     finally:
         store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_commit_answer_of_spawn_ask_is_read_back_and_the_actor_runs_once(
+    dsn: str, tmp_path: Path
+) -> None:
+    """The writer's connection is cut inside the COMMIT of spawn_ask's one statement: it asks
+    the database, reads the message and actor back, and the new actor runs the message (once)."""
+    import os
+    import subprocess
+    import sys
+
+    child = f"""
+import msgspec
+from promissory import Context, DurableActor, Runtime, handler
+from promissory.testing import effect
+
+class Hello(msgspec.Struct):
+    name: str
+
+class Greeter(DurableActor[None], name="tests.claiming.Greeter"):
+    @handler
+    def hello(self, ctx: Context, msg: Hello) -> str:
+        return ctx.step(greet, msg.name)
+
+def greet(name: str) -> str:
+    effect("greet", name)
+    return "hello " + name
+
+with Runtime({dsn!r}) as rt:
+    reply = rt.spawn_ask(Greeter, Hello("ann"), id="greeter", message_id="greeter/1")
+    print("WRITTEN", reply.written, flush=True)
+    print("REPLY", reply.get(timeout=30), flush=True)
+"""
+    effects = tmp_path / "effects.log"
+    env = {
+        **os.environ,
+        "PROMISSORY_DROP_AT": "spawn:1",
+        "PROMISSORY_EFFECTS": str(effects),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert "promissory connection drop spawn #1" in done.stderr, done.stderr
+    assert "WRITTEN True" in done.stdout, done.stdout + done.stderr
+    assert "REPLY hello ann" in done.stdout, done.stdout + done.stderr
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT epoch FROM actors").fetchall()
+    assert rows == [(1,)]  # born claimed, and claimed by no one since
+    ran = [line for line in effects.read_text().splitlines() if line.startswith("effect\tgreet")]
+    assert len(ran) == 1, effects.read_text()
