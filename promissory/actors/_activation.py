@@ -76,6 +76,9 @@ class Binding(msgspec.Struct, frozen=True):
 
     actor_id: str
     host: Any
+    first: Any = None
+    """A command queued before the activation's thread starts, which finds it at once
+    (no wake-up of a thread already waiting on its inbox)."""
 
 
 class Fresh(msgspec.Struct, frozen=True):

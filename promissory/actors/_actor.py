@@ -108,6 +108,8 @@ class DurableActor(pykka.ThreadingActor, Generic[S]):
         self.id: str = binding.actor_id
         self._activation = Activation(self, binding)
         _binding.created = self._activation
+        if binding.first is not None:
+            self.actor_ref.tell(binding.first)  # before the thread starts: no wake-up
 
     @classmethod
     def kind(cls) -> str:

@@ -481,7 +481,8 @@ class NodeHost:
             slot.idle_timer.cancel()
             slot.idle_timer = None
         if slot.ref is None or slot.activation is None:
-            self._start(actor_id, slot)
+            self._start(actor_id, slot, poke)
+            return
         if poke is None:
             return
         slot.sent += 1
@@ -490,16 +491,15 @@ class NodeHost:
             slot.ref.tell(poke)
         except pykka.ActorDeadError:
             slot.ref = slot.activation = None
-            self._start(actor_id, slot)
-            slot.sent = 1
-            assert slot.ref is not None
-            slot.ref.tell(poke)
+            self._start(actor_id, slot, poke)
 
-    def _start(self, actor_id: str, slot: Slot) -> None:
+    def _start(self, actor_id: str, slot: Slot, first: Poke | None = None) -> None:
+        """Start an activation, with ``first`` in its inbox before its thread starts."""
         assert slot.kind is not None
         actor_class = self.resolve_class(slot.kind)  # raises if this process cannot host it
-        slot.sent = 0
-        slot.ref, slot.activation = start_activation(actor_class, Binding(actor_id, self))
+        slot.sent = 0 if first is None else 1
+        binding = Binding(actor_id, self, first)
+        slot.ref, slot.activation = start_activation(actor_class, binding)
 
     def note_kind(self, actor_id: str, kind: str) -> bool:
         """Remember an actor's kind (from a spawn or the recovery pass) to save a lookup;
