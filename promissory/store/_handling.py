@@ -60,7 +60,7 @@ FROM sent CROSS JOIN target{{join}}
 _SEND_CLAIM = f""", claimed AS (
     UPDATE actors SET epoch = epoch + 1, node = %(claim)s, updated_at = clock_timestamp()
     WHERE id = (SELECT id FROM actors WHERE id = %(recipient)s FOR NO KEY UPDATE SKIP LOCKED)
-      AND status = 'running' AND (node IS NULL OR node = %(claim)s)
+      AND status = 'running' AND node = %(claim)s
       AND EXISTS (SELECT 1 FROM sent)
       AND NOT {PENDING_RESTART.format(actor="actors")}
     RETURNING {ACTOR_COLUMNS}
@@ -68,7 +68,8 @@ _SEND_CLAIM = f""", claimed AS (
 """A send that also claims its recipient for the sending node (a new epoch), as ``claim_op``
 would, when that node holds the actor with no activation of it (a passivated actor): the
 activation then starts from the row with no write of its own. Only a message that was
-written claims; an actor another node holds, whose restart is decided and not applied, or
+written claims; an actor no node holds (the fleet's placement picks its node), one another
+node holds, one whose restart is decided and not applied, or
 whose row another transaction is changing (``SKIP LOCKED``: the send never waits on the
 claim) is not claimed, and the send is as without it: the activation claims for itself."""
 

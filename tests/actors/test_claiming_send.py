@@ -3,7 +3,7 @@ activation (passivated) also claims the actor, a new epoch, in the send's own st
 waking it costs no commit of its own. A kill just after such a send, or a connection cut
 inside its COMMIT, loses nothing and runs no kept step twice; concurrent sends to a
 passivated actor start one activation, which handles each message once, in order; and a send
-never claims an actor another node holds.
+claims only an actor its node holds (never another node's, nor one no node holds).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_concurrent_sends_to_a_passivated_actor_are_each_handled_once_in_order(
     assert pending == (0,)
 
 
-def test_a_send_claims_only_an_actor_held_by_the_claiming_node_or_by_none(dsn: str) -> None:
+def test_a_send_claims_only_an_actor_the_claiming_node_holds(dsn: str) -> None:
     store = Store(dsn)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -135,13 +135,13 @@ def test_a_send_claims_only_an_actor_held_by_the_claiming_node_or_by_none(dsn: s
         assert mine.applied and mine.claimed is not None
         assert (mine.claimed.epoch, mine.claimed.node, mine.epoch) == (4, "node-a", 3)
         assert mine.earlier == (other.promise.seq,)
-        free = send("free", 1, "node-b")
-        assert free.claimed is not None and free.claimed.node == "node-b"
-        again = send("free", 1, "node-b")  # the same message again: no second claim
+        again = send("held", 2, "node-a")  # the same message again: no second claim
         assert not again.applied and again.claimed is None
+        free = send("free", 1, "node-b")  # held by none: the fleet's placement decides
+        assert free.applied and free.claimed is None
         with psycopg.connect(dsn, autocommit=True) as conn:
             rows = conn.execute("SELECT id, epoch, node FROM actors ORDER BY id").fetchall()
-        assert rows == [("free", 4, "node-b"), ("held", 4, "node-a")]
+        assert rows == [("free", 3, None), ("held", 4, "node-a")]
     finally:
         store.close()
 
