@@ -179,7 +179,9 @@ def test_package_is_typed() -> None:
 
 # Exceptions that may live outside promissory/errors.py: control-flow signals (BaseException,
 # never stored, never an error) and the CLI's own, which turn into exit codes and never leave it.
-SIGNALS = {"Suspend", "Canceled", "EndOfJournal"}
+# Control flow, not errors: a handler's wait or cancel, the end of a replay, and a spawn_ask's
+# one-statement write finding its ids taken (Runtime.spawn_ask then takes the slower way).
+SIGNALS = {"Suspend", "Canceled", "EndOfJournal", "Occupied"}
 CLI_OWN = {"CommandError", "UsageError", "TargetError", "TargetFailedError"}
 TEST_OWN = {"CrashFailure"}  # an AssertionError: a crash test's failed check, shown by pytest
 # Private signals caught in the module that raises them (a web page's 404 and 400, a forget's

@@ -317,6 +317,13 @@ class Agent:
             )
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
         assert rt.store is not None
+        if id is not None and _tracing.tracing_enabled():
+            # Traced, a run that exists is looked up first: sending it its task again (a
+            # write that finds it) would leave a send span in a trace of its own.
+            existing = rt.store.find(run_id)
+            if existing is not None:
+                _say_reused(existing)
+                return RunHandle(run_id, rt.store, reused=True)
         # A run that continues another continues its trace too.
         earlier = rt.store.get(resume).tags if resume and _tracing.tracing_enabled() else None
         with _tracing.continuing(earlier):

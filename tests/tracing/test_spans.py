@@ -181,7 +181,8 @@ def test_a_run_resumed_after_sigkill_continues_its_trace_and_marks_replayed_step
     # The model call kept before the kill is replayed, marked so, and not run again.
     model_1 = [s for s in after if s.attributes.get("promissory.promise.id") == f"{RUN}/1"]
     assert model_1 and all(s.attributes["promissory.replayed"] is True for s in model_1)
-    chats = [s for s in spans if s.name.startswith("chat ")]
+    # A model call is "chat {model}"; a replayed one, whose model is not asked, is "chat".
+    chats = [s for s in spans if s.name.split(" ", 1)[0] == "chat"]
     ran = [
         s.attributes["promissory.promise.id"]
         for s in chats
@@ -190,7 +191,7 @@ def test_a_run_resumed_after_sigkill_continues_its_trace_and_marks_replayed_step
     replayed = {
         s.attributes["promissory.promise.id"]
         for s in after
-        if s.name.startswith("chat ") and s.attributes["promissory.replayed"]
+        if s.name.split(" ", 1)[0] == "chat" and s.attributes["promissory.replayed"]
     }
     # Four model calls, each run once: in the first process, or in the second (a call kept
     # right before the kill may have lost its span with the process: it is replayed then).
