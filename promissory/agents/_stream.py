@@ -386,7 +386,14 @@ class RunStream:
 
     def _delta(self, item: _Live) -> Iterator[StreamEvent]:
         if (item.r, "start") not in self._emitted:
-            yield from self._look()  # a sub-agent's text: its start comes first
+            # A sub-agent's text: its start comes first. The look may find this text's step
+            # kept already: the text is given before that answer (``_deltas_before``), so it
+            # waits in the backlog meanwhile, and is given here only if the look did not.
+            self._backlog.appendleft(item)
+            yield from self._look()
+            if not any(waiting is item for waiting in self._backlog):
+                return
+            self._backlog = collections.deque(w for w in self._backlog if w is not item)
         if item.s in self._answered:
             return  # its whole answer was emitted already
         yield from self._text(item)
