@@ -98,7 +98,7 @@ class ActorRef:
                 within it (the message says whether it was withdrawn or may still be kept).
 
         """
-        return self._send(msg, id, timeout, tags).promise.id
+        return self._send(msg, self._message_id(id), timeout, tags).promise.id
 
     def ask(
         self,
@@ -125,7 +125,7 @@ class ActorRef:
         ``Runtime.spawn_ask``); its result is a ``Sent``. ``kind``: the message is written
         only to an actor of that type.
         """
-        message_id = check_id(id) if id is not None else new_message_id(self.id)
+        message_id = self._message_id(id)
         # Expected before it is written, so its settle in this process is caught with its
         # value: the reply costs no read.
         expected = self._store.expect(message_id)
@@ -142,16 +142,18 @@ class ActorRef:
             written=sent.applied,
         )
 
+    def _message_id(self, id: str | None) -> str:
+        return check_id(id) if id is not None else new_message_id(self.id)
+
     def _send(
         self,
         msg: Any,
-        id: str | None,
+        message_id: str,
         timeout: Timeout,
         tags: Mapping[str, str] | None,
         write: Callable[..., Op] | None = None,
         kind: str | None = None,
     ) -> Sent:
-        message_id = check_id(id) if id is not None else new_message_id(self.id)
         with _tracing.producer(self.id, type_name(msg), message_id):
             return self._commit(msg, message_id, timeout, tags, write, kind)
 

@@ -122,3 +122,16 @@ def handled(n: int) -> int:
     TALLY.hit(f"handled:{step.id}")
     effect("handled", step.id)
     return n
+
+
+def clean_run(server_dsn: str, scenario: str, workdir: Any) -> dict[str, Any]:
+    """The outcome and effects of ``scenario`` run once without crashes, on a fresh schema:
+    what a crash test's runs are compared with (each effect ran exactly once)."""
+    from promissory.testing import CrashTest, fresh_schema
+
+    with fresh_schema(server_dsn) as dsn:
+        test = CrashTest(dsn, scenario, workdir=workdir)
+        run = test.run()
+        assert not run.killed
+        assert set(test.effects().values()) == {1}
+        return {"outcome": run.outcome, "effects": set(test.effects())}

@@ -21,19 +21,15 @@ from promissory import Context, DurableActor, Runtime, handler
 from promissory.store import Store
 from promissory.store._handling import send_op
 from promissory.testing import CrashTest, kept_steps
+from tests.actors.kit import clean_run
 
 SCENARIO = "tests.actors.scenarios:passivating"
 
 
 @pytest.fixture(scope="module")
 def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from promissory.testing import fresh_schema
-
-    with fresh_schema(server_dsn) as dsn:
-        test = CrashTest(dsn, SCENARIO, workdir=tmp_path_factory.mktemp("clean"))
-        run = test.run()
-        assert not run.killed
-        return {"outcome": run.outcome, "effects": set(test.effects())}
+    """The outcome of a run without crashes, for every crash test to compare with."""
+    return clean_run(server_dsn, SCENARIO, tmp_path_factory.mktemp("clean"))
 
 
 @pytest.mark.timeout(180)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from promissory.testing import CrashTest, kept_steps, reset_schema
+from tests.actors.kit import clean_run
 
 SCENARIO = "tests.actors.scenarios:multi_step"
 
@@ -42,14 +43,7 @@ NAMED = [
 @pytest.fixture(scope="module")
 def clean(server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The outcome of a run without crashes, for every crash test to compare with."""
-    from promissory.testing import fresh_schema
-
-    with fresh_schema(server_dsn) as dsn:
-        test = CrashTest(dsn, SCENARIO, workdir=tmp_path_factory.mktemp("clean"))
-        run = test.run()
-        assert not run.killed
-        assert set(test.effects().values()) == {1}
-        return {"outcome": run.outcome, "effects": set(test.effects())}
+    return clean_run(server_dsn, SCENARIO, tmp_path_factory.mktemp("clean"))
 
 
 class Tracker:
