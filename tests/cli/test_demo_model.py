@@ -14,7 +14,7 @@ from tests.agents.fake_llm import FakeProvider
 
 from .conftest import Cli
 from .kit import json_out, one_clean_line, sql
-from .test_demo import _fake_openai_role, settled_under
+from .test_demo import _fake_openai_role, settled_after_kill, settled_under
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_a_demo_started_on_a_model_is_not_resumed_without_it(
 ) -> None:
     model = f"{fake.openai_url}#fake-model"
     run_id = crashed_run(cli, "--model", model)
-    kept = settled_under(dsn, run_id)
+    kept = settled_after_kill(dsn, run_id)
     assert sql(dsn, "SELECT param->>'model' FROM promises WHERE id = %s", run_id) == [(model,)]
 
     refused = cli("demo")
