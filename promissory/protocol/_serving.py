@@ -8,15 +8,13 @@ variable ``PROMISSORY_SERVE_TOKEN``): anyone who reaches the port could settle e
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from .._listening import bind, is_loopback
+from .._listening import bind, http_server, is_loopback, url_of
 from ..errors import ServeError
 from ..store import Store
 from ._web import create_app
@@ -42,45 +40,6 @@ def check_address(host: str, token: str | None) -> str | None:
             f"or set {TOKEN_ENV})"
         )
     return token
-
-
-def _server(app: Any, *, foreground: bool) -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server; in the foreground SIGINT and SIGTERM stop it and it returns."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if not foreground or threading.current_thread() is not threading.main_thread():
-                yield
-                return
-
-            def stop(signum: int, frame: Any) -> None:
-                self.should_exit = True
-
-            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="h11",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    return Server(config)
-
-
-def _url(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    return f"http://{shown}:{port}"
 
 
 class ProtocolServer:
@@ -123,7 +82,7 @@ class ProtocolServer:
     @property
     def url(self) -> str:
         """Where it answers, once started."""
-        return _url(self.host, self.port)
+        return url_of(self.host, self.port)
 
     def start(self, dsn: str | None = None, timeout: float = 30.0) -> ProtocolServer:
         """Bind, start serving in a thread, and return once it answers.
@@ -137,7 +96,7 @@ class ProtocolServer:
             raise ServeError("ProtocolServer needs a DSN")
         self._sock = bind(self.host, self.port, backlog=1024)
         self.port = self._sock.getsockname()[1]
-        self._server = _server(
+        self._server = http_server(
             create_app(dsn, token=self.token, max_streams=self.max_streams), foreground=False
         )
         sock = self._sock
@@ -200,8 +159,8 @@ def serve(
     try:
         Store(dsn).close()  # the schema up to date before the URL is told
         app = create_app(dsn, token=token, migrate=False, max_streams=max_streams)
-        server = _server(app, foreground=True)
-        url = _url(host, port)
+        server = http_server(app, foreground=True)
+        url = url_of(host, port)
         if say is not None:
             say(url)
         else:

@@ -13,15 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._listening import bind, is_loopback
+from .._listening import bind, http_server, is_loopback, url_of
 from ..errors import ServeError
 from ..store import Store
 
@@ -31,33 +28,6 @@ DEFAULT_PORT = 8765
 def new_token() -> str:
     """A fresh random access token."""
     return secrets.token_hex(24)
-
-
-def _server_class() -> type[Any]:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, stopped by SIGINT or SIGTERM as ``promissory run`` is: it finishes
-        and the command exits 0 (uvicorn would raise the signal again once it has stopped).
-        """
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-
-            def stop(signum: int, frame: Any) -> None:
-                self.should_exit = True
-
-            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
 
 
 def serve(
@@ -86,11 +56,7 @@ def serve(
         ServeError: a non-loopback host without a token, or an address that cannot be bound.
 
     """
-    import uvicorn
-
     from ..cli import load_target
-
-    _Server = _server_class()
     from ..runtime import Runtime
     from ._app import create_app
 
@@ -114,18 +80,8 @@ def serve(
             runtime=lambda: Runtime(dsn).open(),
             loopback_only=loopback,
         )
-        config = uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="h11",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = _Server(config)
-        shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        server = http_server(app, graceful=2)
+        url = url_of(host, port) + "/" + (f"?token={token}" if token else "")
         if say is not None:
             say(url, {"url": url, "host": host, "port": port})
         else:
