@@ -253,20 +253,28 @@ class NodeHost:
         started (it was passivated, or spawned and not started). Until ``sent``, deliveries
         to it wait as during a take-up, so the activation the claim is for is the only one.
         """
-        may_claim = claim and self.lease_held()
         with self._lock:
             self._sending[actor_id] = self._sending.get(actor_id, 0) + 1
-            if not may_claim or self._closing:
+            if not claim or not self._claimable(actor_id):
                 return None
+        # Asked only for a send that may claim (the lease check may ask the database).
+        if not self.lease_held():
+            return None
+        with self._lock:
             slot = self._slots.get(actor_id)
-            if slot is None or slot.kind is None or slot.ref is not None:
-                return None
-            if slot.suspended is not None or slot.held or slot.taking != TAKING_NONE:
-                return None
-            if slot.stopping is not None or not self.can_host(slot.kind):
+            if slot is None or not self._claimable(actor_id):
                 return None
             slot.taking = TAKING
             return self.node_id
+
+    def _claimable(self, actor_id: str) -> bool:
+        """Whether a send may claim the actor here (see ``sending``; under the lock)."""
+        slot = self._slots.get(actor_id)
+        if self._closing or slot is None or slot.kind is None or slot.ref is not None:
+            return False
+        if slot.suspended is not None or slot.held or slot.taking != TAKING_NONE:
+            return False
+        return slot.stopping is None and self.can_host(slot.kind)
 
     def sent(self, actor_id: str, sent: Sent | None, mark: int, claim: str | None = None) -> None:
         """Hand a message this process has just written to the actor's activation here, with
