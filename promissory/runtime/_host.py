@@ -313,8 +313,10 @@ class NodeHost:
             poked = slot.taking == TAKING_POKED
             slot.taking = TAKING_NONE
             if claimed is None or sent is None or self._closing:
-                if poked:  # what came meanwhile, as it would have
-                    self.submit(self.deliver, actor_id, None)
+                if poked:
+                    # What came meanwhile, now and in this thread, as it would have come: not
+                    # on the host's workers, which drop work once the node is closing.
+                    self.deliver(actor_id, None)
                 return False
             self._handing(sent.promise.seq)
             fresh = Fresh(claimed.epoch, sent.earlier, mark)
