@@ -198,7 +198,10 @@ def set_schedule_paused(
     """
     query = (
         f"UPDATE schedules SET paused = %(paused)s, next_at = coalesce(%(next_at)s, next_at), "
-        f"claimed_by = NULL, updated_at = clock_timestamp() WHERE id = %(id)s "
+        # A pause keeps the claim of a firing under way, so the node making its run can still
+        # record it (``_ADVANCE`` matches on the claim); a resume starts from a fresh one.
+        f"claimed_by = CASE WHEN %(paused)s THEN claimed_by END, "
+        f"updated_at = clock_timestamp() WHERE id = %(id)s "
         f"RETURNING {_COLUMNS}"
     )
     params = {"id": id, "paused": paused, "next_at": next_at}

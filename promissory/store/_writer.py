@@ -33,8 +33,6 @@ from concurrent.futures import Future
 from typing import Any
 
 import psycopg
-from psycopg import generators
-from psycopg.pq import ExecStatus
 
 from .._crashpoints import drop_due, dropping
 from ..errors import PromissoryError, StoreBusyError, StoreError, StoreUnavailableError
@@ -48,8 +46,8 @@ from ._connection import (
 )
 from ._ops import MAX_BATCH_BYTES, Event, Op, Rows
 from ._outage import OutageLog
+from ._pipeline import Command, Pipeline, Result
 
-_TUPLES_OK = ExecStatus.TUPLES_OK
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
 
@@ -90,6 +88,8 @@ class Writer:
         self._queue: queue.SimpleQueue[Op | _Stop] = queue.SimpleQueue()
         self._held: collections.deque[Op] = collections.deque()
         self._conn: psycopg.Connection[Any] | None = None
+        self._pipeline: Pipeline | None = None
+        """How batches are sent on ``_conn`` (it knows the statements prepared there)."""
         self._mutex = threading.Lock()
         """Held by whichever thread writes a batch on the connection (this one or a caller's)."""
         self._xid: int | None = None
@@ -263,7 +263,9 @@ class Writer:
                         self._rollback()
                         conn = self._connection(deadline)
                     xid = _begin(conn)
-                results, self._xid = _run_ops(conn, batch, None, in_transaction=True)
+                results, self._xid = _run_ops(
+                    self._pipelined(conn), batch, None, in_transaction=True
+                )
                 self._xid_at = time.monotonic()
             except StoreUnavailableError as exc:
                 self._fail(batch, exc)
@@ -386,6 +388,11 @@ class Writer:
                 raise
         return self._conn
 
+    def _pipelined(self, conn: psycopg.Connection[Any]) -> Pipeline:
+        if self._pipeline is None or self._pipeline.conn is not conn:
+            self._pipeline = Pipeline(conn)  # a new connection has nothing prepared
+        return self._pipeline
+
     def _rollback(self) -> None:
         self._xid = None
         conn = self._conn
@@ -445,7 +452,7 @@ class Writer:
                 conn = self._connection(deadline)
                 if conn.info.transaction_status != _IDLE:
                     self._rollback()
-                results, _ = _run_ops(conn, batch, xid)
+                results, _ = _run_ops(self._pipelined(conn), batch, xid)
             except psycopg.Error as exc:
                 if is_disconnect(exc, self._conn) and time.monotonic() < deadline:
                     self._drop_connection()
@@ -461,12 +468,6 @@ class Writer:
             return
 
 
-def _rows(cur: psycopg.Cursor[Any]) -> Rows:
-    # Cheaper than cur.description, which builds column objects on each call.
-    result = cur.pgresult
-    return cur.fetchall() if result is not None and result.status == _TUPLES_OK else []
-
-
 def _begin(conn: psycopg.Connection[Any]) -> int:
     """Open the batch's transaction and return its id, before any write is sent."""
     # One simple-protocol query: no parameters, so no pipeline to set up.
@@ -477,8 +478,13 @@ def _begin(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+_COMMIT: Command = ("COMMIT", None)
+_BEGIN: Command = ("BEGIN", None)
+_TXID: Command = ("SELECT txid_current()", None)
+
+
 def _run_ops(
-    conn: psycopg.Connection[Any],
+    pipeline: Pipeline,
     batch: list[Op],
     xid: int | None,
     *,
@@ -492,21 +498,21 @@ def _run_ops(
     written, and its ``finish`` is told the transaction to look for; no next one is opened.
     """
     # Ops of one kind share a multi-row statement (not when reading back).
-    groups: dict[str, list[Op]] = {}
+    groups: dict[str | bytes, list[Op]] = {}
     if xid is None:
         for op in batch:
             if op.group is not None:
                 groups.setdefault(op.group.sql, []).append(op)
     shared = [ops for ops in groups.values() if len(ops) > 1]
-    cursors, group_cursors, next_xid = _send(conn, batch, shared, in_transaction, xid is None)
+    own, group_results, next_xid = _send(pipeline, batch, shared, in_transaction, xid is None)
     # The batch is committed. What can still fail is turning an op's rows into Python (a
     # value the driver cannot load, say); that failure is the op's own, and the others' writes
     # stand: re-running the batch would misreport them as not applied.
-    grouped = _grouped_rows(group_cursors)
+    grouped = _grouped_rows(group_results)
     results: list[Any] = []
     for op in batch:
         try:
-            got = grouped[id(op)] if id(op) in grouped else [_rows(c) for c in cursors[id(op)]]
+            got = grouped[id(op)] if id(op) in grouped else [r.rows() for r in own[id(op)]]
             if isinstance(got, BaseException):
                 raise got
         except psycopg.Error as exc:
@@ -514,72 +520,74 @@ def _run_ops(
             err.__cause__ = exc
             results.append(err)
             continue
-        results.append(_finish(conn, op, got, xid))
+        results.append(_finish(pipeline.conn, op, got, xid))
     return results, next_xid
 
 
 def _send(
-    conn: psycopg.Connection[Any],
+    pipeline: Pipeline,
     batch: list[Op],
     shared: list[list[Op]],
     in_transaction: bool,
     speculate: bool,
-) -> tuple[
-    dict[int, list[psycopg.Cursor[Any]]],
-    list[tuple[list[Op], psycopg.Cursor[Any]]],
-    int | None,
-]:
-    """Pipeline every statement of ``batch`` and the COMMIT, and wait for the answers: the
-    cursors of each op's own statements, and of each statement ``shared`` ops of a kind.
+) -> tuple[dict[int, list[Result]], list[tuple[list[Op], Result]], int | None]:
+    """Send every statement of ``batch`` and the COMMIT in one round trip, and wait for the
+    answers: each op's own statements', and each statement ``shared`` ops of a kind made.
     With ``speculate``, the next batch's transaction is opened in the same round trip, and
     its id returned.
     """
     in_group = {id(op) for ops in shared for op in ops}
-    cursors: dict[int, list[psycopg.Cursor[Any]]] = {}
-    group_cursors: list[tuple[list[Op], psycopg.Cursor[Any]]] = []
-    with conn.pipeline() as pipeline:
-        if not in_transaction:
-            conn.execute("BEGIN")
-        for ops in shared:
-            sql = ops[0].group.sql  # type: ignore[union-attr]
-            columns = [list(c) for c in zip(*(op.group.values for op in ops), strict=True)]  # type: ignore[union-attr]
-            group_cursors.append((ops, conn.cursor().execute(sql, columns)))
-        for op in batch:
-            if id(op) not in in_group:
-                cursors[id(op)] = [
-                    conn.cursor().execute(sql, params) for sql, params in op.statements
-                ]
-        conn.execute("COMMIT")
-        following = None
-        if speculate:
-            # Answered in the same round trip; a lost connection is the COMMIT's unknown
-            # outcome, which the caller resolves by the batch's own id.
-            conn.execute("BEGIN")
-            following = conn.cursor().execute("SELECT txid_current()")
-        # psycopg stops writing once its queue of commands is empty even if libpq still holds
-        # unsent bytes (a big parameter), then waits for results the server cannot produce
-        # before it has read them: both sides wait forever (psycopg issue 685's family). Send
-        # everything, reading whatever the server answers meanwhile, before asking for results.
-        conn.wait(generators.send(conn.pgconn))
-        if dropping() and drop_due(op.label for op in batch):
+    commands: list[Command] = []
+    if not in_transaction:
+        commands.append(_BEGIN)
+    for ops in shared:
+        sql = ops[0].group.sql  # type: ignore[union-attr]
+        columns = [list(c) for c in zip(*(op.group.values for op in ops), strict=True)]  # type: ignore[union-attr]
+        commands.append((sql, columns))
+    for op in batch:
+        if id(op) not in in_group:
+            commands.extend(op.statements)
+    commands.append(_COMMIT)
+    if speculate:
+        # Answered in the same round trip; a lost connection is the COMMIT's unknown
+        # outcome, which the caller resolves by the batch's own id.
+        commands.append(_BEGIN)
+        commands.append(_TXID)
+    sent = None
+    if dropping() and drop_due(op.label for op in batch):
+        conn = pipeline.conn
+
+        def sent() -> None:
             _sever(conn)  # a crash test's fault: the COMMIT went out, its answer never comes
-        # A statement the database refuses raises here, before anything is committed.
-        pipeline.sync()
+
+    # A statement the database refuses raises here, before anything is committed.
+    answers = pipeline.run(commands, sent=sent)
+    at = 0 if in_transaction else 1
+    group_results = []
+    for ops in shared:
+        group_results.append((ops, answers[at]))
+        at += 1
+    own: dict[int, list[Result]] = {}
+    for op in batch:
+        if id(op) not in in_group:
+            n = len(op.statements)
+            own[id(op)] = answers[at : at + n]
+            at += n
     next_xid = None
-    if following is not None:
-        row = following.fetchone()
-        next_xid = int(row[0]) if row else None
-    return cursors, group_cursors, next_xid
+    if speculate:
+        row = answers[-1].rows()
+        next_xid = int(row[0][0]) if row else None
+    return own, group_results, next_xid
 
 
 def _grouped_rows(
-    group_cursors: list[tuple[list[Op], psycopg.Cursor[Any]]],
+    group_results: list[tuple[list[Op], Result]],
 ) -> dict[int, list[Rows] | BaseException]:
     """Each grouped op's rows (its row of the shared statement, by its id), or the error."""
     grouped: dict[int, list[Rows] | BaseException] = {}
-    for ops, cur in group_cursors:
+    for ops, result in group_results:
         try:
-            by_id = {row[0]: row for row in _rows(cur)}
+            by_id = {row[0]: row for row in result.rows()}
         except psycopg.Error as exc:
             for op in ops:
                 grouped[id(op)] = exc

@@ -83,6 +83,32 @@ def test_a_paused_schedule_fires_nothing_and_resumes_from_now(rt: Runtime, dsn: 
         rt.pause_schedule("ticks/paused")
 
 
+def test_a_firing_under_way_when_its_schedule_is_paused_still_records_its_run(
+    rt: Runtime, dsn: str
+) -> None:
+    # The race an every-second schedule can hit: the node claims a firing, a person pauses
+    # the schedule, the node starts the run and then moves the schedule on.
+    from promissory.store._schedules import advance_schedule, claim_firing
+
+    rt.schedule("ticks/race", cron="0 7 * * *", agent=clock, task="tick")
+    rt.pause_schedule("ticks/race")
+    [(at,)] = sql(
+        dsn, "UPDATE schedules SET paused = false WHERE id = 'ticks/race' RETURNING next_at"
+    )
+    store, node = rt.store, "the-node"
+    assert claim_firing(store, "ticks/race", at, node)
+    rt.pause_schedule("ticks/race")
+    assert advance_schedule(
+        store, "ticks/race", at, node, at + timedelta(days=1), at, "ticks/race/the-run"
+    )
+    [row] = sql(dsn, "SELECT last_run, paused, claimed_by FROM schedules WHERE id = 'ticks/race'")
+    assert row == ("ticks/race/the-run", True, None)
+    # A resume starts from a fresh claim.
+    sql(dsn, "UPDATE schedules SET claimed_by = 'gone' WHERE id = 'ticks/race' RETURNING id")
+    rt.resume_schedule("ticks/race")
+    assert sql(dsn, "SELECT claimed_by FROM schedules WHERE id = 'ticks/race'") == [(None,)]
+
+
 @pytest.mark.parametrize(("missed", "made"), [(Missed.ONCE, 1), (Missed.SKIP, 0)])
 def test_firings_missed_while_no_node_ran_follow_the_policy(
     dsn: str, missed: Missed, made: int

@@ -1,0 +1,168 @@
+"""One round trip for a batch: its statements, its COMMIT and the next BEGIN, on libpq directly.
+
+The group-commit writer (``_writer``) sends every statement of a batch in libpq's pipeline
+mode and reads the answers once. psycopg's own ``Connection.pipeline()`` does the same with a
+cursor, a queue entry and a result hand-off per statement; on a step's single write that
+Python is about a third of the commit's time (0.53 ms against 0.41 ms for the same
+statements sent here, measured on this project's machine), so the writer drives the
+connection's ``pgconn`` itself and keeps psycopg for what it does well: turning parameters
+into the wire format and rows back into Python (``Transformer``), errors into its exception
+classes, and waiting on the socket (its C generators).
+
+Statements the writer runs again and again are prepared once per connection (the second
+time one is seen, as psycopg does from its fifth), by name, ``promissory_N``: the server then
+skips parsing and planning them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import abc, errors, generators, pq
+from psycopg._queries import PostgresQuery
+from psycopg.adapt import Transformer
+
+__all__ = ["Pipeline", "Result"]
+
+_SYNC = pq.ExecStatus.PIPELINE_SYNC
+_FATAL = pq.ExecStatus.FATAL_ERROR
+_ABORTED = pq.ExecStatus.PIPELINE_ABORTED
+_OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+_TUPLES_OK = pq.ExecStatus.TUPLES_OK
+
+Command = tuple[str | bytes, Sequence[Any] | Mapping[str, Any] | None]
+"""A statement and its parameters (``None``: a statement without any)."""
+
+PREPARE_AFTER = 2
+"""A statement is prepared the second time this connection runs it."""
+PREPARED_MAX = 200
+"""At most this many statements are prepared per connection (then the others are not)."""
+
+
+class Result:
+    """One statement's answer: its rows (loaded on demand), or the error it failed with."""
+
+    __slots__ = ("_pg", "_tx")
+
+    def __init__(self, pg: pq.abc.PGresult, tx: abc.Transformer) -> None:
+        self._pg = pg
+        self._tx = tx
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The statement's rows as tuples (``[]`` for a statement that returns none)."""
+        pg = self._pg
+        if pg.status != _TUPLES_OK:
+            return []
+        tx = self._tx
+        tx.set_pgresult(pg)
+        rows: list[tuple[Any, ...]] = tx.load_rows(0, pg.ntuples, tuple)
+        return rows
+
+
+class Pipeline:
+    """Runs lists of statements in one round trip on one connection (a writer's).
+
+    Example:
+        >>> results = Pipeline(conn).run([("SELECT %s", (1,))])  # doctest: +SKIP
+        >>> results[0].rows()  # doctest: +SKIP
+        [(1,)]
+
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._seen: dict[tuple[bytes, tuple[int, ...]], int] = {}
+        self._names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._made = 0
+
+    def run(
+        self,
+        commands: Sequence[Command],
+        *,
+        sent: Callable[[], None] | None = None,
+    ) -> list[Result]:
+        """Send ``commands`` in one pipeline and one sync, and wait for every answer.
+
+        ``sent`` is called once everything is written to the socket, before any answer is
+        read (a crash test cuts the connection there). Raises the first statement's error,
+        as psycopg would, once every answer is in (the transaction is then aborted, and the
+        connection ready for a ``ROLLBACK``); a lost connection raises what libpq says.
+        """
+        conn = self.conn
+        pgconn = conn.pgconn
+        tx = Transformer(conn)
+        query = PostgresQuery(tx)
+        preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
+        """Where each prepare's answer comes among the answers, and what it prepares."""
+        asked = 0
+        pgconn.enter_pipeline_mode()
+        try:
+            for sql, params in commands:
+                query.convert(sql, params)
+                asked += 1
+                if params is None:
+                    pgconn.send_query_params(query.query, None)
+                    continue
+                key = (query.query, query.types)
+                name = self._names.get(key)
+                if name is None and self._prepare(key):
+                    name = b"promissory_%d" % self._made
+                    self._made += 1
+                    pgconn.send_prepare(name, query.query, param_types=query.types)
+                    preparing.append((asked - 1, key))
+                    asked += 1
+                    self._names[key] = name  # taken back below if the server did not make it
+                if name is None:
+                    pgconn.send_query_params(
+                        query.query,
+                        query.params,
+                        param_formats=query.formats,
+                        param_types=query.types,
+                    )
+                else:
+                    pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+            pgconn.pipeline_sync()
+            conn.wait(generators.send(pgconn))
+            if sent is not None:
+                sent()
+            answers: list[pq.abc.PGresult] = []
+            while True:
+                got = conn.wait(generators.fetch_many(pgconn))
+                if got and got[0].status == _SYNC:
+                    break
+                answers.append(got[-1])  # one result per command in pipeline mode
+        finally:
+            if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+                try:
+                    pgconn.exit_pipeline_mode()
+                except psycopg.Error:
+                    pass  # answers still pending: the writer drops the connection
+        return self._answers(answers, preparing, tx)
+
+    def _prepare(self, key: tuple[bytes, tuple[int, ...]]) -> bool:
+        seen = self._seen.get(key, 0) + 1
+        if len(self._seen) < PREPARED_MAX * 4:
+            self._seen[key] = seen
+        return seen >= PREPARE_AFTER and len(self._names) < PREPARED_MAX
+
+    def _answers(
+        self,
+        answers: list[pq.abc.PGresult],
+        preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]],
+        tx: abc.Transformer,
+    ) -> list[Result]:
+        # A prepare's own answer comes just before its statement's: set it aside, and forget
+        # a prepare the server did not make (something before it failed: it was skipped).
+        prepares = set()
+        for at, key in preparing:
+            prepares.add(at)
+            if answers[at].status not in _OK:
+                self._names.pop(key, None)
+        for a in answers:
+            if a.status == _FATAL:
+                raise errors.error_from_result(a, encoding=self.conn.info.encoding)
+        if any(a.status == _ABORTED for a in answers):
+            raise errors.OperationalError("the pipeline was aborted, and no statement said why")
+        return [Result(a, tx) for i, a in enumerate(answers) if i not in prepares]

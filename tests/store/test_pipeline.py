@@ -1,0 +1,111 @@
+"""The writer's round trip on libpq's pipeline (``_pipeline.Pipeline``): rows, errors, prepared
+statements, big values, on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from promissory.store._pipeline import PREPARE_AFTER, Pipeline
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TEMP TABLE t (id text PRIMARY KEY, n bigint, v jsonb, b text)")
+        yield c
+
+
+def prepared(conn: psycopg.Connection[Any]) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT statement FROM pg_prepared_statements").fetchall()]
+
+
+def test_rows_come_back_per_statement_in_one_transaction(conn: psycopg.Connection[Any]) -> None:
+    p = Pipeline(conn)
+    answers = p.run(
+        [
+            ("BEGIN", None),
+            ("INSERT INTO t VALUES (%s, %s, %s::jsonb) RETURNING id, n", ("a", 1, '{"x": 1}')),
+            ("INSERT INTO t VALUES (%(id)s, %(n)s, NULL)", {"id": "b", "n": 2}),
+            ("SELECT v FROM t WHERE id = %s", ("a",)),
+            ("COMMIT", None),
+            ("SELECT txid_current()", None),
+        ]
+    )
+    assert [a.rows() for a in answers[1:4]] == [[("a", 1)], [], [({"x": 1},)]]
+    assert isinstance(answers[5].rows()[0][0], int)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (2,)
+
+
+def test_a_statement_run_again_is_prepared_once(conn: psycopg.Connection[Any]) -> None:
+    p = Pipeline(conn)
+    sql = "INSERT INTO t VALUES (%s, %s, NULL) RETURNING id"
+    for i in range(PREPARE_AFTER + 3):
+        (answer,) = p.run([(sql, (f"k{i}", i))])
+        assert answer.rows() == [(f"k{i}",)]
+    assert [s for s in prepared(conn) if "INSERT INTO t" in s] == [
+        "INSERT INTO t VALUES ($1, $2, NULL) RETURNING id"
+    ]
+    # The same text with parameters of other types is another statement to the server.
+    p.run([(sql, ("big", 2**40))])
+    p.run([(sql, ("big2", 2**40))])
+    assert conn.execute("SELECT n FROM t WHERE id = 'big2'").fetchone() == (2**40,)
+
+
+def test_a_refused_statement_raises_its_own_error_and_keeps_nothing(
+    conn: psycopg.Connection[Any],
+) -> None:
+    p = Pipeline(conn)
+    sql = "INSERT INTO t VALUES (%s, %s, NULL)"
+    p.run([("BEGIN", None), (sql, ("a", 1)), ("COMMIT", None)])
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        p.run([("BEGIN", None), (sql, ("z", 1)), (sql, ("a", 2)), ("COMMIT", None)])
+    # The transaction is aborted, not committed: a rollback ends it and "z" is not there.
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*) FROM t WHERE id = 'z'").fetchone() == (0,)
+    # A statement prepared in the failed round trip stands (names are not transactional);
+    # one the failure skipped is prepared again later without a clash.
+    other = "UPDATE t SET n = %s WHERE id = %s"
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        p.run([("BEGIN", None), (sql, ("a", 3)), (other, (1, "a")), ("COMMIT", None)])
+    conn.execute("ROLLBACK")
+    for _ in range(PREPARE_AFTER + 1):
+        p.run([(other, (7, "a"))])
+    assert conn.execute("SELECT n FROM t WHERE id = 'a'").fetchone() == (7,)
+
+
+def test_a_syntax_error_is_the_databases_error(conn: psycopg.Connection[Any]) -> None:
+    p = Pipeline(conn)
+    for _ in range(PREPARE_AFTER + 1):  # also when it would be prepared
+        with pytest.raises(psycopg.errors.SyntaxError):
+            p.run([("SELEC %s", (1,))])
+    assert p.run([("SELECT %s::int", (5,))])[0].rows() == [(5,)]
+
+
+def test_values_bigger_than_the_sockets_buffers_go_both_ways(
+    conn: psycopg.Connection[Any],
+) -> None:
+    big = "x" * (16 * 1024 * 1024)
+    p = Pipeline(conn)
+    answers = p.run(
+        [
+            ("INSERT INTO t VALUES ('big', 0, NULL, %s) RETURNING length(b)", (big,)),
+            ("SELECT b FROM t WHERE id = 'big'", ()),
+        ]
+    )
+    assert answers[0].rows() == [(len(big),)]
+    assert answers[1].rows() == [(big,)]
+
+
+def test_sent_is_called_after_everything_is_written(conn: psycopg.Connection[Any]) -> None:
+    p = Pipeline(conn)
+    seen: list[int] = []
+    p.run([("INSERT INTO t VALUES ('s', 0, NULL)", None)], sent=lambda: seen.append(1))
+    assert seen == [1]
