@@ -142,9 +142,14 @@ def drop_due(labels: Iterable[str]) -> bool:
     return True
 
 
+_effects_path = os.environ.get(EFFECTS_ENV)
+"""Read once, as the other switches here are: a crash test sets it for a child process, and
+looking it up in the environment on every step cost each step microseconds."""
+
+
 def log_effect(*fields: str) -> None:
     """Append one tab-separated line to the effects file, if a crash test set one."""
-    path = os.environ.get(EFFECTS_ENV)
+    path = _effects_path
     if not path:
         return
     line = ("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n").encode()

@@ -78,10 +78,10 @@ class Op:
         "future",
         "reread",
         "group",
-        "size",
         "label",
         "settles",
         "parts",
+        "_size",
     )
 
     def __init__(
@@ -109,8 +109,16 @@ class Op:
         """The ops a ``bundle`` is made of (its statements are theirs, in order)."""
         self.settles = tuple(settles)
         """Promises it settles whose settle event carries the record (see ``Event``)."""
-        self.size = _size(statements)
-        """Bytes of text and binary parameters: a batch stops growing past ``MAX_BATCH_BYTES``."""
+        self._size = -1
+
+    @property
+    def size(self) -> int:
+        """Bytes of text and binary parameters: a batch stops growing past ``MAX_BATCH_BYTES``
+        (counted when first asked: an op its caller writes alone never is).
+        """
+        if self._size < 0:
+            self._size = _size(self.statements)
+        return self._size
 
 
 def bundle(ops: Sequence[Op], label: str | None = None) -> Op:

@@ -76,6 +76,9 @@ class Pipeline:
         self._seen: dict[tuple[bytes, tuple[int, ...]], int] = {}
         self._names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._made = 0
+        # One for the connection's life: it keeps the dumpers and loaders it found (a new one
+        # per round trip would look each up again for every column).
+        self._tx = Transformer(conn)
 
     def run(
         self,
@@ -92,7 +95,7 @@ class Pipeline:
         """
         conn = self.conn
         pgconn = conn.pgconn
-        tx = Transformer(conn)
+        tx = self._tx
         query = PostgresQuery(tx)
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
         """Where each prepare's answer comes among the answers, and what it prepares."""
