@@ -82,7 +82,6 @@ class Slot:
         "sent",
         "suspended",
         "subscription",
-        "idle_timer",
         "held",
         "restart_timer",
         "stopping",
@@ -97,7 +96,6 @@ class Slot:
         self.sent = 0
         self.suspended: tuple[str, list[str], bool] | None = None
         self.subscription: Subscription | None = None
-        self.idle_timer: Timer | None = None
         self.restart_timer: Timer | None = None
         self.held = False
         """Deliveries wait in the mailbox: a failure is being handled, or a shutdown is on."""
@@ -152,6 +150,12 @@ class NodeHost:
         """NOTIFYs for those actors held until the sends return (see ``sent``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
+        self._idle: dict[str, tuple[float, Activation]] = {}
+        """Activations with nothing to do, by actor, in the order they became idle, with when
+        each is passivated. One sweep on the event loop passivates them, not a timer per
+        message: arming and canceling a timer woke the loop's thread twice per message."""
+        self._sweeping = False
+        """Whether a sweep of ``_idle`` is scheduled."""
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="promissory-host")
         self.parallel = ThreadPoolExecutor(max_workers=32, thread_name_prefix="promissory-step")
 
@@ -487,9 +491,7 @@ class NodeHost:
 
     def _poke(self, actor_id: str, slot: Slot, poke: Poke | None) -> None:
         """Poke the actor's activation, started if need be (``None``: only start it)."""
-        if slot.idle_timer is not None:
-            slot.idle_timer.cancel()
-            slot.idle_timer = None
+        self._idle.pop(actor_id, None)
         if slot.ref is None or slot.activation is None:
             self._start(actor_id, slot, poke)
             return
@@ -543,11 +545,31 @@ class NodeHost:
             if slot is None or slot.activation is not activation:
                 return
             slot.faults = 0
-            if slot.idle_timer is not None:
-                slot.idle_timer.cancel()
-            slot.idle_timer = self.loop.call_later(
-                self.idle_timeout, self._passivate, activation.actor_id, activation
-            )
+            actor_id = activation.actor_id
+            self._idle.pop(actor_id, None)  # to the end: the dict stays in deadline order
+            self._idle[actor_id] = (time.monotonic() + self.idle_timeout, activation)
+            if self._sweeping:
+                return
+            self._sweeping = True
+        self.loop.call_later(self.idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        """Passivate every activation idle for ``idle_timeout``; come back for the next."""
+        now = time.monotonic()
+        due: list[tuple[str, Activation]] = []
+        with self._lock:
+            while self._idle:
+                actor_id, (at, activation) = next(iter(self._idle.items()))
+                if at > now:
+                    break
+                del self._idle[actor_id]
+                due.append((actor_id, activation))
+            later = next(iter(self._idle.values()))[0] - now if self._idle else None
+            self._sweeping = later is not None
+        for actor_id, activation in due:
+            self._passivate(actor_id, activation)
+        if later is not None:
+            self.loop.call_later(later, self._sweep)
 
     def _passivate(self, actor_id: str, activation: Activation) -> None:
         with self._lock:
@@ -558,7 +580,6 @@ class NodeHost:
                 return  # a poke is on its way
             ref = slot.ref
             slot.activation = slot.ref = None
-            slot.idle_timer = None
         if ref is not None:
             try:
                 ref.tell(Passivate())
@@ -781,9 +802,7 @@ class NodeHost:
             slot.held = True
             activation, ref = slot.activation, slot.ref
             slot.activation = slot.ref = None
-            if slot.idle_timer is not None:
-                slot.idle_timer.cancel()
-                slot.idle_timer = None
+            self._idle.pop(actor_id, None)
             if ref is not None:
                 slot.stopping = ref
             else:
@@ -848,10 +867,10 @@ class NodeHost:
         """
         with self._lock:
             slots, self._slots = self._slots, {}
+            self._idle.clear()
         for slot in slots.values():
-            for timer in (slot.idle_timer, slot.restart_timer):
-                if timer is not None:
-                    timer.cancel()
+            if slot.restart_timer is not None:
+                slot.restart_timer.cancel()
             if slot.subscription is not None:
                 slot.subscription.cancel()
             if slot.activation is not None:
@@ -882,8 +901,7 @@ class NodeHost:
             for slot in self._slots.values():
                 if slot.subscription is not None:
                     slot.subscription.cancel()
-                if slot.idle_timer is not None:
-                    slot.idle_timer.cancel()
+            self._idle.clear()
         for _, ref, activation in running:
             if activation is not None:
                 activation.request_stop()
