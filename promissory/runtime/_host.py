@@ -884,6 +884,11 @@ class NodeHost:
         with self._lock:
             return sum(1 for s in self._slots.values() if s.activation is not None)
 
+    def live_ids(self) -> list[str]:
+        """The actors whose activations are running now, by id."""
+        with self._lock:
+            return sorted(a for a, s in self._slots.items() if s.activation is not None)
+
     def suspended_count(self) -> int:
         """How many actors wait with no activation."""
         with self._lock:

@@ -45,6 +45,36 @@ def test_an_idle_activation_is_passivated_and_a_new_message_reactivates_it(dsn: 
         assert one(dsn, "SELECT epoch FROM actors WHERE id = 'appender'") == epoch + 1
 
 
+def test_each_idle_activation_is_passivated_on_its_own_clock_and_a_busy_one_never(
+    dsn: str,
+) -> None:
+    # One sweep passivates them all (no timer per message): each still gets its own full
+    # idle time, counted from its own last message.
+    with Runtime(dsn, idle_timeout=1.0) as rt:
+        busy = rt.spawn(Appender, id="busy")
+        early = rt.spawn(Appender, id="early")
+        late = rt.spawn(Appender, id="late")
+        early.ask(Item(0)).get(timeout=5)
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 0.5:
+            n += 1
+            busy.ask(Item(n)).get(timeout=5)
+            time.sleep(0.1)
+        late.ask(Item(0)).get(timeout=5)
+        late_idle = time.monotonic()
+        assert rt.host.live_activations() == 3
+        eventually(lambda: rt.host.live_activations() <= 2, what="the early one passivated")
+        assert "early" not in rt.host.live_ids() and "late" in rt.host.live_ids()
+        while time.monotonic() - late_idle < 2.5:  # the busy one keeps its thread throughout
+            n += 1
+            busy.ask(Item(n)).get(timeout=5)
+            assert "busy" in rt.host.live_ids()
+            time.sleep(0.1)
+        assert rt.host.live_ids() == ["busy"], "the late one passivated in its turn"
+        eventually(lambda: rt.host.live_activations() == 0, what="the busy one, once idle")
+
+
 def test_a_process_with_only_a_runtime_can_ask_an_actor_hosted_here(dsn: str) -> None:
     with Runtime(dsn) as rt:
         ref = rt.spawn(Echo, id="echo")
