@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 
 from .._crashpoints import drop_due, dropping
+from .._tracing import end_spans
 from ..errors import PromissoryError, StoreBusyError, StoreError, StoreUnavailableError
 from ._connection import (
     backoff_delay,
@@ -553,7 +554,9 @@ def _send(
         # outcome, which the caller resolves by the batch's own id.
         commands.append(_BEGIN)
         commands.append(_TXID)
-    sent = None
+    # While the database works on the batch, the spans of steps done are ended (tracing's
+    # cost off the steps' path; nothing without tracing).
+    sent: Callable[[], None] = end_spans
     if dropping() and drop_due(op.label for op in batch):
         conn = pipeline.conn
 

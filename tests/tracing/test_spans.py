@@ -8,15 +8,24 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from promissory import Context, Runtime, current_step, disable_tracing, enable_tracing
+from promissory import (
+    Context,
+    DurableActor,
+    Runtime,
+    current_step,
+    disable_tracing,
+    enable_tracing,
+    handler,
+)
 from promissory.agents import Agent, ModelRequest, ModelResponse, ScriptedModel, call, reply, tool
 from promissory.errors import ModelError, PromiseCanceledError
 from tests.cli.kit import ROOT
@@ -356,3 +365,50 @@ def test_a_cancel_is_a_span_and_the_handling_it_cut_is_marked(
     assert any(s.attributes.get("promissory.suspended") for s in runs)
     waits = [s for s in spans if s.name.startswith("wait promise t-approvals/1")]
     assert waits and waits[0].attributes["promissory.awaiting"] == ("t-approvals/1",)
+
+
+class Stepping(DurableActor[None]):
+    """Two steps, then a pause with no durable work: what a step's span end must not wait on."""
+
+    @handler
+    def go(self, ctx: Context, msg: str) -> str:
+        first = ctx.step(str.upper, msg)
+        second = ctx.step(str.lower, first)
+        time.sleep(0.3)
+        return second
+
+
+def test_a_step_span_ends_when_its_step_did_and_before_its_handling_span(
+    dsn: str, exporter: InMemorySpanExporter
+) -> None:
+    # A step's span is ended off the step's path (while the next commit is under way), at
+    # the time the step ended; its handling's span ends after it.
+    with Runtime(dsn) as rt:
+        assert rt.spawn(Stepping, id="stepping").ask("Hi").get(timeout=10) == "hi"
+        eventually(lambda: any(s.name.startswith("process") for s in finished(exporter)))
+        spans = finished(exporter)
+    steps = sorted((s for s in spans if s.name.startswith("step ")), key=lambda s: s.start)
+    [handling] = [s for s in spans if s.name.startswith("process")]
+    assert len(steps) == 2 and all(s.parent == handling.span for s in steps)
+    assert steps[0].end <= steps[1].start, "each ended when its step did"
+    assert handling.end - steps[1].end >= 0.25e9, "not when the next commit came"
+    order = [s.span for s in spans]  # as they were ended
+    assert order.index(handling.span) > max(order.index(s.span) for s in steps)
+
+
+class Failing(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("an exporter's bug")
+
+
+def test_a_span_processor_that_fails_does_not_fail_the_steps(dsn: str) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(Failing())
+    enable_tracing(provider)
+    try:
+        with Runtime(dsn) as rt:
+            ref = rt.spawn(Stepping, id="stepping-2")
+            assert ref.ask("Ok").get(timeout=10) == "ok"
+            assert ref.ask("Again").get(timeout=10) == "again"
+    finally:
+        disable_tracing()
