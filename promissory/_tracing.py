@@ -627,4 +627,3 @@ def restarted(store: Any, record: Any) -> None:
 
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attributes.items() if v is not None}
-
