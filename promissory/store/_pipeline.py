@@ -16,7 +16,7 @@ skips parsing and planning them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -127,15 +127,7 @@ class Pipeline:
                 else:
                     pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
             pgconn.pipeline_sync()
-            conn.wait(generators.send(pgconn))
-            if sent is not None:
-                sent()
-            answers: list[pq.abc.PGresult] = []
-            while True:
-                got = conn.wait(generators.fetch_many(pgconn))
-                if got and got[0].status == _SYNC:
-                    break
-                answers.append(got[-1])  # one result per command in pipeline mode
+            answers = conn.wait(_communicate(pgconn, sent))
         finally:
             if pgconn.pipeline_status != pq.PipelineStatus.OFF:
                 try:
@@ -169,3 +161,20 @@ class Pipeline:
         if any(a.status == _ABORTED for a in answers):
             raise errors.OperationalError("the pipeline was aborted, and no statement said why")
         return [Result(a, tx) for i, a in enumerate(answers) if i not in prepares]
+
+
+def _communicate(
+    pgconn: pq.abc.PGconn, sent: Callable[[], None] | None
+) -> Generator[Any, Any, list[pq.abc.PGresult]]:
+    """Send what is queued, then read every answer up to the sync: one wait on the socket for
+    the whole round trip (psycopg's own generators, in C, do the work).
+    """
+    yield from generators.send(pgconn)
+    if sent is not None:
+        sent()
+    answers: list[pq.abc.PGresult] = []
+    while True:
+        got = yield from generators.fetch_many(pgconn)
+        if got and got[0].status == _SYNC:
+            return answers
+        answers.append(got[-1])  # one result per command in pipeline mode
