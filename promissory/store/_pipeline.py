@@ -3,8 +3,8 @@
 The group-commit writer (``_writer``) sends every statement of a batch in libpq's pipeline
 mode and reads the answers once. psycopg's own ``Connection.pipeline()`` does the same with a
 cursor, a queue entry and a result hand-off per statement; on a step's single write that
-Python is about a third of the commit's time (0.53 ms against 0.41 ms for the same
-statements sent here, measured on this project's machine), so the writer drives the
+Python is about a third of the commit's time (0.52–0.54 ms against 0.36–0.39 ms for the
+same statements sent here: BENCHMARKS.md, "The message path"), so the writer drives the
 connection's ``pgconn`` itself and keeps psycopg for what it does well: turning parameters
 into the wire format and rows back into Python (``Transformer``), errors into its exception
 classes, and waiting on the socket (its C generators).
@@ -97,8 +97,8 @@ class Pipeline:
         pgconn = conn.pgconn
         tx = self._tx
         query = PostgresQuery(tx)
+        # Where each prepare's answer comes among the answers, and what it prepares.
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
-        """Where each prepare's answer comes among the answers, and what it prepares."""
         asked = 0
         pgconn.enter_pipeline_mode()
         try:
