@@ -881,8 +881,7 @@ class NodeHost:
 
     def live_activations(self) -> int:
         """How many activations (threads) are running now."""
-        with self._lock:
-            return sum(1 for s in self._slots.values() if s.activation is not None)
+        return len(self.live_ids())
 
     def live_ids(self) -> list[str]:
         """The actors whose activations are running now, by id."""

@@ -76,9 +76,10 @@ class Pipeline:
         self._seen: dict[tuple[bytes, tuple[int, ...]], int] = {}
         self._names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._made = 0
-        # One for the connection's life: it keeps the dumpers and loaders it found (a new one
-        # per round trip would look each up again for every column).
+        # One of each for the connection's life: the transformer keeps the dumpers and loaders
+        # it found (a new one per round trip would look each up again for every column).
         self._tx = Transformer(conn)
+        self._query = PostgresQuery(self._tx)
 
     def run(
         self,
@@ -95,8 +96,7 @@ class Pipeline:
         """
         conn = self.conn
         pgconn = conn.pgconn
-        tx = self._tx
-        query = PostgresQuery(tx)
+        tx, query = self._tx, self._query
         # Where each prepare's answer comes among the answers, and what it prepares.
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
         asked = 0
