@@ -51,7 +51,10 @@ class _On:
     def __init__(self, provider: Any) -> None:
         from opentelemetry import context, propagate, trace
 
+        from ._deferred_span import DeferredSpan
         from ._version import __version__
+
+        self.deferred = DeferredSpan
 
         self.trace = trace
         self.context = context
@@ -303,11 +306,14 @@ half-ended."""
 def end_spans() -> None:
     """End the step spans whose steps are done (at the time each was done).
 
-    A step's span costs the SDK about as much to end (a readable copy, the span processors)
-    as to start, and a step is the runtime's hottest path. So a step hands its span over, and
-    the store's writer calls this once the next commit is on its way to the database, while
-    the database works; a handling calls it before ending its own span, so a message's spans
-    are all ended with it. Without tracing, one test of an empty deque.
+    Starting and ending a span costs the SDK more than a no-op step costs the runtime (the
+    sampler, ids, attribute maps, a readable copy, the span processors), and a step is the
+    runtime's hottest path. So a step's span is a ``DeferredSpan`` that the SDK starts only
+    if something inside the step needs it, and the step hands it over when done: the store's
+    writer calls this once the next commit is on its way to the database, while the database
+    works, and the SDK starts (if not yet) and ends each span here, at its step's times. A
+    handling calls it before ending its own span, so a message's spans are all ended with
+    it. Without tracing, one test of an empty deque.
     """
     if not _ending:
         return
@@ -501,6 +507,9 @@ def step(
 class _Step:
     """The span of one step, current while the step runs (a class, not a generator: it is
     entered once per step, and a step is the runtime's hottest path).
+
+    The span is a ``DeferredSpan``: the SDK starts it only when something inside the step
+    needs it, or off the step's path once the step is done (``end_spans``).
     """
 
     __slots__ = ("on", "sid", "span", "token")
@@ -513,13 +522,7 @@ class _Step:
         attributes[REPLAYED] = replayed
         self.on = on
         self.sid = sid
-        self.span = on.tracer.start_span(
-            name,
-            context=parent,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+        self.span = on.deferred(on.tracer, name, attributes, parent)
         self.token: Any = None
 
     def __enter__(self) -> Any:

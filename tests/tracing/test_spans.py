@@ -412,3 +412,59 @@ def test_a_span_processor_that_fails_does_not_fail_the_steps(dsn: str) -> None:
             assert ref.ask("Again").get(timeout=10) == "again"
     finally:
         disable_tracing()
+
+
+USER: dict[str, TracerProvider] = {}
+"""The provider of the user's own spans (to the test's exporter, not promissory's provider)."""
+
+
+def traced_work(tag: str) -> str:
+    with USER["provider"].get_tracer("user").start_as_current_span(f"user {tag}"):
+        time.sleep(0.01)
+    return tag
+
+
+def failing_work() -> None:
+    raise ValueError("no such thing")
+
+
+class Nesting(DurableActor[None]):
+    """A step that starts a span of its own, a quiet step, and a step that fails."""
+
+    @handler
+    def go(self, ctx: Context, msg: str) -> str:
+        before = time.time_ns()
+        ctx.step(traced_work, msg)
+        ctx.step(str.upper, msg)
+        try:
+            ctx.step(failing_work)
+        except ValueError:
+            pass
+        return str(before)
+
+
+def test_a_step_span_is_the_parent_of_spans_started_inside_it_and_keeps_its_own_times(
+    dsn: str, exporter: InMemorySpanExporter
+) -> None:
+    # The SDK starts a step's span only when something inside needs it (here a span of the
+    # user's) or once the step is done; either way it has the step's own start time.
+    USER["provider"] = TracerProvider()
+    USER["provider"].add_span_processor(SimpleSpanProcessor(exporter))
+    with Runtime(dsn) as rt:
+        before = int(rt.spawn(Nesting, id="nesting").ask("n").get(timeout=10))
+        eventually(lambda: any(s.name.startswith("process") for s in finished(exporter)))
+        spans = finished(exporter)
+    by_name = {s.name: s for s in spans}
+    [handling] = [s for s in spans if s.name.startswith("process")]
+    outer = by_name["step tests.tracing.test_spans.traced_work"]
+    quiet = by_name["step ?.str.upper"]
+    failed = by_name["step tests.tracing.test_spans.failing_work"]
+    user = by_name["user n"]
+    assert user.parent == outer.span and user.trace == outer.trace
+    assert {outer.parent, quiet.parent, failed.parent} == {handling.span}
+    assert before <= outer.start <= user.start < user.end <= outer.end <= quiet.start
+    assert quiet.start <= quiet.end <= failed.start <= failed.end <= handling.end
+    [raw] = [s for s in exporter.get_finished_spans() if s.name == failed.name]
+    assert not raw.status.is_ok
+    assert [e.name for e in raw.events] == ["exception"]
+    assert raw.events[0].attributes["exception.type"] == "ValueError"
