@@ -64,6 +64,12 @@ class Host(Protocol):
         """
         ...
 
+    def warm(self, actor_id: str) -> None:
+        """Start the activation a claiming send is for while that send commits (called
+        once its COMMIT is on its way); ``sent`` hands it the message or stops it.
+        """
+        ...
+
     def lease_held(self) -> bool:
         """Whether this node still holds its lease (asked before new durable work; may ask
         the database when the node has been silent, after a pause).

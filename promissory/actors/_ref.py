@@ -8,6 +8,7 @@ committed (write-ahead); the hosting node learns of it in-process or by NOTIFY.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Callable, Generator, Mapping
@@ -49,6 +50,8 @@ class Delivery(Protocol):
     def sent(
         self, actor_id: str, sent: Sent | None, mark: int, claim: str | None = None
     ) -> None: ...
+
+    def warm(self, actor_id: str) -> None: ...
 
 
 __all__ = ["ActorRef", "Reply"]
@@ -191,6 +194,9 @@ class ActorRef:
             claim=claim,
             kind=kind,
         )
+        if claim is not None:
+            # The activation's thread starts while the send commits (not after it).
+            op.meanwhile = functools.partial(self._deliver.warm, self.id)
         try:
             sent = self._store.execute(op, timeout=limit)
         except BaseException:

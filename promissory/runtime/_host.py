@@ -148,6 +148,8 @@ class NodeHost:
         """Actors a message is being written to here, by how many sends."""
         self._echoes: dict[str, list[int | None]] = {}
         """NOTIFYs for those actors held until the sends return (see ``sent``)."""
+        self._warm: dict[str, tuple[pykka.ActorRef[Any], Activation]] = {}
+        """Activations started while the claiming send they are for commits (see ``warm``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
         self._idle: dict[str, tuple[float, Activation]] = {}
@@ -304,6 +306,42 @@ class NodeHost:
         if others:
             self.deliver(actor_id, None)
 
+    def warm(self, actor_id: str) -> None:
+        """Start the activation of ``actor_id`` that a claiming send is for (``sending`` gave
+        the claim) while that send commits: the store's writer calls this once the send's
+        COMMIT is on its way, and a worker thread starts the activation while the database
+        works, so the thread's start is not paid after the commit. The activation waits,
+        unclaimed, for ``sent``: it hands it the message from the claimed row, or stops it
+        when the claim did not hold. One not ready by then is not waited for: ``sent`` starts
+        the activation itself, and this one stops once started.
+        """
+        try:
+            self.executor.submit(self._warm_up, actor_id)
+        except RuntimeError:
+            pass  # closing
+
+    def _warm_up(self, actor_id: str) -> None:
+        slot = self._slots.get(actor_id)
+        kind = slot.kind if slot is not None else None
+        if kind is None or slot is None or slot.taking == TAKING_NONE:
+            return  # the send has returned already
+        try:
+            started = start_activation(self.resolve_class(kind), Binding(actor_id, self, None))
+        except Exception as exc:  # built again when the send returns, its failure reported then
+            log.debug("actor %s: no activation started ahead of its claim: %r", actor_id, exc)
+            return
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            if (
+                not self._closing
+                and slot is not None
+                and slot.taking != TAKING_NONE
+                and actor_id not in self._warm
+            ):
+                self._warm[actor_id] = started
+                return
+        started[1].request_stop()  # the send returned already (it gave up waiting): unused
+
     def _start_claimed(self, actor_id: str, sent: Sent | None, mark: int) -> bool:
         """End the wait ``sending(claim=True)`` began; when the send claimed the actor, start
         its activation from the claimed row with the message (no write, no read) and return
@@ -311,18 +349,29 @@ class NodeHost:
         """
         claimed = sent.claimed if sent is not None and sent.applied else None
         with self._lock:
+            warm = self._warm.pop(actor_id, None)
             slot = self._slots.get(actor_id)
             if slot is None or slot.taking == TAKING_NONE:
+                if warm is not None:
+                    warm[1].request_stop()
                 return False
             poked = slot.taking == TAKING_POKED
             slot.taking = TAKING_NONE
             if claimed is None or sent is None or self._closing:
+                if warm is not None:
+                    warm[1].request_stop()  # not claimed: a delivery starts its own
                 if poked:
                     # What came meanwhile, now and in this thread, as it would have come: not
                     # on the host's workers, which drop work once the node is closing.
                     self.deliver(actor_id, None)
                 return False
             self._handing(sent.promise.seq)
+            if warm is not None:
+                if slot.ref is None:
+                    slot.ref, slot.activation = warm
+                    slot.sent = 0
+                else:
+                    warm[1].request_stop()
             fresh = Fresh(claimed.epoch, sent.earlier, mark)
             # Its mailbox is this message alone when nothing pending came before it.
             taken = TakenUp(claimed, [], sent.earlier == (), {}, {})
@@ -906,6 +955,9 @@ class NodeHost:
                 if slot.subscription is not None:
                     slot.subscription.cancel()
             self._idle.clear()
+            warm, self._warm = list(self._warm.values()), {}
+        for _, spare in warm:
+            spare.request_stop()  # started for a send still committing: never used
         for _, ref, activation in running:
             if activation is not None:
                 activation.request_stop()

@@ -81,6 +81,7 @@ class Op:
         "label",
         "settles",
         "parts",
+        "meanwhile",
         "_size",
     )
 
@@ -109,6 +110,9 @@ class Op:
         """The ops a ``bundle`` is made of (its statements are theirs, in order)."""
         self.settles = tuple(settles)
         """Promises it settles whose settle event carries the record (see ``Event``)."""
+        self.meanwhile: Callable[[], None] | None = None
+        """Called once, when the batch's COMMIT is on its way, while the database works on it
+        (a claiming send starts its actor's activation thread then); it must not raise."""
         self._size = -1
 
     @property

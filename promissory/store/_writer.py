@@ -554,14 +554,22 @@ def _send(
         # outcome, which the caller resolves by the batch's own id.
         commands.append(_BEGIN)
         commands.append(_TXID)
-    # While the database works on the batch, the spans of steps done are ended (tracing's
-    # cost off the steps' path; nothing without tracing).
+    # While the database works on the batch: what its ops do meanwhile (an activation's
+    # thread started), and the spans of steps done are ended (tracing's cost off the steps'
+    # path; nothing without tracing).
     sent: Callable[[], None] = end_spans
+    if any(op.meanwhile is not None for op in batch):
+
+        def sent() -> None:
+            _meanwhile(batch)
+            end_spans()
+
     if dropping() and drop_due(op.label for op in batch):
         conn = pipeline.conn
 
         def sent() -> None:
             _sever(conn)  # a crash test's fault: the COMMIT went out, its answer never comes
+            _meanwhile(batch)
 
     # A statement the database refuses raises here, before anything is committed.
     answers = pipeline.run(commands, sent=sent)
@@ -581,6 +589,14 @@ def _send(
         row = answers[-1].rows()
         next_xid = int(row[0][0]) if row else None
     return own, group_results, next_xid
+
+
+def _meanwhile(batch: list[Op]) -> None:
+    """Run each op's ``meanwhile`` once (a batch written again after a lost answer does not)."""
+    for op in batch:
+        then, op.meanwhile = op.meanwhile, None
+        if then is not None:
+            then()
 
 
 def _grouped_rows(

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+import pykka
 import pytest
 
 from promissory import Context, DurableActor, Runtime, handler
@@ -154,6 +155,7 @@ def test_a_lost_commit_answer_of_spawn_ask_is_read_back_and_the_actor_runs_once(
 
     child = f"""
 import msgspec
+import pykka
 from promissory import Context, DurableActor, Runtime, handler
 from promissory.testing import effect
 
@@ -193,3 +195,85 @@ with Runtime({dsn!r}) as rt:
     assert rows == [(1,)]  # born claimed, and claimed by no one since
     ran = [line for line in effects.read_text().splitlines() if line.startswith("effect\tgreet")]
     assert len(ran) == 1, effects.read_text()
+
+
+STARTS: list[int] = []
+"""The thread of each activation of ``Warmed`` as it started (``on_start``)."""
+HANDLED: list[int] = []
+"""The thread each of its messages was handled on."""
+
+
+class Warmed(DurableActor[None], name="tests.claiming.Warmed"):
+    def on_start(self) -> None:
+        STARTS.append(threading.get_ident())
+
+    @handler
+    def note(self, ctx: Context, msg: Note) -> int:
+        HANDLED.append(threading.get_ident())
+        return msg.n
+
+
+def _passivated(rt: Runtime) -> None:
+    deadline = time.monotonic() + 5
+    while rt.host.live_activations() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert rt.host.live_activations() == 0, "the actor did not passivate"
+
+
+@pytest.mark.timeout(60)
+def test_a_claiming_send_starts_its_activation_while_it_commits(dsn: str) -> None:
+    # The send is held at the database (another transaction locks the actor's row): its
+    # activation's thread is started meanwhile, and it is the one that handles the message.
+    STARTS.clear()
+    HANDLED.clear()
+    with Runtime(dsn, idle_timeout=0.05) as rt:
+        ref = rt.spawn(Warmed, id="warmed")
+        assert ref.ask(Note(0, 0)).get(timeout=10) == 0
+        _passivated(rt)
+        STARTS.clear()
+        HANDLED.clear()
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("SELECT 1 FROM actors WHERE id = 'warmed' FOR UPDATE")
+            sender = threading.Thread(target=ref.tell, args=(Note(0, 1),))
+            sender.start()
+            deadline = time.monotonic() + 10
+            while not STARTS and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert STARTS, "no activation started while the send was held"
+            assert sender.is_alive() and not HANDLED, "the send went through the lock"
+            blocker.rollback()
+        sender.join(10)
+        deadline = time.monotonic() + 10
+        while not HANDLED and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert HANDLED == STARTS, "the activation started ahead did not handle the message"
+
+
+@pytest.mark.timeout(120)
+def test_an_activation_started_for_a_claim_that_did_not_hold_is_stopped(dsn: str) -> None:
+    # Another transaction holds the actor's row while the sends go out, so none of them
+    # claims (the claim skips a locked row): each activation started ahead of its claim is
+    # stopped, and the one that runs the messages claims the actor itself, once the row is
+    # free. Nothing is left running, and each message is handled once.
+    HANDLED.clear()
+    with Runtime(dsn, idle_timeout=0.05) as rt:
+        ref = rt.spawn(Warmed, id="unclaimed")
+        ref.ask(Note(0, -1)).get(timeout=10)
+        for n in range(5):
+            _passivated(rt)
+            HANDLED.clear()
+            with psycopg.connect(dsn) as blocker:
+                blocker.execute("SELECT 1 FROM actors WHERE id = 'unclaimed' FOR NO KEY UPDATE")
+                ref.tell(Note(0, n))  # written, not claimed: the row is locked
+                time.sleep(0.05)
+                assert not HANDLED
+                blocker.rollback()
+            deadline = time.monotonic() + 10
+            while not HANDLED and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(HANDLED) == 1
+        _passivated(rt)
+        deadline = time.monotonic() + 5
+        while pykka.ActorRegistry.get_by_class(Warmed) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not pykka.ActorRegistry.get_by_class(Warmed), "an activation was left running"
