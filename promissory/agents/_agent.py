@@ -345,7 +345,7 @@ class Agent:
         if not reply.written:
             _say_reused(reply.promise())
             return RunHandle(run_id, rt.store, reused=True)
-        return RunHandle(reply.id, rt.store)
+        return RunHandle(reply.id, rt.store, reply=reply)
 
 
 def tool_items(
@@ -435,11 +435,15 @@ class RunHandle:
 
     """
 
-    def __init__(self, id: str, store: Store, *, reused: bool = False) -> None:
+    def __init__(
+        self, id: str, store: Store, *, reused: bool = False, reply: Reply[Any] | None = None
+    ) -> None:
         self.id = id
         self.reused = reused
         """Whether the run existed already when it was started (see ``RunResult.reused``)."""
-        self._reply: Reply[Any] = Reply(id, store, RunResult)
+        # The reply of the send that started the run, when this process started it: its end
+        # is caught as it is written here, with no read.
+        self._reply: Reply[Any] = reply if reply is not None else Reply(id, store, RunResult)
         self._store = store
 
     def stream(self, *, poll: float = 1.0) -> RunStream:
@@ -459,7 +463,7 @@ class RunHandle:
 
     def details(self, timeout: float | None = None) -> RunResult:
         """The finished run: output, usage, turns, stop reason, reuse. Waits for it."""
-        result: RunResult = self._reply.get(timeout)
+        result: RunResult = self._reply.get(timeout, type=RunResult)
         return msgspec.structs.replace(result, reused=True) if self.reused else result
 
     def result(self, timeout: float | None = None, *, type: Any = None) -> Any:
@@ -475,7 +479,7 @@ class RunHandle:
         return self._result_async().__await__()
 
     async def _result_async(self) -> Any:
-        details: RunResult = await self._reply
+        details: RunResult = await Reply(self.id, self._store, RunResult)
         return details.output
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -195,3 +196,31 @@ def test_spawn_ask_with_a_message_id_taken_by_a_promise_keeps_nothing(rt: Runtim
     with pytest.raises(InvalidInputError, match="taken"):
         rt.spawn_ask(Counter, Add(1), id="newcomer", message_id="taken/id")
     assert rt.store.actor_row("newcomer") is None  # no actor without its message
+
+
+
+def test_an_agent_run_started_here_is_awaited_with_no_read(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its end is caught as it is written here (the reply of the send that started it): the
+    # caller reads nothing. (The node's own bookkeeping of the run's end reads, on its
+    # workers: those reads are not the caller's.)
+    import threading
+
+    from promissory.agents import Agent, ScriptedModel
+    from promissory.store import Store
+
+    agent = Agent("cost-poet", "Write one line.", ScriptedModel(["Rows remember."] * 4))
+    assert rt.run(agent, "warm up", id="cost/poems/0", timeout=10) == "Rows remember."
+    callers: list[str] = []
+    real = Store.read
+
+    def read(self: Store, fn: Any, **options: Any) -> Any:
+        callers.append(threading.current_thread().name)
+        return real(self, fn, **options)
+
+    monkeypatch.setattr(Store, "read", read)
+    for i in range(1, 4):
+        handle = rt.start(agent, "a line", id=f"cost/poems/{i}")
+        assert handle.result(timeout=10) == "Rows remember."
+    assert threading.current_thread().name not in callers
