@@ -511,10 +511,15 @@ def w5_fan(dsn: str, width: int, warmup: int, runs: int) -> dict[str, Any]:
     )
 
 
-def w5_supervisor(dsn: str, crashes: int, crash: bool) -> dict[str, Any]:
+def w5_supervisor(dsn: str, crashes: int, crash: bool, senders: int = 1) -> dict[str, Any]:
     """A one_for_one supervisor of ``SUPERVISED`` transient children; ``crashes`` of them are
     each sent a message whose first handling raises: the supervisor restarts the child and the
-    message is handled again. With ``crash`` false the same messages do not raise."""
+    message is handled again. With ``crash`` false the same messages do not raise.
+
+    ``senders`` threads share the sends (each asks its share in turn, then every reply is
+    awaited): one sender measures a client that waits for each send's commit; several, what
+    the supervisor's children handle when the sends come from many callers at once, as in a
+    service (the writer commits their sends together)."""
     op = Opened(dsn)
     rt = op.rt
     assert rt.store is not None
@@ -535,7 +540,16 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool) -> dict[str, Any]:
     pick = random.Random(7).sample(range(SUPERVISED), crashes)
     t = time.perf_counter()
     count = StoreCount(rt)
-    replies = [rt.ref(f"sup/c{i}").ask(Work(i, crash=crash)) for i in pick]
+
+    def send(share: list[int]) -> list[Any]:
+        return [rt.ref(f"sup/c{i}").ask(Work(i, crash=crash)) for i in share]
+
+    if senders <= 1:
+        replies = send(pick)
+    else:
+        with ThreadPoolExecutor(senders) as pool:
+            parts = list(pool.map(send, [pick[k::senders] for k in range(senders)]))
+        replies = [r for part in parts for r in part]
     for r in replies:
         r.get(timeout=300)
     took = time.perf_counter() - t

@@ -12,7 +12,8 @@ W2  M actors (workflows) at once, 10 steps each: M = 10, 100, 1000
 W3  SIGKILL at step 900 of 1,000, then restart: time to run again, replay, completion
 W4  N actors parked in a durable sleep: resident memory and threads (N = 100 … 10,000)
 W5  fan-out of 10 children, one crashing once (restarted by its policy); restarts per second
-    of a one_for_one supervisor of 1,000 children
+    of a one_for_one supervisor of 1,000 children, and messages per second to its children
+    (from one sender, and from 8 senders at once)
 W6  latency from tell to the handler starting (activation live, and passivated)
 W7  a 100-turn agent with a 5 KB tool output: bytes stored; agent turns per second
 
@@ -385,6 +386,22 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
                 reps=min(repeat, 3),
             )
         )
+    # The same supervisor's children sent one message each by 8 callers at once: what they
+    # handle per second when the sends do not wait for each other's commits.
+    senders = 8
+    add(
+        Trial(
+            "W5",
+            f"W5 supervisor of {children:,}, {children:,} messages from {senders} senders",
+            PROMISSORY,
+            "_promissory:w5_supervisor",
+            {"crashes": children, "crash": False, "senders": senders},
+            sup_ok_metrics,
+            per="msg",
+            kind=f"sup:{children}",
+            reps=min(repeat, 3),
+        )
+    )
     # W6 ----------------------------------------------------------------------------------
     n_act, n_pas, n_q = (20, 10, 3) if q else (100, 50, 10)
     add(
