@@ -25,13 +25,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 
 __all__ = ["DeferredSpan"]
 
-_lock = threading.Lock()
-"""Held while a deferred span is started in the SDK: one SDK span per step, whichever thread
-asks first (the step's, a task of an async step's, the writer ending it)."""
+_ROOT = context.Context()
+"""The parent of a step span planned while tracing was off: none (an explicit empty context,
+not the current one, which inside the step is the span itself)."""
 
 
 class DeferredSpan(trace.Span):
@@ -42,21 +42,29 @@ class DeferredSpan(trace.Span):
         self._tracer = tracer
         self._name = name
         self._attributes = attributes
-        self._parent = parent
+        self._parent = parent if parent is not None else _ROOT
         self._real: trace.Span | None = None
+        # One SDK span per step, whichever thread asks first (the step's, a task of an async
+        # step's, the writer ending it); buffered attributes change under it too.
+        self._lock = threading.Lock()
 
     def started(self) -> trace.Span:
         """The SDK span, started now (at the noted start time) if it was not yet."""
         real = self._real
         if real is not None:
             return real
-        with _lock:
+        # A deferred parent (a step inside a step) is started first, outside this span's lock:
+        # the SDK asks the parent for its ids while starting this one.
+        parent = trace.get_current_span(self._parent)
+        if isinstance(parent, DeferredSpan):
+            parent.started()
+        with self._lock:
             real = self._real
             if real is None:
                 real = self._real = self._tracer.start_span(
                     self._name,
                     context=self._parent,
-                    attributes=self._attributes,
+                    attributes=dict(self._attributes),
                     start_time=self._start,
                     record_exception=False,
                     set_status_on_exception=False,
@@ -76,25 +84,28 @@ class DeferredSpan(trace.Span):
         return True if real is None else real.is_recording()
 
     def update_name(self, name: str) -> None:
-        real = self._real
-        if real is None:
-            self._name = name
-        else:
-            real.update_name(name)
+        with self._lock:
+            real = self._real
+            if real is None:
+                self._name = name
+                return
+        real.update_name(name)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        real = self._real
-        if real is None:
-            self._attributes[key] = value
-        else:
-            real.set_attribute(key, value)
+        with self._lock:
+            real = self._real
+            if real is None:
+                self._attributes[key] = value
+                return
+        real.set_attribute(key, value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        real = self._real
-        if real is None:
-            self._attributes.update(attributes)
-        else:
-            real.set_attributes(attributes)
+        with self._lock:
+            real = self._real
+            if real is None:
+                self._attributes.update(attributes)
+                return
+        real.set_attributes(attributes)
 
     def add_event(
         self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None

@@ -442,8 +442,10 @@ class RunHandle:
         self.reused = reused
         """Whether the run existed already when it was started (see ``RunResult.reused``)."""
         # The reply of the send that started the run, when this process started it: its end
-        # is caught as it is written here, with no read.
+        # is caught as it is written here, with no read. One thread at a time waits on it (a
+        # reply's wait is not shared); another waits on a reply of its own.
         self._reply: Reply[Any] = reply if reply is not None else Reply(id, store, RunResult)
+        self._waiting = threading.Lock()
         self._store = store
 
     def stream(self, *, poll: float = 1.0) -> RunStream:
@@ -463,7 +465,13 @@ class RunHandle:
 
     def details(self, timeout: float | None = None) -> RunResult:
         """The finished run: output, usage, turns, stop reason, reuse. Waits for it."""
-        result: RunResult = self._reply.get(timeout, type=RunResult)
+        if self._waiting.acquire(blocking=False):
+            try:
+                result: RunResult = self._reply.get(timeout, type=RunResult)
+            finally:
+                self._waiting.release()
+        else:
+            result = Reply(self.id, self._store, RunResult).get(timeout)
         return msgspec.structs.replace(result, reused=True) if self.reused else result
 
     def result(self, timeout: float | None = None, *, type: Any = None) -> Any:

@@ -150,6 +150,8 @@ class NodeHost:
         """NOTIFYs for those actors held until the sends return (see ``sent``)."""
         self._warm: dict[str, tuple[pykka.ActorRef[Any], Activation]] = {}
         """Activations started while the claiming send they are for commits (see ``warm``)."""
+        self._claims: dict[str, object] = {}
+        """The claiming send under way to each actor (a token per send, see ``warm``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
         self._idle: dict[str, tuple[float, Activation]] = {}
@@ -271,6 +273,7 @@ class NodeHost:
             if slot is None or not self._claimable(actor_id):
                 return None
             slot.taking = TAKING
+            self._claims[actor_id] = object()
             return self.node_id
 
     def _claimable(self, actor_id: str) -> bool:
@@ -315,15 +318,18 @@ class NodeHost:
         when the claim did not hold. One not ready by then is not waited for: ``sent`` starts
         the activation itself, and this one stops once started.
         """
+        claim = self._claims.get(actor_id)
+        if claim is None:
+            return  # the send has returned already
         try:
-            self.executor.submit(self._warm_up, actor_id)
+            self.executor.submit(self._warm_up, actor_id, claim)
         except RuntimeError:
             pass  # closing
 
-    def _warm_up(self, actor_id: str) -> None:
+    def _warm_up(self, actor_id: str, claim: object) -> None:
         slot = self._slots.get(actor_id)
         kind = slot.kind if slot is not None else None
-        if kind is None or slot is None or slot.taking == TAKING_NONE:
+        if kind is None or self._closing or self._claims.get(actor_id) is not claim:
             return  # the send has returned already
         try:
             started = start_activation(self.resolve_class(kind), Binding(actor_id, self, None))
@@ -331,11 +337,9 @@ class NodeHost:
             log.debug("actor %s: no activation started ahead of its claim: %r", actor_id, exc)
             return
         with self._lock:
-            slot = self._slots.get(actor_id)
             if (
                 not self._closing
-                and slot is not None
-                and slot.taking != TAKING_NONE
+                and self._claims.get(actor_id) is claim
                 and actor_id not in self._warm
             ):
                 self._warm[actor_id] = started
@@ -349,6 +353,7 @@ class NodeHost:
         """
         claimed = sent.claimed if sent is not None and sent.applied else None
         with self._lock:
+            self._claims.pop(actor_id, None)
             warm = self._warm.pop(actor_id, None)
             slot = self._slots.get(actor_id)
             if slot is None or slot.taking == TAKING_NONE:
@@ -917,6 +922,10 @@ class NodeHost:
         with self._lock:
             slots, self._slots = self._slots, {}
             self._idle.clear()
+            warm, self._warm = list(self._warm.values()), {}
+            self._claims.clear()
+        for _, spare in warm:
+            spare.request_stop()  # started for a claim that no longer holds
         for slot in slots.values():
             if slot.restart_timer is not None:
                 slot.restart_timer.cancel()
@@ -956,6 +965,7 @@ class NodeHost:
                     slot.subscription.cancel()
             self._idle.clear()
             warm, self._warm = list(self._warm.values()), {}
+            self._claims.clear()
         for _, spare in warm:
             spare.request_stop()  # started for a send still committing: never used
         for _, ref, activation in running:

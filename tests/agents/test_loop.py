@@ -963,3 +963,36 @@ def test_a_run_reaches_its_model_with_no_read_after_it_was_started(dsn: str) -> 
         assert called.wait(30)  # waiting on the handle would read: not yet
         assert handle.result(timeout=30) == "done"
     assert seen == [before], f"{seen[0] - before} reads before the model was called"
+
+
+@tool
+def nap(seconds: float) -> str:
+    """Sleep a while.
+
+    Args:
+        seconds: how long.
+    """
+    time.sleep(seconds)
+    return "rested"
+
+
+def test_a_run_handle_waited_on_by_several_threads_answers_each(rt: Runtime) -> None:
+    # The handle keeps the reply of the send that started the run; one thread waits on it,
+    # the others on replies of their own, and each gets the result.
+    agent = Agent(
+        "t-napper",
+        "Rest, then say so.",
+        ScriptedModel([reply("", call("nap", "n1", seconds=0.3)), reply("Rested.")]),
+        tools=[nap],
+    )
+    handle = rt.start(agent, "rest", id="agent/run/napper")
+    got: list[Any] = []
+    waiters = [
+        threading.Thread(target=lambda: got.append(handle.result(timeout=20))) for _ in range(4)
+    ]
+    for w in waiters:
+        w.start()
+    for w in waiters:
+        w.join(30)
+    assert got == ["Rested."] * 4
+    assert handle.result(timeout=1) == "Rested."

@@ -468,3 +468,31 @@ def test_a_step_span_is_the_parent_of_spans_started_inside_it_and_keeps_its_own_
     assert not raw.status.is_ok
     assert [e.name for e in raw.events] == ["exception"]
     assert raw.events[0].attributes["exception.type"] == "ValueError"
+
+
+class Nested(DurableActor[None]):
+    """A step whose function runs a step of its own."""
+
+    @handler
+    def go(self, ctx: Context, msg: str) -> str:
+        def outer() -> str:
+            inner: str = ctx.step(str.upper, msg)
+            return inner
+
+        return ctx.step(outer, name="outer")
+
+
+@pytest.mark.timeout(60)
+def test_a_step_inside_a_step_is_its_child_span_and_nothing_waits_on_it(
+    dsn: str, exporter: InMemorySpanExporter
+) -> None:
+    # The inner step's span is started (off its path, by the writer) with the outer one as
+    # its parent, itself not started yet: the outer one is started first, not waited on.
+    with Runtime(dsn) as rt:
+        assert rt.spawn(Nested, id="nested").ask("n").get(timeout=20) == "N"
+        eventually(lambda: any(s.name == "process str" for s in finished(exporter)))
+        spans = finished(exporter)
+    by_name = {s.name: s for s in spans}
+    outer, inner = by_name["step outer"], by_name["step ?.str.upper"]
+    assert inner.parent == outer.span and inner.trace == outer.trace
+    assert outer.start <= inner.start <= inner.end <= outer.end
