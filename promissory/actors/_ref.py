@@ -184,22 +184,23 @@ class ActorRef:
         # An actor this node holds with no activation (passivated, or spawned and not yet
         # started) is claimed by the send itself: its activation starts with no write.
         claim = self._deliver.sending(self.id, claim=True)
-        op = write(
-            message_id,
-            self.id,
-            param=param,
-            tags=tag_json,
-            secs=secs,
-            at=at,
-            claim=claim,
-            kind=kind,
-        )
-        if claim is not None:
-            # The activation's thread starts while the send commits (not after it).
-            op.meanwhile = functools.partial(self._deliver.warm, self.id)
         try:
+            op = write(
+                message_id,
+                self.id,
+                param=param,
+                tags=tag_json,
+                secs=secs,
+                at=at,
+                claim=claim,
+                kind=kind,
+            )
+            if claim is not None:
+                # The activation's thread starts while the send commits (not after it).
+                op.meanwhile = functools.partial(self._deliver.warm, self.id)
             sent = self._store.execute(op, timeout=limit)
         except BaseException:
+            # Whatever failed, ``sending`` is ended: deliveries to the actor go on.
             self._deliver.sent(self.id, None, mark, claim)
             raise
         try:
