@@ -154,6 +154,11 @@ class NodeHost:
         """The claiming send under way to each actor (a token per send, see ``warm``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
+        self._starting = 0
+        """Take-ups and claiming sends under way. ``close`` waits for them: an actor claimed
+        here is started (and then asked to stop, handling a stop its last handler asked for
+        first) rather than left claimed and not run until the next start."""
+        self._started = threading.Condition(self._lock)
         self._idle: dict[str, tuple[float, Activation]] = {}
         """Activations with nothing to do, by actor, in the order they became idle, with when
         each is passivated. One sweep on the event loop passivates them, not a timer per
@@ -274,6 +279,7 @@ class NodeHost:
                 return None
             slot.taking = TAKING
             self._claims[actor_id] = object()
+            self._starting += 1  # until ``_start_claimed``
             return self.node_id
 
     def _claimable(self, actor_id: str) -> bool:
@@ -353,6 +359,7 @@ class NodeHost:
         """
         claimed = sent.claimed if sent is not None and sent.applied else None
         with self._lock:
+            self._start_ended()  # the claim's; nothing here lets ``close`` in before the end
             self._claims.pop(actor_id, None)
             warm = self._warm.pop(actor_id, None)
             slot = self._slots.get(actor_id)
@@ -362,7 +369,7 @@ class NodeHost:
                 return False
             poked = slot.taking == TAKING_POKED
             slot.taking = TAKING_NONE
-            if claimed is None or sent is None or self._closing:
+            if claimed is None or sent is None:
                 if warm is not None:
                     warm[1].request_stop()  # not claimed: a delivery starts its own
                 if poked:
@@ -495,6 +502,21 @@ class NodeHost:
                     continue
                 slot.taking = TAKING
                 chosen.append(actor_id)
+            if chosen:
+                self._starting += 1
+        try:
+            self._take_up_chosen(actor_ids, chosen)
+        finally:
+            if chosen:
+                with self._lock:
+                    self._start_ended()
+
+    def _start_ended(self) -> None:
+        """A take-up or claiming send has started what it claimed (under the lock)."""
+        self._starting -= 1
+        self._started.notify_all()
+
+    def _take_up_chosen(self, actor_ids: Sequence[str], chosen: list[str]) -> None:
         taken: dict[str, TakenUp] = {}
         try:
             if chosen:
@@ -523,7 +545,7 @@ class NodeHost:
                 poked = slot.taking == TAKING_POKED
                 slot.taking = TAKING_NONE
                 up = taken.get(actor_id)
-                if up is None or self._closing:
+                if up is None:
                     # Not claimed: not alive any more, another node holds it, or a restart
                     # its supervisor decided comes first (that revive activates it).
                     if poked:
@@ -952,9 +974,19 @@ class NodeHost:
             return sum(1 for s in self._slots.values() if s.suspended is not None)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking work, ask every activation to end after its current message, and wait."""
+        """Stop taking work, ask every activation to end after its current message, and wait.
+
+        A take-up or claiming send under way finishes first, and what it claimed is started
+        and stopped with the rest: an actor whose last handler stopped it is ended, not left
+        claimed and running until the next start.
+        """
+        # One deadline for them all: a node of many busy actors closes within ``timeout``.
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._closing = True
+            # What a take-up or claiming send claimed is started first, to be stopped below.
+            while self._starting and (left := deadline - time.monotonic()) > 0:
+                self._started.wait(left)
             running = [
                 (actor_id, s.ref, s.activation)
                 for actor_id, s in self._slots.items()
@@ -973,8 +1005,6 @@ class NodeHost:
                 activation.request_stop()
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(block=False)
-        # One deadline for them all: a node of many busy actors closes within ``timeout``.
-        deadline = time.monotonic() + timeout
         late = []
         for actor_id, ref, activation in running:
             if not ref.actor_stopped.wait(max(0.0, deadline - time.monotonic())):

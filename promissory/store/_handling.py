@@ -266,9 +266,7 @@ def spawn_send_op(
         claimed = made if claim is not None else None
         return Sent(promise_from_row(row), True, 0, kind, made.node, (), claimed)
 
-    return Op(
-        [(_SPAWN_SEND, params)], finish, label="spawn", reread=(_SPAWN_SENT, (id, recipient))
-    )
+    return Op([(_SPAWN_SEND, params)], finish, label="spawn", reread=(_SPAWN_SENT, (id, recipient)))
 
 
 # -- steps -------------------------------------------------------------------------------------

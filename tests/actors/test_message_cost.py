@@ -198,7 +198,6 @@ def test_spawn_ask_with_a_message_id_taken_by_a_promise_keeps_nothing(rt: Runtim
     assert rt.store.actor_row("newcomer") is None  # no actor without its message
 
 
-
 def test_an_agent_run_started_here_is_awaited_with_no_read(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import msgspec
+import psycopg
 import pytest
 
 from promissory.actors import (
@@ -276,3 +278,46 @@ def test_a_take_up_killed_after_its_commit_or_cut_inside_it_runs_each_actor_once
             ).fetchone()
         )
     assert settled == (n,)
+
+
+class Idler(DurableActor[None], name="tests.runtime.Idler"):
+    @handler
+    def ping(self, ctx: Context, msg: str) -> str:
+        return msg
+
+
+def test_a_node_closed_while_a_take_up_is_under_way_starts_what_it_claimed_first(
+    dsn: str,
+) -> None:
+    # Seen in CI: a dead node's actor, whose last handler had stopped it, was claimed by the
+    # recovery pass a notice of the adoption ran on the host's workers while the node closed;
+    # the take-up found the node closing and started nothing, leaving it running (and
+    # claimed) until the next start. Here that take-up is held at the database by a row lock
+    # until the close has begun.
+    with Runtime(dsn) as first:
+        assert first.spawn(Idler, id="idler").ask("hi").get(timeout=30) == "hi"
+    with Runtime(dsn) as rt:  # nothing to do here yet: the actor is live with no work
+        # What a process killed after the handler's ``ctx.stop()`` was kept leaves behind.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            stopping = msgspec.json.encode({"stopping": "normal"}).decode()
+            conn.execute("UPDATE actors SET reason = %s WHERE id = 'idler'", (stopping,))
+        with psycopg.connect(dsn) as holder:
+            holder.execute("SELECT 1 FROM actors WHERE id = 'idler' FOR UPDATE")
+            rt.host.submit(rt.host.take_up, ["idler"])
+            eventually(
+                lambda: one(
+                    dsn,
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE actors%%'",
+                ),
+                what="the take-up waiting on the row lock",
+            )
+            closing = threading.Thread(target=rt.close)
+            closing.start()
+            time.sleep(0.3)  # the close has begun
+            holder.commit()
+        closing.join(30)
+        assert not closing.is_alive()
+    # The take-up's activation was started, handled the stop, and then the node closed.
+    status, reason = one(dsn, "SELECT status, reason FROM actors WHERE id = 'idler'")
+    assert (status, reason) == ("stopped", {"exit": "normal", "error": None})
