@@ -361,36 +361,34 @@ class NodeHost:
         with self._lock:
             self._start_ended()  # the claim's; nothing here lets ``close`` in before the end
             self._claims.pop(actor_id, None)
-            warm = self._warm.pop(actor_id, None)
-            slot = self._slots.get(actor_id)
-            if slot is None or slot.taking == TAKING_NONE:
-                if warm is not None:
-                    warm[1].request_stop()
-                return False
-            poked = slot.taking == TAKING_POKED
-            slot.taking = TAKING_NONE
-            if claimed is None or sent is None:
-                if warm is not None:
-                    warm[1].request_stop()  # not claimed: a delivery starts its own
-                if poked:
-                    # What came meanwhile, now and in this thread, as it would have come: not
-                    # on the host's workers, which drop work once the node is closing.
-                    self.deliver(actor_id, None)
-                return False
-            self._handing(sent.promise.seq)
-            if warm is not None:
-                if slot.ref is None:
-                    slot.ref, slot.activation = warm
+            spare = self._warm.pop(actor_id, None)
+            try:
+                slot = self._slots.get(actor_id)
+                if slot is None or slot.taking == TAKING_NONE:
+                    return False
+                poked = slot.taking == TAKING_POKED
+                slot.taking = TAKING_NONE
+                if claimed is None or sent is None:
+                    if poked:
+                        # What came meanwhile, now and in this thread, as it would have come:
+                        # not on the host's workers, which drop work once the node is closing.
+                        self.deliver(actor_id, None)
+                    return False  # not claimed: a delivery starts an activation of its own
+                self._handing(sent.promise.seq)
+                if spare is not None and slot.ref is None:
+                    slot.ref, slot.activation = spare
                     slot.sent = 0
-                else:
-                    warm[1].request_stop()
-            fresh = Fresh(claimed.epoch, sent.earlier, mark)
-            # Its mailbox is this message alone when nothing pending came before it.
-            taken = TakenUp(claimed, [], sent.earlier == (), {}, {})
-            self._poke_or_fail(actor_id, slot, Poke(sent.promise, fresh, taken))
-            if poked:
-                self._poke_or_fail(actor_id, slot, Poke())  # a delivery came meanwhile
-        return True
+                    spare = None
+                fresh = Fresh(claimed.epoch, sent.earlier, mark)
+                # Its mailbox is this message alone when nothing pending came before it.
+                taken = TakenUp(claimed, [], sent.earlier == (), {}, {})
+                self._poke_or_fail(actor_id, slot, Poke(sent.promise, fresh, taken))
+                if poked:
+                    self._poke_or_fail(actor_id, slot, Poke())  # a delivery came meanwhile
+                return True
+            finally:
+                if spare is not None:
+                    spare[1].request_stop()  # started for this claim and not used
 
     def _handing(self, seq: int) -> None:
         """Note a message handed over in this process: its NOTIFY, when it comes, is an echo."""
@@ -944,10 +942,7 @@ class NodeHost:
         with self._lock:
             slots, self._slots = self._slots, {}
             self._idle.clear()
-            warm, self._warm = list(self._warm.values()), {}
-            self._claims.clear()
-        for _, spare in warm:
-            spare.request_stop()  # started for a claim that no longer holds
+            self._stop_spares()
         for slot in slots.values():
             if slot.restart_timer is not None:
                 slot.restart_timer.cancel()
@@ -956,6 +951,15 @@ class NodeHost:
             if slot.activation is not None:
                 slot.activation.superseded.set()
                 slot.activation.request_stop()
+
+    def _stop_spares(self) -> None:
+        """Stop the activations started for claiming sends still committing (under the lock):
+        the node is closing or fenced off, and none of them will be used.
+        """
+        spares, self._warm = list(self._warm.values()), {}
+        self._claims.clear()
+        for _, spare in spares:
+            spare.request_stop()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -996,10 +1000,7 @@ class NodeHost:
                 if slot.subscription is not None:
                     slot.subscription.cancel()
             self._idle.clear()
-            warm, self._warm = list(self._warm.values()), {}
-            self._claims.clear()
-        for _, spare in warm:
-            spare.request_stop()  # started for a send still committing: never used
+            self._stop_spares()
         for _, ref, activation in running:
             if activation is not None:
                 activation.request_stop()

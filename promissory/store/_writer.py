@@ -557,19 +557,15 @@ def _send(
     # While the database works on the batch: what its ops do meanwhile (an activation's
     # thread started), and the spans of steps done are ended (tracing's cost off the steps'
     # path; nothing without tracing).
-    sent: Callable[[], None] = end_spans
-    if any(op.meanwhile is not None for op in batch):
+    sever = pipeline.conn if dropping() and drop_due(op.label for op in batch) else None
+    hooks = any(op.meanwhile is not None for op in batch)
 
-        def sent() -> None:
+    def sent() -> None:
+        if sever is not None:
+            _sever(sever)  # a crash test's fault: the COMMIT went out, its answer never comes
+        if hooks:
             _meanwhile(batch)
-            end_spans()
-
-    if dropping() and drop_due(op.label for op in batch):
-        conn = pipeline.conn
-
-        def sent() -> None:
-            _sever(conn)  # a crash test's fault: the COMMIT went out, its answer never comes
-            _meanwhile(batch)
+        end_spans()
 
     # A statement the database refuses raises here, before anything is committed.
     answers = pipeline.run(commands, sent=sent)
