@@ -22,6 +22,10 @@ relay        in the same runs: from the moment the adapter yielded its first pie
 added        the runtime's added latency: run-start less the adapter call of its round, the
              median over the rounds (and the difference of the two medians, for reference).
 
+With ``--remote`` the stream is opened on a store object of its own, as in another process:
+it hears the run's start and its text by NOTIFY, which the announcer sends gathered
+(``promissory.agents._stream.LINGER``), so the figures are a follower's in another process.
+
 The schema ``promissory_bench_stream_<random>`` is made for the run and dropped after it.
 """
 
@@ -54,6 +58,7 @@ from promissory.agents import (  # noqa: E402
     RunHandle,
     TextDelta,
 )
+from promissory.store import Store  # noqa: E402
 
 CHUNK = (
     'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
@@ -116,6 +121,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--remote", action="store_true", help="stream on a store of its own (by NOTIFY)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -156,8 +164,12 @@ def main() -> int:
     relay_times: list[float] = []
     added: list[float] = []
     try:
-        with Runtime(with_search_path(args.dsn, schema)) as rt:
+        with (
+            Runtime(with_search_path(args.dsn, schema)) as rt,
+            Store(with_search_path(args.dsn, schema)) as remote,
+        ):
             assert rt.store is not None
+            reading = remote if args.remote else rt.store
 
             def run_once(i: int) -> tuple[float, float] | None:
                 run_id = f"bench/stream/{i}"
@@ -166,8 +178,7 @@ def main() -> int:
                 ready = threading.Event()
 
                 def read() -> None:
-                    assert rt.store is not None
-                    stream = iter(RunHandle(run_id, rt.store).stream(poll=0.05))
+                    stream = iter(RunHandle(run_id, reading).stream(poll=0.05))
                     ready.set()
                     for event in stream:
                         if isinstance(event, TextDelta) and not seen:
@@ -177,7 +188,7 @@ def main() -> int:
                 reader = threading.Thread(target=read, daemon=True)
                 reader.start()
                 ready.wait(5)
-                time.sleep(0.01)  # the stream has subscribed (its first read is done)
+                time.sleep(0.05 if args.remote else 0.01)  # it has subscribed and read once
                 started = time.perf_counter()
                 rt.start(agent, "hi", id=run_id).result(timeout=30)
                 got.wait(5)

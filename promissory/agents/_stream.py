@@ -7,9 +7,10 @@ process (no agent definition needed) replays them, each once, and then goes on: 
 announcement that a step was kept (and at least every second) it reads the rows again and
 emits what it has not emitted yet. The text a model writes is announced as it comes (never
 kept: the kept step is the whole answer) to this process's streams at once and to other
-processes by NOTIFY. Each model call's text carries a token of its own: text of a call that
-was cut off (a crash, a failed attempt retried) is followed by ``TextDiscarded`` when the call
-is made again or its kept answer differs.
+processes by NOTIFY, gathered for ``LINGER`` (10 ms) into fewer notifications. Each model
+call's text carries a token of its own: text of a call that was cut off (a crash, a failed
+attempt retried) is followed by ``TextDiscarded`` when the call is made again or its kept
+answer differs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import collections
 import logging
 import queue
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -152,6 +154,15 @@ class _Live(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.json.Encoder()
 _decode_live = msgspec.json.Decoder(_Live).decode
+LINGER = 0.01
+"""Seconds the announcer gathers live events after the first before it sends their NOTIFYs.
+This process's streams have each event at once; other processes' have it up to this much
+later, in fewer NOTIFYs (a model streaming a chunk every few milliseconds wakes every
+listening node's listener once per gathering, not once per chunk), and the round trip and
+this process's own echo come after a run's first text, not while it is being given."""
+REST_WAIT = 0.5
+"""Seconds a stream waits for the rest of a call's text it has heard the start of, once it
+has read the call's whole answer (see ``RunStream._deltas_before``)."""
 _MAX_TEXT = 3000
 """Characters of text in one NOTIFY (its payload is at most 8000 bytes of UTF-8)."""
 
@@ -160,9 +171,10 @@ _MAX_TEXT = 3000
 
 
 class Announcer:
-    """Announces one store's live events: at once in this process, by NOTIFY (on a thread of
-    its own, deltas queued meanwhile joined into one) to the others. It holds the store weakly
-    and its thread ends once the store is closed or gone.
+    """Announces one store's live events: at once in this process, by NOTIFY to the others
+    (on a thread of its own, gathered for ``LINGER`` seconds after the first, deltas of one
+    call joined into one). It holds the store weakly and its thread ends once the store is
+    closed or gone.
     """
 
     def __init__(self, store: Store) -> None:
@@ -208,7 +220,13 @@ class Announcer:
                     return
                 del store
                 continue
-            while True:
+            until = time.monotonic() + LINGER
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    batch.append(self._queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            while True:  # and what came by the end
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
@@ -408,22 +426,40 @@ class RunStream:
         partial.text += item.x
         yield TextDelta(run=item.r, step=item.s, text=item.x, offset=item.n)
 
-    def _deltas_before(self, step: str) -> Iterator[StreamEvent]:
+    def _deltas_before(self, step: str, text: str) -> Iterator[StreamEvent]:
         """The deltas of ``step`` heard but not given yet, given now, before its whole answer
-        (a reader slower than the model would otherwise see the answer first and lose them).
+        ``text`` (a reader slower than the model would otherwise see the answer first and lose
+        them). When the text given so far is the start of the answer, the rest is on its way
+        (another process's announcer gathers deltas for ``LINGER``, and the answer's commit
+        can be heard first): it is waited for, at most ``REST_WAIT`` seconds.
         """
+        deadline = None
         while True:
+            while True:
+                try:
+                    self._backlog.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            kept: collections.deque[_Live | None] = collections.deque()
+            for item in self._backlog:
+                if item is not None and item.k == "d" and item.s == step:
+                    yield from self._text(item)
+                else:
+                    kept.append(item)
+            self._backlog = kept
+            partial = self._partial.get(step)
+            if partial is None:
+                return
+            rest = text[partial.start :]
+            if rest == partial.text or not rest.startswith(partial.text):
+                return
+            deadline = deadline or time.monotonic() + REST_WAIT
             try:
-                self._backlog.append(self._events.get_nowait())
+                self._backlog.append(
+                    self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+                )
             except queue.Empty:
-                break
-        kept: collections.deque[_Live | None] = collections.deque()
-        for item in self._backlog:
-            if item is not None and item.k == "d" and item.s == step:
-                yield from self._text(item)
-            else:
-                kept.append(item)
-        self._backlog = kept
+                return
 
     def _look(self) -> Iterator[StreamEvent]:
         """Emit what the rows hold that was not emitted yet, in the order it happened."""
@@ -463,7 +499,7 @@ class RunStream:
                 return
             answer = p.value_as(ModelResponse)
             text = answer.message.text
-            yield from self._deltas_before(p.id)
+            yield from self._deltas_before(p.id, text)
             self._answered.add(p.id)
             partial = self._partial.pop(p.id, None)
             if partial is not None and text[partial.start :] != partial.text:

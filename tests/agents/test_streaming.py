@@ -34,6 +34,7 @@ from promissory.agents import (
 )
 from promissory.errors import ModelError
 from promissory.runtime import Runtime
+from promissory.store import EventKind, Store
 from tests.agents.fake_llm import FakeProvider, anthropic_stream, openai_stream
 
 REQUEST = ModelRequest(system="Be brief.", messages=[], tools=[])
@@ -311,3 +312,38 @@ def test_a_reader_slower_than_the_model_gets_every_delta_before_the_whole_answer
     assert "".join(rest[i].text for i in deltas) == "2 + 3 is 5."
     assert max(deltas) < answers[-1], "the text comes before the whole answer"
     assert rest[-1] == RunEnded(run="streams/7", state="resolved", output="2 + 3 is 5.")
+
+
+PIECES = [f"{i} " for i in range(40)]
+
+
+async def quickly(pieces: list[str]) -> AsyncIterator[str]:
+    await asyncio.to_thread(listening.wait, 10)
+    for piece in pieces:
+        yield piece
+        await asyncio.sleep(0.001)  # a fast model: a chunk every millisecond or so
+
+
+quick = Agent(
+    "stream-quick", "Count.", model=FunctionModel(lambda r: quickly(PIECES), name="quick")
+)
+
+
+def test_another_process_gets_a_quick_models_text_whole_in_fewer_notifications(
+    rt: Runtime, dsn: str
+) -> None:
+    # A stream on a store object of its own hears the text by NOTIFY, as another process
+    # does. The announcer gathers what comes within ``LINGER`` into one round trip, and a
+    # call's consecutive pieces into one notification: 40 chunks, a millisecond apart, are far
+    # fewer notifications, and the text arrives whole and in order.
+    with Store(dsn) as other:
+        heard: list[str] = []
+        other.subscribe(EventKind.LIVE, [""], lambda kind, key, resync: heard.append(key))
+        handle = rt.start(quick, "count", id="streams/8")
+        events = listened(iter(RunHandle(handle.id, other).stream()))
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert "".join(e.text for e in deltas) == "".join(PIECES)
+    assert [e.offset for e in deltas] == sorted(e.offset for e in deltas)
+    assert events[-1] == RunEnded(run="streams/8", state="resolved", output="".join(PIECES))
+    notified = [key for key in heard if key.startswith('{"k":"d"')]
+    assert 1 <= len(notified) <= len(PIECES) // 2, notified
