@@ -359,7 +359,15 @@ class Context:
         tags = encode(message_tags(msg), what="tags")
         secs, at = timeout_parts(timeout)
         op = send_op(
-            sid, target_id, param=param, tags=tags, secs=secs, at=at, fence=self._fence, fp=fp
+            sid,
+            target_id,
+            param=param,
+            tags=tags,
+            secs=secs,
+            at=at,
+            fence=self._fence,
+            fp=fp,
+            handed=self._host.node_id,  # ``sent`` hands it over, deferred or not
         )
         mark = self._store.mark()
         self._host.sending(target_id)

@@ -45,6 +45,9 @@ class Delivery(Protocol):
     ``None`` when it failed; ``mark``, the store's settle mark from before it).
     """
 
+    node_id: str
+    """The node this process runs: a message it hands over itself is not announced."""
+
     def sending(self, actor_id: str, claim: bool = False) -> str | None: ...
 
     def sent(
@@ -194,6 +197,7 @@ class ActorRef:
                 at=at,
                 claim=claim,
                 kind=kind,
+                handed=self._deliver.node_id,  # ``sent`` hands it over below
             )
             if claim is not None:
                 # The activation's thread starts while the send commits (not after it).

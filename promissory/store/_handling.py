@@ -32,10 +32,20 @@ from ._records import Outcome, Promise, PromiseKind, PromiseState
 EARLIER = 16
 """How many earlier pending messages a send lists (more: the activation reads its mailbox)."""
 
+_HANDED = """handed AS (
+    SELECT set_config(
+        'promissory.handed',
+        CASE WHEN %(handed)s::text IS NULL THEN '' ELSE %(id)s || chr(9) || %(handed)s END,
+        true)
+)"""
+"""Names the node that hands the message to its actor itself (``handed``), for the NOTIFY
+trigger: a message to an actor that node holds is not announced (schema migration 9). Set
+for the rest of the transaction, and matched by the message's id: no other row is spared."""
+
 _SEND = f"""
 WITH target AS (
     SELECT status, epoch, kind, node FROM actors WHERE id = %(recipient)s FOR KEY SHARE
-), sent AS (
+), {_HANDED}, sent AS (
     INSERT INTO promises (id, param, tags, timeout_at, kind, recipient, fingerprint)
     SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
            CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
@@ -52,7 +62,7 @@ SELECT sent.*, target.epoch, target.kind, target.node,
        ARRAY(SELECT e.seq FROM promises e
              WHERE e.recipient = %(recipient)s AND e.state = 'pending' AND e.seq < sent.seq
              ORDER BY e.seq LIMIT {EARLIER + 1}){{claimed}}
-FROM sent CROSS JOIN target{{join}}
+FROM sent CROSS JOIN target CROSS JOIN handed{{join}}
 """
 """One statement: the message, and what its recipient's host needs to run it with no read
 (the recipient's epoch, kind and node, and the pending messages to it that came before)."""
@@ -129,6 +139,7 @@ def send_op(
     fp: str | None = None,
     claim: str | None = None,
     kind: str | None = None,
+    handed: str | None = None,
 ) -> Op:
     """The op that writes a message to an alive actor; an existing id is returned as it is.
 
@@ -136,9 +147,12 @@ def send_op(
     of a handler. ``claim``: a node id; a written message also claims its recipient for
     that node when it may (``Sent.claimed``; see ``_SEND_CLAIM``). ``kind``: the message is
     written only if the recipient is of that type (a spawn's first message: a spawn that
-    finds the id taken by another type keeps nothing).
+    finds the id taken by another type keeps nothing). ``handed``: the sending node's id,
+    when it hands the message to the recipient's activation itself if it holds the actor
+    (``Delivery.sent``): no NOTIFY is sent for it then (see ``_HANDED``).
     """
     params = {
+        "handed": handed,
         "claim": claim,
         "kind": kind,
         "fp": fp,
@@ -184,7 +198,7 @@ def send_op(
 # -- spawn with a first message ----------------------------------------------------------------
 
 _SPAWN_SEND = f"""
-WITH made AS (
+WITH {_HANDED}, made AS (
     INSERT INTO actors (id, kind, spec, state, supervisor, node, epoch)
     SELECT %(recipient)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb, %(supervisor)s,
            coalesce(%(claim)s, %(node)s), CASE WHEN %(claim)s::text IS NULL THEN 0 ELSE 1 END
@@ -200,7 +214,7 @@ WITH made AS (
     FROM made
     RETURNING {COLUMNS}
 )
-SELECT sent.*, made.* FROM sent CROSS JOIN made
+SELECT sent.*, made.* FROM sent CROSS JOIN made CROSS JOIN handed
 """
 """A new top-level actor and its first message in one statement, the actor born claimed by
 the sending node (epoch 1, as a spawn then a claim would leave it) when ``claim`` is given.
@@ -234,13 +248,16 @@ def spawn_send_op(
     claim: str | None,
     secs: float | None = None,
     at: datetime | None = None,
+    handed: str | None = None,
 ) -> Op:
     """The op that makes top-level actor ``recipient`` of type ``kind`` and writes it message
     ``id``, in one statement (``Runtime.spawn_ask``'s way for a new actor with no start
     message). Its result is a ``Sent`` (``claimed``: the new row, when ``claim`` names this
     node); it raises ``Occupied`` when either id exists already, having written nothing.
+    ``handed``: as for ``send_op``.
     """
     params = {
+        "handed": handed,
         "id": id,
         "recipient": recipient,
         "param": param,

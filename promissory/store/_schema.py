@@ -437,6 +437,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             "to an HTTP address that failed waits out its backoff)'",
         ),
     ),
+    Migration(
+        9,
+        "a message its sending node hands to its own actor is not announced",
+        (
+            # A node that sends a message to an actor it holds hands the message to the
+            # actor's activation itself; its send sets ``promissory.handed`` (for the rest of
+            # the transaction) to the message's id and that node's. Then no node needs the
+            # NOTIFY: every listening node would wake for nothing (the sender's own listener
+            # too, competing with the activation it just handed the message to), and the
+            # commit would take the notification queue's lock. Any other message (from another
+            # process, to an actor another node holds or no node holds, or written by plain
+            # SQL) is announced as before.
+            """
+            CREATE OR REPLACE FUNCTION promissory_notify() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            DECLARE
+                holder text;
+                type_name text;
+            BEGIN
+                IF TG_OP = 'UPDATE' THEN
+                    PERFORM pg_notify(TG_ARGV[0], 's' || NEW.id);
+                ELSE
+                    IF NEW.recipient IS NOT NULL THEN
+                        SELECT node, kind INTO holder, type_name
+                        FROM actors WHERE id = NEW.recipient;
+                        IF holder IS NULL OR current_setting('promissory.handed', true)
+                                IS DISTINCT FROM NEW.id || chr(9) || holder THEN
+                            PERFORM pg_notify(TG_ARGV[0], 'm' || NEW.recipient || chr(9)
+                                || NEW.seq || chr(9) || coalesce(holder, '') || chr(9)
+                                || coalesce(type_name, ''));
+                        END IF;
+                    END IF;
+                    IF NEW.timeout_at IS NOT NULL THEN
+                        PERFORM pg_notify(TG_ARGV[0], 't');
+                    END IF;
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
