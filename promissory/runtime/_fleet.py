@@ -61,6 +61,9 @@ class Fleet:
         self._live: list[NodeInfo] = []
         self._seen_alive: set[str] = set()
         self._gone_since: dict[str, float] = {}
+        self._adopted_here: set[str] = set()
+        """Dead nodes this node adopted: its own pass takes their actors up (see
+        ``adopted_here``)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._types_version = -1
@@ -147,8 +150,12 @@ class Fleet:
                 since = self._gone_since.setdefault(node, now)
                 if now - since < self.grace:
                     continue
+            with self._lock:  # before the adoption's notice can come back
+                self._adopted_here.add(node)
             released = adopt_node(self.store, node, key)
             if released is None:
+                with self._lock:
+                    self._adopted_here.discard(node)
                 continue  # its lock is held after all: alive
             with self._lock:
                 self._gone_since.pop(node, None)
@@ -159,5 +166,17 @@ class Fleet:
             )
         if adopted or first or now - self._last_scan >= self.rescan:
             self._last_scan = now
-            self._take_up(adopted)
+            try:
+                self._take_up(adopted)
+            except BaseException:
+                self._last_scan = -self.rescan  # the next look takes up again
+                raise
         return adopted
+
+    def adopted_here(self, node: str) -> bool:
+        """Whether this node adopted ``node`` itself: the adoption's notice, heard by every
+        node, needs no second recovery pass here (this node's look runs one, and looks again
+        at once if that failed).
+        """
+        with self._lock:
+            return node in self._adopted_here

@@ -321,3 +321,37 @@ def test_a_node_closed_while_a_take_up_is_under_way_starts_what_it_claimed_first
     # The take-up's activation was started, handled the stop, and then the node closed.
     status, reason = one(dsn, "SELECT status, reason FROM actors WHERE id = 'idler'")
     assert (status, reason) == ("stopped", {"exit": "normal", "error": None})
+
+
+IDLER_CHILD = """
+import sys, time
+from promissory.runtime import Runtime
+from tests.runtime.test_recovery import Idler
+rt = Runtime(sys.argv[1]).open()
+rt.spawn(Idler, id="idler").ask("hi").get(timeout=30)
+print("READY", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_node_that_adopts_a_dead_node_takes_its_actors_up_in_one_pass(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The adoption's notice reaches every node, the adopter too: its own look has taken the
+    # actors up already, and a second pass (reads, and a take-up racing the first) is waste.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", IDLER_CHILD, dsn], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "READY"
+    finally:
+        child.kill()
+        child.wait(30)
+    caplog.set_level("INFO", logger="promissory.runtime")
+    with Runtime(dsn) as rt:
+        assert rt.recovery is not None and len(rt.recovery.adopted_nodes) == 1
+        assert rt.ref("idler").ask("again").get(timeout=30) == "again"
+        time.sleep(0.5)  # the adoption's notice has come back
+        passes = [r for r in caplog.records if r.getMessage().startswith("recovery: ")]
+    assert len(passes) == 1, [r.getMessage() for r in passes]
