@@ -409,8 +409,8 @@ class Context:
                     "actor %s: the dropped message %s was not kept: %r", self.actor_id, sid, exc
                 )
             return
-        self._journal.keep(outcome.promise)
         try:
+            self._journal.keep(outcome.promise)
             reached("message.committed", sid)
         finally:
             self._host.sent(target_id, outcome, mark)

@@ -608,5 +608,14 @@ def _due_after(
 
 
 def _done(pending: list[tuple[Op, Callable[[Any], None]]], results: list[Any]) -> None:
+    """Tell each deferred op's callback its result; every one is told, even if one raises (a
+    send's callback hands its message over: one left out would leave its message unrun).
+    """
+    failed: BaseException | None = None
     for (_, done), result in zip(pending, results, strict=True):
-        done(result)
+        try:
+            done(result)
+        except BaseException as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed

@@ -454,10 +454,11 @@ class RunStream:
             if rest == partial.text or not rest.startswith(partial.text):
                 return
             deadline = deadline or time.monotonic() + REST_WAIT
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # the rest did not come: the answer says what the text was
             try:
-                self._backlog.append(
-                    self._events.get(timeout=max(0.0, deadline - time.monotonic()))
-                )
+                self._backlog.append(self._events.get(timeout=left))
             except queue.Empty:
                 return
 

@@ -61,9 +61,11 @@ class Fleet:
         self._live: list[NodeInfo] = []
         self._seen_alive: set[str] = set()
         self._gone_since: dict[str, float] = {}
-        self._adopted_here: set[str] = set()
-        """Dead nodes this node adopted: its own pass takes their actors up (see
-        ``adopted_here``)."""
+        self._adopting: dict[str, bool] = {}
+        """Dead nodes this node adopts or adopted (its own pass takes their actors up), each
+        with whether the notice of an adoption of it came (see ``heard_adoption``)."""
+        self._missed: list[str] = []
+        """Adopted nodes whose take-up failed: the next look takes them up."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._types_version = -1
@@ -142,6 +144,7 @@ class Fleet:
             for node in ids:
                 self._gone_since.pop(node, None)
         adopted: list[str] = []
+        others: list[str] = []
         for node, key in dead_nodes(self.store, ids):
             if node == self._node_id():
                 continue
@@ -151,12 +154,16 @@ class Fleet:
                 if now - since < self.grace:
                     continue
             with self._lock:  # before the adoption's notice can come back
-                self._adopted_here.add(node)
+                self._adopting[node] = False
             released = adopt_node(self.store, node, key)
             if released is None:
                 with self._lock:
-                    self._adopted_here.discard(node)
-                continue  # its lock is held after all: alive
+                    heard = self._adopting.pop(node)
+                if heard:
+                    # Another node adopted it meanwhile; its notice, heard while this one
+                    # adopted too, started no pass here: this look takes up this node's share.
+                    others.append(node)
+                continue  # its lock is held after all: alive, or another's to adopt
             with self._lock:
                 self._gone_since.pop(node, None)
                 self._seen_alive.discard(node)
@@ -164,19 +171,25 @@ class Fleet:
             log.info(
                 "promissory: node %s is gone; %d of its actors are handed over", node, released
             )
-        if adopted or first or now - self._last_scan >= self.rescan:
+        due = [*self._missed, *adopted, *others]
+        if due or first or now - self._last_scan >= self.rescan:
             self._last_scan = now
             try:
-                self._take_up(adopted)
+                self._take_up(due)
             except BaseException:
-                self._last_scan = -self.rescan  # the next look takes up again
+                self._missed = due  # the next look takes them up again
+                self._last_scan = -self.rescan
                 raise
+            self._missed = []
         return adopted
 
-    def adopted_here(self, node: str) -> bool:
-        """Whether this node adopted ``node`` itself: the adoption's notice, heard by every
-        node, needs no second recovery pass here (this node's look runs one, and looks again
-        at once if that failed).
+    def heard_adoption(self, node: str) -> bool:
+        """The notice that ``node`` was adopted came (every node hears it): whether this
+        node's own look takes its actors up (it adopts or adopted ``node`` itself, and looks
+        again if that failed), so the notice needs no recovery pass of its own.
         """
         with self._lock:
-            return node in self._adopted_here
+            if node not in self._adopting:
+                return False
+            self._adopting[node] = True
+            return True

@@ -154,6 +154,8 @@ class NodeHost:
         """The claiming send under way to each actor (a token per send, see ``warm``)."""
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
+        self._shut = False
+        """``close`` has stopped waiting for take-ups: one that ends later starts nothing."""
         self._starting = 0
         """Take-ups and claiming sends under way. ``close`` waits for them: an actor claimed
         here is started (and then asked to stop, handling a stop its last handler asked for
@@ -368,7 +370,7 @@ class NodeHost:
                     return False
                 poked = slot.taking == TAKING_POKED
                 slot.taking = TAKING_NONE
-                if claimed is None or sent is None:
+                if claimed is None or sent is None or self._shut:
                     if poked:
                         # What came meanwhile, now and in this thread, as it would have come:
                         # not on the host's workers, which drop work once the node is closing.
@@ -543,7 +545,7 @@ class NodeHost:
                 poked = slot.taking == TAKING_POKED
                 slot.taking = TAKING_NONE
                 up = taken.get(actor_id)
-                if up is None:
+                if up is None or self._shut:
                     # Not claimed: not alive any more, another node holds it, or a restart
                     # its supervisor decided comes first (that revive activates it).
                     if poked:
@@ -988,9 +990,12 @@ class NodeHost:
         deadline = time.monotonic() + timeout
         with self._lock:
             self._closing = True
-            # What a take-up or claiming send claimed is started first, to be stopped below.
-            while self._starting and (left := deadline - time.monotonic()) > 0:
+            # What a take-up or claiming send claimed is started first, to be stopped below
+            # (half the time at most: the handlers' share is the rest).
+            starts = time.monotonic() + timeout / 2
+            while self._starting and (left := starts - time.monotonic()) > 0:
                 self._started.wait(left)
+            self._shut = True
             running = [
                 (actor_id, s.ref, s.activation)
                 for actor_id, s in self._slots.items()

@@ -697,7 +697,7 @@ class Runtime(ScheduleMethods):
             self._ending("", resync=True)
 
     def _adopted(self, node: str) -> None:
-        if node != self.node_id and not self.fleet.adopted_here(node):
+        if node != self.node_id and not self.fleet.heard_adoption(node):
             self.host.submit(self._take_up, [node])
 
     def _lease_lost(self, error: BaseException) -> None:

@@ -246,6 +246,10 @@ def test_a_message_the_node_hands_over_itself_is_not_announced_and_others_are(
         # Another process's message to the same actor is announced, and handled here.
         assert ActorRef("counter", other).ask(Add(10)).get(timeout=10) == 13
         assert [key.split("\t")[0] for key in heard] == ["counter"]
+        # So is one with a deadline: its send may give up waiting, and the node then learns
+        # of it, should it be kept after all, by its NOTIFY.
+        assert ref.ask(Add(1), timeout=30).get(timeout=10) == 14
+        assert [key.split("\t")[0] for key in heard] == ["counter", "counter"]
     # In the store, nothing tells the messages apart: the setting lasted one transaction.
     with Store(dsn) as store:
         assert store.read(

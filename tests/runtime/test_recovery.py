@@ -355,3 +355,38 @@ def test_a_node_that_adopts_a_dead_node_takes_its_actors_up_in_one_pass(
         time.sleep(0.5)  # the adoption's notice has come back
         passes = [r for r in caplog.records if r.getMessage().startswith("recovery: ")]
     assert len(passes) == 1, [r.getMessage() for r in passes]
+
+
+def test_a_take_up_that_ends_after_the_close_gave_up_on_it_starts_nothing(dsn: str) -> None:
+    # The close waits for a take-up under way only so long (half its timeout); one that ends
+    # later leaves what it claimed to the next start, rather than start activations nobody
+    # will stop.
+    with Runtime(dsn) as first:
+        assert first.spawn(Idler, id="idler").ask("hi").get(timeout=30) == "hi"
+    rt = Runtime(dsn).open()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stopping = msgspec.json.encode({"stopping": "normal"}).decode()
+        conn.execute("UPDATE actors SET reason = %s WHERE id = 'idler'", (stopping,))
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM actors WHERE id = 'idler' FOR UPDATE")
+        rt.host.submit(rt.host.take_up, ["idler"])
+        eventually(
+            lambda: one(
+                dsn,
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE actors%%'",
+            ),
+            what="the take-up waiting on the row lock",
+        )
+        closing = threading.Thread(target=rt.close, kwargs={"timeout": 0.4})
+        closing.start()
+        time.sleep(0.6)  # the close gave up waiting for the take-up
+        assert closing.is_alive()  # it waits for the host's workers, the take-up among them
+        holder.commit()
+    closing.join(30)
+    assert not closing.is_alive()
+    assert rt.host.live_ids() == []
+    assert one(dsn, "SELECT status FROM actors WHERE id = 'idler'") == "running"
+    with Runtime(dsn):  # the next start ends it
+        pass
+    assert one(dsn, "SELECT status FROM actors WHERE id = 'idler'") == "stopped"
