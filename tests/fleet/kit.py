@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from tests.fleet.app import LOG_ENV, NODE_ENV
 from tests.kit import ROOT
 
@@ -138,3 +140,47 @@ class SideLog:
                     if a.began < b_end and b.began < a_end:
                         found.append((a, b))
         return found
+
+
+_NOTABLE = ("WARNING", "ERROR", "Traceback", "is gone", "rejoined")
+
+
+def stuck_report(dsn: str, message_id: str, nodes: list[Node], side_log: Path) -> str:
+    """What the store, the side log and the nodes say about a message nobody answered: the
+    text a fleet test fails with, so a rare failure in CI can be read without a rerun.
+    """
+    lines = [f"message {message_id} was not answered"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT state, recipient, seq, created_at, settled_at FROM promises WHERE id = %s",
+            (message_id,),
+        ).fetchone()
+        lines.append(f"  its row: {row}")
+        actor = row[1] if row else message_id.rsplit("/", 1)[0]
+        lines.append(
+            "  its actor: "
+            + str(
+                conn.execute(
+                    "SELECT status, epoch, node, restarts, reason, updated_at FROM actors "
+                    "WHERE id = %s",
+                    (actor,),
+                ).fetchone()
+            )
+        )
+        for r in conn.execute(
+            "SELECT id, state, seq, created_at, settled_at FROM promises WHERE recipient = %s "
+            "AND (state = 'pending' OR seq > coalesce((SELECT seq FROM promises WHERE id = %s), 0)"
+            " - 4) ORDER BY seq LIMIT 12",
+            (actor, message_id),
+        ):
+            lines.append(f"  mailbox: {r}")
+        for r in conn.execute("SELECT id, pid, started_at, ended_at FROM nodes ORDER BY 3"):
+            lines.append(f"  node: {r}")
+    if side_log.exists():
+        lines += [f"  side log: {x}" for x in side_log.read_text().splitlines() if actor in x][-12:]
+    for node in nodes:
+        said = [x for x in node.err if any(k in x for k in (actor, *_NOTABLE))][-20:]
+        state = "alive" if node.alive() else "dead"
+        lines.append(f"  node process {node.name} ({node.node_id}, {state}):")
+        lines += [f"    {x}" for x in said]
+    return "\n".join(lines)

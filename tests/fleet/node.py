@@ -1,11 +1,13 @@
 """A fleet node for the tests: ``python -m tests.fleet.node DSN TYPES...`` hosts the named types
 of ``tests.fleet.app`` until SIGTERM (a clean close: its actors handed over) or SIGKILL.
+``FLEET_LOG_LEVEL`` (``INFO``, ``DEBUG``) sends the runtime's log to stderr.
 
 It prints ``READY <node id>`` once open, and ``CLOSED`` after a clean close.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -17,6 +19,9 @@ from tests.fleet.app import TYPES
 
 def main(argv: list[str]) -> int:
     dsn, names = argv[0], argv[1:]
+    level = os.environ.get("FLEET_LOG_LEVEL")
+    if level:  # to stderr, which the tests keep (``Node.err``) and show when they fail
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     hosts = [TYPES[n] for n in names]
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

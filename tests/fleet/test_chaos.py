@@ -18,7 +18,7 @@ from promissory.agents import RunHandle
 from promissory.runtime import Runtime
 from promissory.testing import kept_steps
 from tests.fleet.app import Crew, Job, X, Y, lead
-from tests.fleet.kit import Node, SideLog
+from tests.fleet.kit import Node, SideLog, stuck_report
 
 ALL = ["X", "Y", "Z", "Crew", "lead", "helper"]
 
@@ -34,7 +34,13 @@ def effect_lines(side_log: Path) -> list[list[str]]:
 def test_thirty_kills_under_load_lose_nothing_and_run_nothing_twice(
     dsn: str, nodes: Callable[..., Node], side_log: Path
 ) -> None:
-    fleet = [nodes(ALL, f"n{i}").ready() for i in range(3)]
+    everyone: list[Node] = []
+
+    def node(name: str) -> Node:
+        everyone.append(nodes(ALL, name, FLEET_LOG_LEVEL="INFO"))
+        return everyone[-1].ready()
+
+    fleet = [node(f"n{i}") for i in range(3)]
     rng = random.Random(16)
     deaths: dict[str, float] = {}
     kept_at: list[tuple[int, set[str]]] = []
@@ -73,14 +79,18 @@ def test_thirty_kills_under_load_lose_nothing_and_run_nothing_twice(
                 kept = kept_steps(dsn)
                 kept_at.append((len(effect_lines(side_log)), kept))
                 time.sleep(rng.uniform(0.0, 0.5))
-                fleet[i] = nodes(ALL, f"n{i}-{kill}").ready()
+                fleet[i] = node(f"n{i}-{kill}")
         finally:
             stop.set()
             driver.join()
         # Nothing lost: every message answered, every run finished, as without the kills.
         totals: dict[str, int] = {}
         for actor_id, _n, reply in replies:
-            totals[actor_id] = max(totals.get(actor_id, 0), reply.get(timeout=60))
+            try:
+                answer = reply.get(timeout=60)
+            except TimeoutError:
+                raise AssertionError(stuck_report(dsn, reply.id, everyone, side_log)) from None
+            totals[actor_id] = max(totals.get(actor_id, 0), answer)
         assert totals == expected
         assert [h.result(timeout=60) for h in runs] == ["done"] * len(runs)
     # No kept step started again after a kill.
