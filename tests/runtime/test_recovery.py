@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psycopg
@@ -286,6 +289,35 @@ class Idler(DurableActor[None], name="tests.runtime.Idler"):
         return msg
 
 
+def idle_actor(dsn: str) -> None:
+    """``idler``, spawned and idle, by a node that is closed again."""
+    with Runtime(dsn) as first:
+        assert first.spawn(Idler, id="idler").ask("hi").get(timeout=30) == "hi"
+
+
+@contextlib.contextmanager
+def take_up_held(dsn: str, rt: Runtime) -> Iterator[psycopg.Connection[Any]]:
+    """The actor ``idler`` (see ``idle_actor``) as its last handler stopped it (what a
+    process killed after ``ctx.stop()`` was kept leaves behind), and a take-up of it on
+    ``rt``'s workers, held at the database by a row lock until the connection yielded commits.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        stopping = msgspec.json.encode({"stopping": "normal"}).decode()
+        conn.execute("UPDATE actors SET reason = %s WHERE id = 'idler'", (stopping,))
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM actors WHERE id = 'idler' FOR UPDATE")
+        rt.host.submit(rt.host.take_up, ["idler"])
+        eventually(
+            lambda: one(
+                dsn,
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE actors%%'",
+            ),
+            what="the take-up waiting on the row lock",
+        )
+        yield holder
+
+
 def test_a_node_closed_while_a_take_up_is_under_way_starts_what_it_claimed_first(
     dsn: str,
 ) -> None:
@@ -294,24 +326,9 @@ def test_a_node_closed_while_a_take_up_is_under_way_starts_what_it_claimed_first
     # the take-up found the node closing and started nothing, leaving it running (and
     # claimed) until the next start. Here that take-up is held at the database by a row lock
     # until the close has begun.
-    with Runtime(dsn) as first:
-        assert first.spawn(Idler, id="idler").ask("hi").get(timeout=30) == "hi"
+    idle_actor(dsn)
     with Runtime(dsn) as rt:  # nothing to do here yet: the actor is live with no work
-        # What a process killed after the handler's ``ctx.stop()`` was kept leaves behind.
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            stopping = msgspec.json.encode({"stopping": "normal"}).decode()
-            conn.execute("UPDATE actors SET reason = %s WHERE id = 'idler'", (stopping,))
-        with psycopg.connect(dsn) as holder:
-            holder.execute("SELECT 1 FROM actors WHERE id = 'idler' FOR UPDATE")
-            rt.host.submit(rt.host.take_up, ["idler"])
-            eventually(
-                lambda: one(
-                    dsn,
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE actors%%'",
-                ),
-                what="the take-up waiting on the row lock",
-            )
+        with take_up_held(dsn, rt) as holder:
             closing = threading.Thread(target=rt.close)
             closing.start()
             time.sleep(0.3)  # the close has begun
@@ -361,23 +378,9 @@ def test_a_take_up_that_ends_after_the_close_gave_up_on_it_starts_nothing(dsn: s
     # The close waits for a take-up under way only so long (half its timeout); one that ends
     # later leaves what it claimed to the next start, rather than start activations nobody
     # will stop.
-    with Runtime(dsn) as first:
-        assert first.spawn(Idler, id="idler").ask("hi").get(timeout=30) == "hi"
+    idle_actor(dsn)
     rt = Runtime(dsn).open()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        stopping = msgspec.json.encode({"stopping": "normal"}).decode()
-        conn.execute("UPDATE actors SET reason = %s WHERE id = 'idler'", (stopping,))
-    with psycopg.connect(dsn) as holder:
-        holder.execute("SELECT 1 FROM actors WHERE id = 'idler' FOR UPDATE")
-        rt.host.submit(rt.host.take_up, ["idler"])
-        eventually(
-            lambda: one(
-                dsn,
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND query LIKE '%%UPDATE actors%%'",
-            ),
-            what="the take-up waiting on the row lock",
-        )
+    with take_up_held(dsn, rt) as holder:
         closing = threading.Thread(target=rt.close, kwargs={"timeout": 0.4})
         closing.start()
         time.sleep(0.6)  # the close gave up waiting for the take-up
