@@ -155,7 +155,13 @@ class Fleet:
                     continue
             with self._lock:  # before the adoption's notice can come back
                 self._adopting[node] = False
-            released = adopt_node(self.store, node, key)
+            try:
+                released = adopt_node(self.store, node, key)
+            except BaseException:
+                # Not adopted here: another node's notice of it must start a pass here.
+                with self._lock:
+                    self._adopting.pop(node, None)
+                raise
             if released is None:
                 with self._lock:
                     heard = self._adopting.pop(node)

@@ -25,7 +25,8 @@ from promissory.actors import (
     current_step,
     handler,
 )
-from promissory.runtime import Runtime
+from promissory.runtime import Runtime, _fleet
+from promissory.runtime._fleet import Fleet
 from promissory.store import Store
 from promissory.testing import read_effects
 from tests.actors.kit import (
@@ -393,3 +394,26 @@ def test_a_take_up_that_ends_after_the_close_gave_up_on_it_starts_nothing(dsn: s
     with Runtime(dsn):  # the next start ends it
         pass
     assert one(dsn, "SELECT status FROM actors WHERE id = 'idler'") == "stopped"
+
+
+def test_a_node_whose_adoption_of_a_dead_node_failed_takes_part_when_another_adopts_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The adopter's own look takes a dead node's actors up, so the notice of that adoption
+    # starts no pass there (``heard_adoption``). A node whose attempt failed (the database
+    # went away mid-adoption) adopted nothing: another node's notice must start its pass.
+    store.read(lambda conn: conn.execute("INSERT INTO nodes (id, lock_key) VALUES ('ghost', 4242)"))
+    passes: list[list[str]] = []
+    fleet = Fleet(store, lambda: "me", list, take_up=passes.append, publish=lambda kinds: None)
+
+    def cut_off(*args: Any) -> None:
+        raise psycopg.OperationalError("the connection was cut")
+
+    monkeypatch.setattr(_fleet, "adopt_node", cut_off)
+    with pytest.raises(psycopg.OperationalError):
+        fleet.tick()
+    assert not fleet.heard_adoption("ghost")  # another's notice: a pass here
+    monkeypatch.undo()
+    assert fleet.tick() == ["ghost"]
+    assert passes == [["ghost"]]
+    assert fleet.heard_adoption("ghost")  # its own notice: no second pass
