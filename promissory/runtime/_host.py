@@ -152,6 +152,9 @@ class NodeHost:
         """Activations started while the claiming send they are for commits (see ``warm``)."""
         self._claims: dict[str, object] = {}
         """The claiming send under way to each actor (a token per send, see ``warm``)."""
+        self._warming: dict[str, object] = {}
+        """The claims whose activation a worker is building now (see ``_start_claimed``)."""
+        self._warmed = threading.Condition(self._lock)
         self._classes: dict[str, type[DurableActor[Any]]] = {}
         self._closing = False
         self._shut = False
@@ -323,8 +326,9 @@ class NodeHost:
         COMMIT is on its way, and a worker thread starts the activation while the database
         works, so the thread's start is not paid after the commit. The activation waits,
         unclaimed, for ``sent``: it hands it the message from the claimed row, or stops it
-        when the claim did not hold. One not ready by then is not waited for: ``sent`` starts
-        the activation itself, and this one stops once started.
+        when the claim did not hold. One whose building has not begun by then is not built:
+        ``sent`` starts the activation itself; one being built is waited for, so that the
+        actor's ``on_start`` and ``on_stop`` run for one activation, not for a spare as well.
         """
         claim = self._claims.get(actor_id)
         if claim is None:
@@ -335,24 +339,32 @@ class NodeHost:
             pass  # closing
 
     def _warm_up(self, actor_id: str, claim: object) -> None:
-        slot = self._slots.get(actor_id)
-        kind = slot.kind if slot is not None else None
-        if kind is None or self._closing or self._claims.get(actor_id) is not claim:
-            return  # the send has returned already
+        with self._lock:
+            slot = self._slots.get(actor_id)
+            kind = slot.kind if slot is not None else None
+            if kind is None or self._closing or self._claims.get(actor_id) is not claim:
+                return  # the send has returned already
+            self._warming[actor_id] = claim
+        started = None
         try:
             started = start_activation(self.resolve_class(kind), Binding(actor_id, self, None))
         except Exception as exc:  # built again when the send returns, its failure reported then
             log.debug("actor %s: no activation started ahead of its claim: %r", actor_id, exc)
-            return
-        with self._lock:
-            if (
-                not self._closing
-                and self._claims.get(actor_id) is claim
-                and actor_id not in self._warm
-            ):
-                self._warm[actor_id] = started
-                return
-        started[1].request_stop()  # the send returned already (it gave up waiting): unused
+        finally:
+            with self._lock:
+                if self._warming.get(actor_id) is claim:
+                    del self._warming[actor_id]
+                if (
+                    started is not None
+                    and not self._closing
+                    and self._claims.get(actor_id) is claim
+                    and actor_id not in self._warm
+                ):
+                    self._warm[actor_id] = started
+                    started = None
+                self._warmed.notify_all()
+        if started is not None:
+            started[1].request_stop()  # the send returned already (it gave up waiting): unused
 
     def _start_claimed(self, actor_id: str, sent: Sent | None, mark: int) -> bool:
         """End the wait ``sending(claim=True)`` began; when the send claimed the actor, start
@@ -361,6 +373,11 @@ class NodeHost:
         """
         claimed = sent.claimed if sent is not None and sent.applied else None
         with self._lock:
+            # The activation a worker is building for this claim is waited for, not built a
+            # second time: the actor's ``on_start`` and ``on_stop`` run once, for the one used.
+            claim = self._claims.get(actor_id)
+            while claim is not None and self._warming.get(actor_id) is claim:
+                self._warmed.wait()
             self._start_ended()  # the claim's; nothing here lets ``close`` in before the end
             self._claims.pop(actor_id, None)
             spare = self._warm.pop(actor_id, None)

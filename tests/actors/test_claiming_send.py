@@ -277,3 +277,42 @@ def test_an_activation_started_for_a_claim_that_did_not_hold_is_stopped(dsn: str
         while pykka.ActorRegistry.get_by_class(Warmed) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not pykka.ActorRegistry.get_by_class(Warmed), "an activation was left running"
+
+
+BUILT: list[int] = []
+"""Each ``SlowBuilt`` activation built (``__init__``), by ``id``."""
+ENDED: list[int] = []
+"""Each one that ended (``on_stop``), by ``id``."""
+
+
+class SlowBuilt(DurableActor[None], name="tests.claiming.SlowBuilt"):
+    def __init__(self) -> None:
+        super().__init__()
+        time.sleep(0.2)  # still being built, ahead of its claim, when the send returns
+        BUILT.append(id(self))
+
+    def on_stop(self) -> None:
+        ENDED.append(id(self))
+
+    @handler
+    def note(self, ctx: Context, msg: Note) -> int:
+        return msg.n
+
+
+@pytest.mark.timeout(60)
+def test_an_activation_still_being_built_for_its_claim_is_waited_for_not_built_twice(
+    dsn: str,
+) -> None:
+    # A claiming send that returns while its activation is being built (a slow __init__)
+    # uses that one: the actor is built, started and stopped once per activation, not once
+    # more for a spare nobody uses.
+    with Runtime(dsn, idle_timeout=0.05) as rt:
+        ref = rt.spawn(SlowBuilt, id="slow-built")
+        assert ref.ask(Note(0, 0)).get(timeout=10) == 0
+        _passivated(rt)
+        BUILT.clear()
+        ENDED.clear()
+        assert ref.ask(Note(0, 1)).get(timeout=10) == 1
+        _passivated(rt)
+        assert len(BUILT) == 1, BUILT
+        assert ENDED == BUILT
