@@ -367,6 +367,7 @@ class Context:
             at=at,
             fence=self._fence,
             fp=fp,
+            handed=self._host.node_id,  # ``sent`` hands it over, deferred or not
         )
         mark = self._store.mark()
         self._host.sending(target_id)

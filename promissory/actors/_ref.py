@@ -197,6 +197,9 @@ class ActorRef:
                 at=at,
                 claim=claim,
                 kind=kind,
+                # ``sent`` hands it over below. Not a send that may give up waiting (a
+                # deadline): one that commits after that is announced, so it is still run.
+                handed=self._deliver.node_id if limit is None else None,
             )
             if claim is not None:
                 # The activation's thread starts while the send commits (not after it).

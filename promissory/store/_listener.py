@@ -3,8 +3,8 @@
 One thread holds one connection that LISTENs on the store's channel. The trigger on
 ``promises`` sends ``s<id>`` when a promise settles, ``m<actor id><TAB><seq><TAB><holder><TAB>
 <type>`` when a message is created for an actor (so a node can tell a message it already has
-from a new one, and which node is to run it; not for one written with ``send_op(handed=)``
-to an actor the node named there holds), and ``t`` when a promise with a timeout is created.
+from a new one, and which node is to run it; not for one its sending node hands to its own
+actor itself, see ``send_op(handed=)``), and ``t`` when a promise with a timeout is created.
 When the connection is lost the thread says so once (``OutageLog``), reconnects with backoff,
 LISTENs again, says it is back, and asks every subscriber to re-check.
 """

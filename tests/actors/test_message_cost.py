@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from promissory import Context, DurableActor, Runtime, handler
+from promissory import ActorRef, Context, DurableActor, Runtime, handler
+from promissory.store import EventKind, Store
 
 
 class Add(msgspec.Struct, frozen=True):
@@ -223,3 +224,34 @@ def test_an_agent_run_started_here_is_awaited_with_no_read(
         handle = rt.start(agent, "a line", id=f"cost/poems/{i}")
         assert handle.result(timeout=10) == "Rows remember."
     assert threading.current_thread().name not in callers
+
+
+def test_a_message_the_node_hands_over_itself_is_not_announced_and_others_are(
+    rt: Runtime, dsn: str
+) -> None:
+    # Every listening node wakes for a message's NOTIFY; one this node sends to an actor it
+    # holds it hands over itself, so none is sent. A message from another process, or to an
+    # actor no node holds, is announced as before (and handled).
+    ref = rt.spawn(Counter, id="counter")
+    rt.spawn(Relayer, id="relayer")
+    ref.ask(Add(0)).get(timeout=10)
+    with Store(dsn) as other:
+        heard: list[str] = []
+        other.subscribe(EventKind.MESSAGE, [""], lambda kind, key, resync: heard.append(key))
+        ref.tell(Add(1))  # from this node, outside any handler
+        rt.ref("relayer").ask(Relay(2)).get(timeout=10)  # and from a handler, by ctx.send
+        rt.spawn_ask(Counter, Add(3), id="counter/2").get(timeout=10)  # and a new actor's first
+        assert rt.ref("counter").ask(Add(0)).get(timeout=10) == 3
+        assert [key.split("\t")[0] for key in heard] == []
+        # Another process's message to the same actor is announced, and handled here.
+        assert ActorRef("counter", other).ask(Add(10)).get(timeout=10) == 13
+        assert [key.split("\t")[0] for key in heard] == ["counter"]
+        # So is one with a deadline: its send may give up waiting, and the node then learns
+        # of it, should it be kept after all, by its NOTIFY.
+        assert ref.ask(Add(1), timeout=30).get(timeout=10) == 14
+        assert [key.split("\t")[0] for key in heard] == ["counter", "counter"]
+    # In the store, nothing tells the messages apart: the setting lasted one transaction.
+    with Store(dsn) as store:
+        assert store.read(
+            lambda c: c.execute("SELECT current_setting('promissory.handed', true)").fetchone()
+        ) in ((None,), ("",))
