@@ -11,7 +11,11 @@ classes, and waiting on the socket (its C generators).
 
 Statements the writer runs again and again are prepared once per connection (the second
 time one is seen, as psycopg does from its fifth), by name, ``promissory_N``: the server then
-skips parsing and planning them.
+skips parsing and planning them. The pipeline owns the connection's prepared statements:
+psycopg's own cache is switched off there, since it sends ``DEALLOCATE ALL`` (ours too) at
+the first ``ROLLBACK`` after it has prepared a statement of its own. Should the server lose
+them anyway (a ``DISCARD ALL`` from a pooler, say), the round trip that finds one missing
+raises ``StatementsLost`` and the pipeline prepares them again: running it again succeeds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from psycopg import abc, errors, generators, pq
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 
-__all__ = ["Pipeline", "Result"]
+__all__ = ["Pipeline", "Result", "StatementsLost"]
 
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FATAL = pq.ExecStatus.FATAL_ERROR
@@ -39,6 +43,14 @@ PREPARE_AFTER = 2
 """A statement is prepared the second time this connection runs it."""
 PREPARED_MAX = 200
 """At most this many statements are prepared per connection (then the others are not)."""
+
+
+class StatementsLost(psycopg.errors.InvalidSqlStatementName):
+    """The server has lost a statement this pipeline prepared (someone ran ``DEALLOCATE ALL``
+    or ``DISCARD ALL`` on the connection): nothing of the round trip is kept (its transaction
+    is aborted), and the pipeline has forgotten every name, so the same statements run again
+    are prepared again.
+    """
 
 
 class Result:
@@ -73,6 +85,9 @@ class Pipeline:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        # Ours alone: psycopg's cache would DEALLOCATE ALL at the first ROLLBACK after it
+        # prepared one of its own (the writer's re-reads), and every write would fail after.
+        conn.prepare_threshold = None
         self._seen: dict[tuple[bytes, tuple[int, ...]], int] = {}
         self._names: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._made = 0
@@ -157,7 +172,12 @@ class Pipeline:
                 self._names.pop(key, None)
         for a in answers:
             if a.status == _FATAL:
-                raise errors.error_from_result(a, encoding=self.conn.info.encoding)
+                error = errors.error_from_result(a, encoding=self.conn.info.encoding)
+                if isinstance(error, errors.InvalidSqlStatementName) and self._names:
+                    self._names.clear()  # the server has lost them: prepared again from now
+                    lost = StatementsLost(str(error))
+                    raise lost from error
+                raise error
         if any(a.status == _ABORTED for a in answers):
             raise errors.OperationalError("the pipeline was aborted, and no statement said why")
         return [Result(a, tx) for i, a in enumerate(answers) if i not in prepares]

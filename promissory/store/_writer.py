@@ -47,7 +47,7 @@ from ._connection import (
 )
 from ._ops import MAX_BATCH_BYTES, Event, Op, Rows
 from ._outage import OutageLog
-from ._pipeline import Command, Pipeline, Result
+from ._pipeline import Command, Pipeline, Result, StatementsLost
 
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 _IN_TRANSACTION = psycopg.pq.TransactionStatus.INTRANS
@@ -302,7 +302,8 @@ class Writer:
             return True
         if isinstance(exc, psycopg.Error):
             self._rollback()
-            if not is_transient(exc):
+            # Statements the server lost are prepared again by the pipeline: run it again.
+            if not is_transient(exc) and not isinstance(exc, StatementsLost):
                 self._isolate(batch, StoreError(f"the database refused a write: {exc}"), exc)
                 return False
             if time.monotonic() < deadline:

@@ -1,15 +1,19 @@
 """The writer's round trip on libpq's pipeline (``_pipeline.Pipeline``): rows, errors, prepared
-statements, big values, on a real server."""
+statements (kept whatever psycopg does on the same connection, and prepared again when the
+server loses them), big values, on a real server."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from promissory.store._pipeline import PREPARE_AFTER, Pipeline
+from promissory.store import Store
+from promissory.store._pipeline import PREPARE_AFTER, Pipeline, StatementsLost
+from promissory.store._writer import SPECULATIVE_IDLE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +113,52 @@ def test_sent_is_called_after_everything_is_written(conn: psycopg.Connection[Any
     seen: list[int] = []
     p.run([("INSERT INTO t VALUES ('s', 0, NULL)", None)], sent=lambda: seen.append(1))
     assert seen == [1]
+
+
+def test_psycopgs_own_prepared_statements_never_cost_the_pipeline_its_own(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # psycopg prepares a statement run five times through it (the writer's re-reads), and
+    # then sends DEALLOCATE ALL at the first ROLLBACK: the pipeline's statements went too,
+    # and every later write of the writer failed ("prepared statement ... does not exist").
+    p = Pipeline(conn)
+    sql = "INSERT INTO t VALUES (%s, %s, NULL)"
+    for i in range(PREPARE_AFTER + 1):
+        p.run([(sql, (f"k{i}", i))])
+    for _ in range(6):
+        conn.execute("SELECT n FROM t WHERE id = %s", ("k0",)).fetchall()
+    conn.execute("BEGIN")
+    conn.execute("ROLLBACK")
+    assert "INSERT INTO t VALUES ($1, $2, NULL)" in prepared(conn)
+    p.run([(sql, ("after", 1))])
+
+
+def test_statements_the_server_lost_are_prepared_again(conn: psycopg.Connection[Any]) -> None:
+    # Lost by a DISCARD ALL or DEALLOCATE ALL someone else sent: the round trip that finds
+    # one missing keeps nothing and says so, and the same statements run again succeed.
+    p = Pipeline(conn)
+    sql = "INSERT INTO t VALUES (%s, %s, NULL)"
+    for i in range(PREPARE_AFTER + 1):
+        p.run([(sql, (f"k{i}", i))])
+    conn.execute("DEALLOCATE ALL")
+    with pytest.raises(StatementsLost):
+        p.run([("BEGIN", None), (sql, ("lost", 1)), ("COMMIT", None)])
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT count(*) FROM t WHERE id = 'lost'").fetchone() == (0,)
+    p.run([("BEGIN", None), (sql, ("lost", 1)), ("COMMIT", None)])
+    assert conn.execute("SELECT count(*) FROM t WHERE id = 'lost'").fetchone() == (1,)
+
+
+def test_a_writer_that_re_read_and_then_idled_still_writes(store: Store) -> None:
+    # What broke a chaos-test node for good: the writer re-reads an op's row through psycopg
+    # (an idempotent repeat finds it there), psycopg prepares that read on its fifth time,
+    # and the first ROLLBACK of an idle writer's open transaction then went with DEALLOCATE
+    # ALL. From then on every write failed, and a message was never answered.
+    for _ in range(PREPARE_AFTER + 1):
+        store.create("first")
+    for _ in range(6):
+        assert not store.create("first").applied  # read back each time
+    time.sleep(SPECULATIVE_IDLE * 3)  # idle: the transaction opened ahead is rolled back
+    for i in range(PREPARE_AFTER + 1):
+        assert store.create(f"after-{i}").applied
+    assert store.resolve("after-0", 1).applied
