@@ -7,7 +7,9 @@ after every message, in the same transaction as the reply.
 
 Each instance is one *activation*: a pykka ThreadingActor that the runtime starts when the
 actor has work and stops when it is idle or suspended, so a waiting actor holds no thread.
-``on_start`` and ``on_stop`` therefore run once per activation, not once per actor.
+``on_start`` and ``on_stop`` therefore run once per activation, not once per actor (and an
+activation started while a send that would claim the actor commits, when that claim does not
+hold, ends without handling anything).
 
 A class is kept under a stable type name (``kind()``): ``module:QualName``, or the one it gives
 with ``name=``, which a class defined in a script needs
