@@ -103,6 +103,7 @@ class Timed:
     def __init__(self, inner: OpenAIChatModel) -> None:
         self.inner = inner
         self.name = inner.name
+        self.early_start = inner.early_start  # asked as the adapter itself is
         self.first: list[float] = []
 
     async def complete(self, request: ModelRequest) -> ModelResponse:

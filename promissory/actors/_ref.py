@@ -125,18 +125,21 @@ class ActorRef:
         tags: Mapping[str, str] | None,
         write: Callable[..., Op] | None = None,
         kind: str | None = None,
+        written: Callable[[], None] | None = None,
     ) -> Reply[Any]:
         """``ask``; ``write`` makes the op the message is written by, from ``send_op``'s
         arguments (a spawn that sends its new actor a first message in one transaction:
         ``Runtime.spawn_ask``); its result is a ``Sent``. ``kind``: the message is written
-        only to an actor of that type.
+        only to an actor of that type. ``written``: called once the message is written and
+        the actor claimed for this node, while the COMMIT is on its way (see
+        ``Runtime.spawn_ask``).
         """
         message_id = self._message_id(id)
         # Expected before it is written, so its settle in this process is caught with its
         # value: the reply costs no read.
         expected = self._store.expect(message_id)
         try:
-            sent = self._send(msg, message_id, timeout, tags, write, kind)
+            sent = self._send(msg, message_id, timeout, tags, write, kind, written)
         except BaseException:
             expected.cancel()
             raise
@@ -159,9 +162,10 @@ class ActorRef:
         tags: Mapping[str, str] | None,
         write: Callable[..., Op] | None = None,
         kind: str | None = None,
+        written: Callable[[], None] | None = None,
     ) -> Sent:
         with _tracing.producer(self.id, type_name(msg), message_id):
-            return self._commit(msg, message_id, timeout, tags, write, kind)
+            return self._commit(msg, message_id, timeout, tags, write, kind, written)
 
     def _commit(
         self,
@@ -171,6 +175,7 @@ class ActorRef:
         tags: Mapping[str, str] | None,
         write: Callable[..., Op] | None,
         kind: str | None,
+        written: Callable[[], None] | None = None,
     ) -> Sent:
         param = encode_message(msg)
         tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
@@ -204,6 +209,8 @@ class ActorRef:
             if claim is not None:
                 # The activation's thread starts while the send commits (not after it).
                 op.meanwhile = functools.partial(self._deliver.warm, self.id)
+                if written is not None:
+                    op.answered = _if_written(written)
             sent = self._store.execute(op, timeout=limit)
         except BaseException:
             # Whatever failed, ``sending`` is ended: deliveries to the actor go on.
@@ -304,3 +311,15 @@ class Reply(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Reply({self.id!r})"
+
+
+def _if_written(then: Callable[[], None]) -> Callable[[list[int]], None]:
+    """An ``Op.answered`` that calls ``then`` if the send wrote its message: a send's first
+    statement returns the message's row only then (``send_op``, ``spawn_send_op``).
+    """
+
+    def answered(counts: list[int]) -> None:
+        if counts and counts[0]:
+            then()
+
+    return answered

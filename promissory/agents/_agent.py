@@ -27,13 +27,14 @@ import msgspec
 from .. import _tracing
 from ..actors import Backoff, ChildSpec, Reply, Restart, RetryPolicy
 from ..errors import AgentNotFoundError, InvalidDefinitionError, InvalidInputError
-from ..store import Promise, Store
-from ._chat import ModelSettings, ToolSpec, Usage
+from ..store import Promise, Store, decode, encode
+from ._chat import Message, ModelRequest, ModelSettings, ToolSpec, Usage
+from ._early import EarlyCall, early_start, offer
 from ._mcp import MCPServer
 from ._model import Model, model_from
 from ._stop import NoToolCalls, StopCondition
 from ._stream import RunStream
-from ._tools import Tool
+from ._tools import Tool, content_of
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -249,6 +250,22 @@ class Agent:
         """The tools as the model is told of them."""
         return [t.spec() for t in self.tools.values()]
 
+    def request(
+        self, context: RunContext, messages: list[Message], more_tools: Sequence[ToolSpec] = ()
+    ) -> ModelRequest:
+        """What the model is asked at one turn: the system prompt for ``context``, the
+        transcript ``messages``, the agent's tools and ``more_tools`` (an MCP server's).
+        """
+        return ModelRequest(
+            system=self.system_prompt(context),
+            messages=list(messages),
+            tools=self.tool_specs() + list(more_tools),
+            output_schema=(
+                msgspec.json.schema(self.output_type) if self.output_type is not None else None
+            ),
+            settings=self.settings,
+        )
+
     def as_tool(
         self,
         *,
@@ -317,6 +334,8 @@ class Agent:
             )
         run_id = id or f"runs/{self.name}/{uuid.uuid4().hex[:12]}"
         assert rt.store is not None
+        fresh = resume is None and fork is None
+        early = fresh and not self.toolsets and early_start(self.model)
         if id is not None and _tracing.tracing_enabled():
             # Traced, a run that exists is looked up first: sending it its task again (a
             # write that finds it) would leave a send span in a trace of its own.
@@ -329,23 +348,52 @@ class Agent:
         with _tracing.continuing(earlier):
             model = fork.model if fork is not None and fork.model else self.model.name
             task = RunTask(agent=self.name, input=input, resume=resume, model=model, fork=fork)
+            call = None
+            if early:
+                # The first turn is asked once the run is written, while its commit is on its
+                # way, if this node is to run it; its handler reads the answer (``_early``).
+                # The task as its handler will have it (a Struct input is a dict there).
+                kept = task if isinstance(input, str) else decode(encode(task).encode(), RunTask)
+                first = RunContext(run_id=run_id, agent=self.name, input=kept.input, turn=1)
+                try:
+                    request = self.request(first, [task_message(kept.input)])
+                except Exception:
+                    request = None  # the run's first step fails with it, where it is kept
+                if request is not None:
+                    call = EarlyCall(rt.loop, self, kept, request)
+                    offer(rt.store, run_id, call)
             # The run's actor, its task and this node's claim on it: one commit, and its
             # activation starts the task with no write or read of its own.
             # A run that exists (the id is its idempotency key) is joined, never revived: its
-            # task is there already, so nothing is written (no read first either).
-            reply = rt.spawn_ask(
-                run_type,
-                task,
-                id=run_id,
-                message_id=run_id,
-                spec=ChildSpec(restart=Restart.TEMPORARY),
-                timeout=deadline,
-                revive=False,
-            )
+            # task is there already, so nothing is written.
+            try:
+                reply = rt.spawn_ask(
+                    run_type,
+                    task,
+                    id=run_id,
+                    message_id=run_id,
+                    spec=ChildSpec(restart=Restart.TEMPORARY),
+                    timeout=deadline,
+                    revive=False,
+                    written=call.begin if call is not None else None,
+                )
+            except BaseException:
+                if call is not None:
+                    call.cut()
+                raise
         if not reply.written:
+            if call is not None:
+                call.cut()
             _say_reused(reply.promise())
             return RunHandle(run_id, rt.store, reused=True)
+        if call is not None and not call.begun:
+            call.cut()  # another node runs it
         return RunHandle(reply.id, rt.store, reply=reply)
+
+
+def task_message(input: Any) -> Message:
+    """A run's input as the first message of its transcript."""
+    return Message.user(input if isinstance(input, str) else content_of(input))
 
 
 def tool_items(

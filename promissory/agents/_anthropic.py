@@ -30,6 +30,9 @@ class AnthropicModel:
 
     """
 
+    early_start = True
+    """A new run's first turn is asked while the run is kept (``promissory.agents._early``)."""
+
     def __init__(
         self,
         model: str,

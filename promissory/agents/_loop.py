@@ -56,8 +56,10 @@ from ._agent import (
     _on_define,
     _run_types,
     registered,
+    task_message,
 )
 from ._chat import Message, ModelRequest, ModelResponse, ToolCall, ToolResult, ToolSpec, Usage
+from ._early import EarlyCall, take as take_early
 from ._fork import agent_for, start_fork
 from ._mcp import MCPTool, list_server_tools
 from ._model import Model
@@ -83,10 +85,16 @@ async def _complete(model: Model, request: ModelRequest) -> ModelResponse:
 
 
 async def _complete_live(
-    announcer: Announcer, run: str, model: Model, request: ModelRequest
+    announcer: Announcer,
+    run: str,
+    early: EarlyCall | None,
+    model: Model,
+    request: ModelRequest,
 ) -> ModelResponse:
     """``_complete``, streamed when the model streams: its text is announced as it comes,
     under a token of this call (a call made again is told apart), and the answer kept whole.
+    ``early``: this call, made already while the run was being kept (read by the first
+    attempt only; a retry asks the model anew).
     """
     stream = getattr(model, "stream", None)
     step = current_step()
@@ -96,7 +104,8 @@ async def _complete_live(
     token = uuid.uuid4().hex[:8]
     response: ModelResponse | None = None
     offset = 0
-    async for item in stream(request):
+    items = early.stream() if early is not None and early.read() else stream(request)
+    async for item in items:
         if isinstance(item, ModelResponse):
             response = item
         else:
@@ -233,8 +242,7 @@ class _Loop:
         self.agent = agent
         self.task = task
         self.dry = dry
-        text = task.input if isinstance(task.input, str) else content_of(task.input)
-        self.messages: list[Message] = [Message.user(text)]
+        self.messages: list[Message] = [task_message(task.input)]
         self.usage = Usage()
         self.turns = 0
         self.corrections = 0
@@ -330,30 +338,36 @@ class _Loop:
         """One model turn, as a kept step; its answer joins the transcript."""
         agent, ctx = self.agent, self.ctx
         self.turns += 1
-        context = RunContext(
-            run_id=ctx.message_id, agent=agent.name, input=self.task.input, turn=self.turns
-        )
-        request = ModelRequest(
-            system=agent.system_prompt(context),
-            messages=list(self.messages),
-            tools=agent.tool_specs() + [t.spec() for t in self.server_tools.values()],
-            output_schema=(
-                msgspec.json.schema(agent.output_type) if agent.output_type is not None else None
-            ),
-            settings=agent.settings,
-        )
+        early = None
+        if self.turns == 1 and not self.dry and self.task.resume is None and self.task.fork is None:
+            # Asked already, while the run was being kept (``_early``): that very request.
+            early = take_early(ctx.store, ctx.message_id, agent, self.task)
+        if early is not None:
+            request = early.request
+        else:
+            context = RunContext(
+                run_id=ctx.message_id, agent=agent.name, input=self.task.input, turn=self.turns
+            )
+            more = [t.spec() for t in self.server_tools.values()]
+            request = agent.request(context, self.messages, more)
         announcer = None if self.dry else announcer_for(ctx.store)
         complete = (
-            _complete if announcer is None else partial(_complete_live, announcer, ctx.message_id)
+            _complete
+            if announcer is None
+            else partial(_complete_live, announcer, ctx.message_id, early)
         )
-        response: ModelResponse = ctx.step(  # type: ignore[assignment]
-            complete,
-            agent.model,
-            request,
-            name=f"model:{agent.name}",
-            retry=agent.retry,
-            returns=ModelResponse,
-        )
+        try:
+            response: ModelResponse = ctx.step(  # type: ignore[assignment]
+                complete,
+                agent.model,
+                request,
+                name=f"model:{agent.name}",
+                retry=agent.retry,
+                returns=ModelResponse,
+            )
+        finally:
+            if early is not None:
+                early.cut()  # not read (the step was kept already): not needed
         if announcer is not None:
             announcer.kept(ctx.message_id)
         self.open_calls = list(response.message.tool_calls)

@@ -4,7 +4,10 @@ A model is anything with a ``name`` and ``async complete(request) -> ModelRespon
 also has ``stream(request)``, an async iterator of the answer's text as it is written and then
 the whole ``ModelResponse``, is streamed (both HTTP adapters and ``FunctionModel`` are). Errors
 are ``ModelError`` with a kind and ``retryable``; the agent's ``RetryPolicy``, not the adapter,
-decides whether to try again.
+decides whether to try again. A streamed model with ``early_start = True`` (both HTTP adapters)
+is asked a new run's first turn while ``rt.start`` keeps the run, and its first token comes a
+commit sooner; that call is made outside the step (``current_step()`` is ``None`` in it), and
+one made for a run that was then not kept is cut (``promissory.agents._early``).
 
 ``ScriptedModel`` answers from a list, by turn: the n-th answer goes to the request that holds
 n-1 assistant messages, so a run resumed after a crash (which asks only for the turns not yet

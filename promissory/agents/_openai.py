@@ -45,6 +45,9 @@ class OpenAIChatModel:
 
     """
 
+    early_start = True
+    """A new run's first turn is asked while the run is kept (``promissory.agents._early``)."""
+
     def __init__(
         self,
         model: str,

@@ -404,6 +404,7 @@ class Runtime(ScheduleMethods):
         timeout: Timeout = None,
         tags: Mapping[str, str] | None = None,
         revive: bool = True,
+        written: Callable[[], None] | None = None,
     ) -> Reply[Any]:
         """Create a top-level actor (as ``spawn``) and ask it ``msg``, in one transaction.
 
@@ -414,7 +415,10 @@ class Runtime(ScheduleMethods):
         that exists already is sent the message (as ``spawn`` then ``ask`` would); one that
         stopped or failed is brought back first unless ``revive`` is false. A
         ``message_id`` that exists already is not sent again: ``Reply.written`` is false,
-        and the reply is that message's.
+        and the reply is that message's. ``written`` is called once the new actor and its
+        message are written and claimed for this node, while their COMMIT is on its way (not
+        when either exists already, nor when another node is to run it); it must not block or
+        raise, and the commit may still fail (an agent run asks its model then: ``_early``).
 
         Example:
             >>> reply = rt.spawn_ask(Summarizer, Summarize("…"), id="sums/42")  # doctest: +SKIP
@@ -434,7 +438,7 @@ class Runtime(ScheduleMethods):
             if top.start is None:
                 # A new actor: one statement makes it, claimed, with its message.
                 try:
-                    return ref._ask(msg, first, timeout, tags, top.with_message, top.kind)
+                    return ref._ask(msg, first, timeout, tags, top.with_message, top.kind, written)
                 except Occupied:
                     pass  # it exists, or the message does: find or revive it, then send
             return ref._ask(msg, first, timeout, tags, top.then_send, top.kind)

@@ -82,6 +82,7 @@ class Op:
         "settles",
         "parts",
         "meanwhile",
+        "answered",
         "_size",
     )
 
@@ -113,6 +114,11 @@ class Op:
         self.meanwhile: Callable[[], None] | None = None
         """Called once, when the batch's COMMIT is on its way, while the database works on it
         (a claiming send starts its actor's activation thread then); it must not raise."""
+        self.answered: Callable[[list[int]], None] | None = None
+        """Called once with the number of rows each of its statements returned, as soon as
+        they are answered, while the batch's COMMIT is still on its way (the database is asked
+        to send those answers first); it must not raise or block, and it learns nothing of
+        whether the COMMIT holds. An op with one runs in no shared statement (``group``)."""
         self._size = -1
 
     @property

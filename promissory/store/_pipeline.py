@@ -20,6 +20,7 @@ raises ``StatementsLost`` and the pipeline prepares them again: running it again
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
@@ -62,6 +63,11 @@ class Result:
         self._pg = pg
         self._tx = tx
 
+    @property
+    def count(self) -> int:
+        """How many rows the statement returned (0 for one that returns none)."""
+        return self._pg.ntuples if self._pg.status == _TUPLES_OK else 0
+
     def rows(self) -> list[tuple[Any, ...]]:
         """The statement's rows as tuples (``[]`` for a statement that returns none)."""
         pg = self._pg
@@ -101,13 +107,18 @@ class Pipeline:
         commands: Sequence[Command],
         *,
         sent: Callable[[], None] | None = None,
+        flush_after: int | None = None,
+        flushed: Callable[[list[Result]], None] | None = None,
     ) -> list[Result]:
         """Send ``commands`` in one pipeline and one sync, and wait for every answer.
 
         ``sent`` is called once everything is written to the socket, before any answer is
-        read (a crash test cuts the connection there). Raises the first statement's error,
-        as psycopg would, once every answer is in (the transaction is then aborted, and the
-        connection ready for a ``ROLLBACK``); a lost connection raises what libpq says.
+        read (a crash test cuts the connection there). With ``flush_after`` (an index into
+        ``commands``), the server is asked to send the answers up to that command at once,
+        not with the rest, and ``flushed`` is given them (when none failed) while the rest
+        is worked on. Raises the first statement's error, as psycopg would, once every
+        answer is in (the transaction is then aborted, and the connection ready for a
+        ``ROLLBACK``); a lost connection raises what libpq says.
         """
         conn = self.conn
         pgconn = conn.pgconn
@@ -115,34 +126,44 @@ class Pipeline:
         # Where each prepare's answer comes among the answers, and what it prepares.
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
         asked = 0
+        # How many answers come up to ``flush_after``'s (prepares' included), once known.
+        flushing: int | None = None
         pgconn.enter_pipeline_mode()
         try:
-            for sql, params in commands:
+            for at, (sql, params) in enumerate(commands):
+                if at == flush_after:
+                    flushing = -1  # this command's answer is the last one flushed
                 query.convert(sql, params)
                 asked += 1
                 if params is None:
                     pgconn.send_query_params(query.query, None)
-                    continue
-                key = (query.query, query.types)
-                name = self._names.get(key)
-                if name is None and self._prepare(key):
-                    name = b"promissory_%d" % self._made
-                    self._made += 1
-                    pgconn.send_prepare(name, query.query, param_types=query.types)
-                    preparing.append((asked - 1, key))
-                    asked += 1
-                    self._names[key] = name  # taken back below if the server did not make it
-                if name is None:
-                    pgconn.send_query_params(
-                        query.query,
-                        query.params,
-                        param_formats=query.formats,
-                        param_types=query.types,
-                    )
                 else:
-                    pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                    key = (query.query, query.types)
+                    name = self._names.get(key)
+                    if name is None and self._prepare(key):
+                        name = b"promissory_%d" % self._made
+                        self._made += 1
+                        pgconn.send_prepare(name, query.query, param_types=query.types)
+                        preparing.append((asked - 1, key))
+                        asked += 1
+                        self._names[key] = name  # taken back below if the server did not make it
+                    if name is None:
+                        pgconn.send_query_params(
+                            query.query,
+                            query.params,
+                            param_formats=query.formats,
+                            param_types=query.types,
+                        )
+                    else:
+                        pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                if flushing == -1:
+                    pgconn.send_flush_request()
+                    flushing = asked
             pgconn.pipeline_sync()
-            answers = conn.wait(_communicate(pgconn, sent))
+            first = None
+            if flushing is not None and flushed is not None:
+                first = functools.partial(self._flushed, preparing, flushed)
+            answers = conn.wait(_communicate(pgconn, sent, flushing, first))
         finally:
             if pgconn.pipeline_status != pq.PipelineStatus.OFF:
                 try:
@@ -150,6 +171,17 @@ class Pipeline:
                 except psycopg.Error:
                     pass  # answers still pending: the writer drops the connection
         return self._answers(answers, preparing, tx)
+
+    def _flushed(
+        self,
+        preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]],
+        flushed: Callable[[list[Result]], None],
+        answers: list[pq.abc.PGresult],
+    ) -> None:
+        if any(a.status not in _OK for a in answers):
+            return  # the round trip fails: its caller is told so at its end
+        prepares = {at for at, _ in preparing}
+        flushed([Result(a, self._tx) for i, a in enumerate(answers) if i not in prepares])
 
     def _prepare(self, key: tuple[bytes, tuple[int, ...]]) -> bool:
         seen = self._seen.get(key, 0) + 1
@@ -184,10 +216,14 @@ class Pipeline:
 
 
 def _communicate(
-    pgconn: pq.abc.PGconn, sent: Callable[[], None] | None
+    pgconn: pq.abc.PGconn,
+    sent: Callable[[], None] | None,
+    flushing: int | None = None,
+    flushed: Callable[[list[pq.abc.PGresult]], None] | None = None,
 ) -> Generator[Any, Any, list[pq.abc.PGresult]]:
     """Send what is queued, then read every answer up to the sync: one wait on the socket for
-    the whole round trip (psycopg's own generators, in C, do the work).
+    the whole round trip (psycopg's own generators, in C, do the work). ``flushed`` is given
+    the first ``flushing`` answers as soon as they are in.
     """
     yield from generators.send(pgconn)
     if sent is not None:
@@ -198,3 +234,5 @@ def _communicate(
         if got and got[0].status == _SYNC:
             return answers
         answers.append(got[-1])  # one result per command in pipeline mode
+        if flushed is not None and len(answers) == flushing:
+            flushed(answers)

@@ -503,7 +503,7 @@ def _run_ops(
     groups: dict[str | bytes, list[Op]] = {}
     if xid is None:
         for op in batch:
-            if op.group is not None:
+            if op.group is not None and op.answered is None:
                 groups.setdefault(op.group.sql, []).append(op)
     shared = [ops for ops in groups.values() if len(ops) > 1]
     own, group_results, next_xid = _send(pipeline, batch, shared, in_transaction, xid is None)
@@ -549,6 +549,9 @@ def _send(
     for op in batch:
         if id(op) not in in_group:
             commands.extend(op.statements)
+    # Ops that are told of their answers before the COMMIT's have them flushed first.
+    answered = [op for op in batch if op.answered is not None]
+    flush_after = len(commands) - 1 if answered else None
     commands.append(_COMMIT)
     if speculate:
         # Answered in the same round trip; a lost connection is the COMMIT's unknown
@@ -568,8 +571,38 @@ def _send(
             _meanwhile(batch)
         end_spans()
 
+    def flushed(answers: list[Result]) -> None:
+        own = _split(answers, batch, shared, in_group, in_transaction)[0]
+        for op in answered:
+            then, op.answered = op.answered, None
+            if then is not None:
+                then([r.count for r in own[id(op)]])
+
     # A statement the database refuses raises here, before anything is committed.
-    answers = pipeline.run(commands, sent=sent)
+    answers = pipeline.run(
+        commands,
+        sent=sent,
+        flush_after=flush_after,
+        flushed=flushed if answered else None,
+    )
+    own, group_results = _split(answers, batch, shared, in_group, in_transaction)
+    next_xid = None
+    if speculate:
+        row = answers[-1].rows()
+        next_xid = int(row[0][0]) if row else None
+    return own, group_results, next_xid
+
+
+def _split(
+    answers: list[Result],
+    batch: list[Op],
+    shared: list[list[Op]],
+    in_group: set[int],
+    in_transaction: bool,
+) -> tuple[dict[int, list[Result]], list[tuple[list[Op], Result]]]:
+    """The answers to ``_send``'s commands (or the first ones), by op: each op's own
+    statements', and each shared statement's with its ops.
+    """
     at = 0 if in_transaction else 1
     group_results = []
     for ops in shared:
@@ -581,11 +614,7 @@ def _send(
             n = len(op.statements)
             own[id(op)] = answers[at : at + n]
             at += n
-    next_xid = None
-    if speculate:
-        row = answers[-1].rows()
-        next_xid = int(row[0][0]) if row else None
-    return own, group_results, next_xid
+    return own, group_results
 
 
 def _meanwhile(batch: list[Op]) -> None:

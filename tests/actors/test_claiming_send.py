@@ -23,6 +23,7 @@ from promissory.store import Store
 from promissory.store._handling import send_op
 from promissory.testing import CrashTest, kept_steps
 from tests.actors.kit import clean_run
+from tests.kit import eventually
 
 SCENARIO = "tests.actors.scenarios:passivating"
 
@@ -310,9 +311,13 @@ def test_an_activation_still_being_built_for_its_claim_is_waited_for_not_built_t
         ref = rt.spawn(SlowBuilt, id="slow-built")
         assert ref.ask(Note(0, 0)).get(timeout=10) == 0
         _passivated(rt)
+        # Its on_stop runs on its own thread, after it stopped counting as live.
+        eventually(lambda: len(ENDED) == len(BUILT), timeout=5, what="the first one ended")
         BUILT.clear()
         ENDED.clear()
         assert ref.ask(Note(0, 1)).get(timeout=10) == 1
         _passivated(rt)
+        eventually(lambda: ENDED, timeout=5, what="the activation ended")
+        time.sleep(0.3)  # a spare, had one been built, would have ended by now too
         assert len(BUILT) == 1, BUILT
         assert ENDED == BUILT

@@ -47,6 +47,8 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.cut = 0
+        """Streamed answers the client stopped reading before their end (it hung up)."""
         self._answers: deque[Answer | Callable[[Recorded], Answer]] = deque()
         self._lock = threading.Lock()
         self.release = threading.Event()
@@ -144,14 +146,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("cache-control", "no-cache")
             self.send_header("connection", "close")
             self.end_headers()
-            for i, (name, data) in enumerate(answer.events):
-                if i and answer.delay:
-                    time.sleep(answer.delay)
-                text = data if data == "[DONE]" else json.dumps(data)
-                head = f"event: {name}\n" if name else ""
-                self.wfile.write(f"{head}data: {text}\n\n".encode())
-                self.wfile.flush()
             self.close_connection = True
+            try:
+                for i, (name, data) in enumerate(answer.events):
+                    if i and answer.delay:
+                        time.sleep(answer.delay)
+                    text = data if data == "[DONE]" else json.dumps(data)
+                    head = f"event: {name}\n" if name else ""
+                    self.wfile.write(f"{head}data: {text}\n\n".encode())
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                with fake._lock:
+                    fake.cut += 1
             return
         data = answer.raw if answer.raw is not None else json.dumps(answer.body).encode()
         self.send_response(answer.status)

@@ -25,10 +25,9 @@ from tests.actors.kit import sql
 from tests.kit import eventually
 
 from .fake_llm import FakeProvider, anthropic_error
-from .test_adapters import fake  # noqa: F401 (fixture)
 
 
-def test_anthropic_prompt_too_long_is_context_length(fake: FakeProvider) -> None:  # noqa: F811
+def test_anthropic_prompt_too_long_is_context_length(fake: FakeProvider) -> None:
     # Anthropic's own wording for a prompt over the context window; it has no "context" in it.
     fake.answer(anthropic_error("prompt is too long: 210000 tokens > 200000 maximum"), status=400)
     model = AnthropicModel("claude-test", base_url=fake.anthropic_url, api_key="test")

@@ -40,19 +40,6 @@ from tests.agents.fake_llm import FakeProvider, anthropic_stream, openai_stream
 REQUEST = ModelRequest(system="Be brief.", messages=[], tools=[])
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    """A fake provider on 127.0.0.1, and no proxy between it and the client."""
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    server = FakeProvider()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def streamed(model: Any) -> tuple[list[str], ModelResponse]:
     """Run ``model.stream(REQUEST)``: its pieces of text, and the whole answer."""
 

@@ -115,6 +115,44 @@ def test_sent_is_called_after_everything_is_written(conn: psycopg.Connection[Any
     assert seen == [1]
 
 
+def test_answers_up_to_a_flush_come_before_the_rest_is_done(
+    conn: psycopg.Connection[Any],
+) -> None:
+    p = Pipeline(conn)
+    insert = "INSERT INTO t VALUES (%s, 0, NULL) ON CONFLICT DO NOTHING RETURNING id"
+    for i in range(PREPARE_AFTER + 1):  # prepared ones too: their prepares' answers set aside
+        got: list[tuple[float, list[int]]] = []
+
+        def flushed(results: list[Any], got: list[tuple[float, list[int]]] = got) -> None:
+            got.append((time.monotonic(), [r.count for r in results]))
+
+        answers = p.run(
+            [
+                ("BEGIN", None),
+                (insert, (f"f{i}",)),
+                (insert, (f"f{i}",)),  # the row is there: no row back
+                ("SELECT pg_sleep(0.2)", None),
+                ("COMMIT", None),
+            ],
+            flush_after=2,
+            flushed=flushed,
+        )
+        done = time.monotonic()
+        assert [counts for _, counts in got] == [[0, 1, 0]]
+        assert done - got[0][0] >= 0.15  # given while the server was still working
+        assert [a.count for a in answers] == [0, 1, 0, 1, 0]
+    # Not given when a statement up to the flush failed: the round trip raises instead.
+    seen: list[Any] = []
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        p.run(
+            [("BEGIN", None), ("INSERT INTO t VALUES ('f0', 0, NULL)", None), ("COMMIT", None)],
+            flush_after=1,
+            flushed=seen.append,
+        )
+    conn.execute("ROLLBACK")
+    assert seen == []
+
+
 def test_psycopgs_own_prepared_statements_never_cost_the_pipeline_its_own(
     conn: psycopg.Connection[Any],
 ) -> None:

@@ -1,0 +1,175 @@
+"""A new run's first model call, begun while the run itself is being kept.
+
+``rt.start`` keeps a run (its actor, its task, this node's claim) in one commit, and only then
+does the run's handler ask the model: the model's first token came a whole commit later than
+it could. A model that says so (``early_start = True``: both HTTP adapters) is asked the run's
+first turn as soon as the run is written, while the COMMIT is on its way (the database sends
+the statement's answer first: ``Op.answered``), if this node is to run it. The request is the
+one the loop would make (``Agent.request``), and what the model streams waits in memory. The
+run's handler, which starts only once the run is kept, takes the call (``take``) and reads it
+as its first model step's answer, as if it had made the call then: the step is kept as ever,
+and its text reaches a stream only through that step, so nothing of a run that was not kept
+is ever seen.
+
+A run that exists already (a start that joins it) or that another node is to run makes no
+early call. One that is not taken is cut: when the run's commit failed, or when its handler
+does not come for it within ``EARLY_TTL`` seconds (the run was canceled first, say); that call
+was made for nothing. Durability is untouched: the call's answer counts only once its step is
+kept, and a crash before that makes the call again, as it would have anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ._chat import ModelRequest, ModelResponse
+
+if TYPE_CHECKING:
+    from ..runtime._eventloop import LoopThread, Timer
+    from ._agent import Agent, RunTask
+
+__all__ = ["EARLY_TTL", "EarlyCall", "early_start", "offer", "take"]
+
+EARLY_TTL = 60.0
+"""Seconds an early call waits for its run's handler before it is cut."""
+
+
+def early_start(model: Any) -> bool:
+    """Whether ``model`` is asked a new run's first turn while the run is being kept."""
+    return getattr(model, "early_start", False) is True and hasattr(model, "stream")
+
+
+class EarlyCall:
+    """One model call begun ahead of its step; read once, by the step (``stream``)."""
+
+    def __init__(
+        self, loop: LoopThread, agent: Agent, task: RunTask, request: ModelRequest
+    ) -> None:
+        self.agent = agent
+        self.task = task
+        self.request = request
+        self._loop = loop
+        self._items: collections.deque[str | ModelResponse] = collections.deque()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._wake = asyncio.Event()
+        self._pull: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self._begun = False
+        self._read = False
+        self._cut = False
+        self._expiry: Timer | None = None
+        self._key: tuple[int, str] | None = None
+
+    @property
+    def begun(self) -> bool:
+        """Whether the call was made (``begin``)."""
+        return self._begun
+
+    def begin(self) -> None:
+        """Make the call, on the runtime's event loop (from any thread; once)."""
+        with self._lock:
+            if self._begun or self._cut:
+                return
+            self._begun = True
+        self._loop.call_soon(self._start)
+        self._expiry = self._loop.call_later(EARLY_TTL, self.cut)
+
+    def _start(self) -> None:
+        if not self._cut:
+            self._pull = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for item in self.agent.model.stream(self.request):  # type: ignore[attr-defined]
+                self._items.append(item)
+                self._wake.set()
+        except BaseException as exc:  # the step's attempt fails with it, as if made then
+            self._error = exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._finished = True
+            self._wake.set()
+
+    def read(self) -> bool:
+        """Claim the call for the one attempt that reads it (``stream``): ``False`` if it was
+        claimed or cut already, or never made (a retry of the step calls the model anew).
+        """
+        with self._lock:
+            if self._read or self._cut or not self._begun:
+                return False
+            self._read = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        return True
+
+    async def stream(self) -> AsyncIterator[str | ModelResponse]:
+        """What the model sends, as ``model.stream(request)`` would yield it (on the loop,
+        after ``read``). Stopped before the end (the step was canceled or timed out), the
+        call is cut.
+        """
+        try:
+            while True:
+                while self._items:
+                    yield self._items.popleft()
+                if self._finished:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            if not self._finished:
+                self._cancel_pull()
+
+    def cut(self) -> None:
+        """Stop the call and forget it, unless a step reads it (from any thread)."""
+        with self._lock:
+            if self._cut or self._read:
+                return
+            self._cut = True
+        withdraw(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._begun:
+            self._loop.call_soon(self._cancel_pull)
+
+    def _cancel_pull(self) -> None:
+        if self._pull is not None and not self._pull.done():
+            self._pull.cancel()
+
+
+_waiting: dict[tuple[int, str], EarlyCall] = {}
+_waiting_lock = threading.Lock()
+
+
+def offer(store: Any, run_id: str, call: EarlyCall) -> None:
+    """Leave ``call`` for run ``run_id``'s handler on ``store``'s runtime to ``take``."""
+    key = (id(store), run_id)
+    call._key = key
+    with _waiting_lock:
+        _waiting[key] = call
+
+
+def take(store: Any, run_id: str, agent: Agent, task: RunTask) -> EarlyCall | None:
+    """The early call made for this run's first turn, if there is one for this very agent
+    and task (a run of the same id started otherwise, say after its own was cut, finds none).
+    """
+    with _waiting_lock:
+        call = _waiting.get((id(store), run_id))
+        if call is None or call.agent is not agent or call.task != task:
+            return None
+        del _waiting[(id(store), run_id)]
+    return call
+
+
+def withdraw(call: EarlyCall) -> None:
+    """Forget ``call`` (it is cut, or its run was not written)."""
+    with _waiting_lock:
+        if call._key is not None and _waiting.get(call._key) is call:
+            del _waiting[call._key]
