@@ -360,8 +360,8 @@ class Agent:
                 except Exception:
                     request = None  # the run's first step fails with it, where it is kept
                 if request is not None:
-                    call = EarlyCall(rt.loop, self, kept, request)
-                    offer(rt.store, run_id, call)
+                    call = EarlyCall(rt.loop, self, run_id, kept, request)
+                    offer(rt.store, call)
             # The run's actor, its task and this node's claim on it: one commit, and its
             # activation starts the task with no write or read of its own.
             # A run that exists (the id is its idempotency key) is joined, never revived: its

@@ -26,6 +26,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..actors._ids import step_id
 from ._chat import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
@@ -44,14 +45,17 @@ def early_start(model: Any) -> bool:
 
 
 class EarlyCall:
-    """One model call begun ahead of its step; read once, by the step (``stream``)."""
+    """Run ``run``'s first model call, begun ahead of its step; read once, by that step."""
 
     def __init__(
-        self, loop: LoopThread, agent: Agent, task: RunTask, request: ModelRequest
+        self, loop: LoopThread, agent: Agent, run: str, task: RunTask, request: ModelRequest
     ) -> None:
         self.agent = agent
+        self.run = run
         self.task = task
         self.request = request
+        self.step = step_id(run, 1)
+        """The id of the step that reads it: the run's first."""
         self._loop = loop
         self._items: collections.deque[str | ModelResponse] = collections.deque()
         self._error: BaseException | None = None
@@ -63,7 +67,7 @@ class EarlyCall:
         self._read = False
         self._cut = False
         self._expiry: Timer | None = None
-        self._key: tuple[int, str] | None = None
+        self._store = 0
 
     @property
     def begun(self) -> bool:
@@ -96,12 +100,13 @@ class EarlyCall:
             self._finished = True
             self._wake.set()
 
-    def read(self) -> bool:
-        """Claim the call for the one attempt that reads it (``stream``): ``False`` if it was
-        claimed or cut already, or never made (a retry of the step calls the model anew).
+    def read(self, step: str) -> bool:
+        """Claim the call for the one attempt of step ``step`` that reads it (``stream``):
+        ``False`` if it was claimed or cut already, never made, or made for another step (a
+        retry of the step calls the model anew).
         """
         with self._lock:
-            if self._read or self._cut or not self._begun:
+            if self._read or self._cut or not self._begun or step != self.step:
                 return False
             self._read = True
         if self._expiry is not None:
@@ -148,12 +153,11 @@ _waiting: dict[tuple[int, str], EarlyCall] = {}
 _waiting_lock = threading.Lock()
 
 
-def offer(store: Any, run_id: str, call: EarlyCall) -> None:
-    """Leave ``call`` for run ``run_id``'s handler on ``store``'s runtime to ``take``."""
-    key = (id(store), run_id)
-    call._key = key
+def offer(store: Any, call: EarlyCall) -> None:
+    """Leave ``call`` for its run's handler on ``store``'s runtime to ``take``."""
     with _waiting_lock:
-        _waiting[key] = call
+        _waiting[(id(store), call.run)] = call
+        call._store = id(store)
 
 
 def take(store: Any, run_id: str, agent: Agent, task: RunTask) -> EarlyCall | None:
@@ -170,6 +174,7 @@ def take(store: Any, run_id: str, agent: Agent, task: RunTask) -> EarlyCall | No
 
 def withdraw(call: EarlyCall) -> None:
     """Forget ``call`` (it is cut, or its run was not written)."""
+    key = (call._store, call.run)
     with _waiting_lock:
-        if call._key is not None and _waiting.get(call._key) is call:
-            del _waiting[call._key]
+        if _waiting.get(key) is call:
+            del _waiting[key]

@@ -104,7 +104,7 @@ async def _complete_live(
     token = uuid.uuid4().hex[:8]
     response: ModelResponse | None = None
     offset = 0
-    items = early.stream() if early is not None and early.read() else stream(request)
+    items = early.stream() if early is not None and early.read(step.id) else stream(request)
     async for item in items:
         if isinstance(item, ModelResponse):
             response = item

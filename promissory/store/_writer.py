@@ -7,7 +7,10 @@ thread takes every op waiting there, runs them in one transaction on the one con
 commits once, and only then completes each future, so a call that returns has its write on
 disk. The next batch's ``BEGIN`` (and its transaction id) travels in the same round trip as
 the previous batch's ``COMMIT``; a transaction opened so and left unused for
-``SPECULATIVE_IDLE`` seconds is rolled back, so an idle node holds no transaction open.
+``SPECULATIVE_IDLE`` seconds is rolled back, so an idle node holds no transaction open. An op
+that asks (``Op.answered``) is told its statements' answers before the COMMIT's: the database is
+asked to send them first, and the op acts on them while the COMMIT is on its way (a new agent
+run asks its model then).
 
 When the connection is lost mid-batch the outcome may be unknown (the COMMIT went out, no
 answer came back). The writer learns the transaction id before sending any write, and on a

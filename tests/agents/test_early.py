@@ -5,7 +5,9 @@ made for a run that is joined, and cut when its run is not kept or its handler n
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -13,11 +15,29 @@ import pytest
 
 import promissory.actors._ref as ref_module
 from promissory.actors import RetryPolicy
-from promissory.agents import Agent, ModelRequest, OpenAIChatModel, RunTask, TextDelta, _early
+from promissory.agents import (
+    Agent,
+    AnthropicModel,
+    ModelRequest,
+    OpenAIChatModel,
+    RunHandle,
+    RunStarted,
+    RunTask,
+    TextDelta,
+    TextDiscarded,
+    _early,
+)
 from promissory.errors import StoreError
 from promissory.runtime import Runtime
 from promissory.store import PromiseKind
-from tests.agents.fake_llm import FakeProvider, openai_error, openai_stream
+from tests.agents.fake_llm import (
+    Answer,
+    FakeProvider,
+    Recorded,
+    anthropic_stream,
+    openai_error,
+    openai_stream,
+)
 from tests.kit import eventually
 
 SLOW = 0.1
@@ -28,10 +48,42 @@ def model(fake: FakeProvider) -> OpenAIChatModel:
     return OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k")
 
 
+class Reader:
+    """A stream of run ``run_id``, read on a thread of its own from before the run starts."""
+
+    def __init__(self, rt: Runtime, run_id: str) -> None:
+        self.events: list[Any] = []
+        self.started = threading.Event()
+        """Set at the run's ``RunStarted``: the stream is listening."""
+        self._thread = threading.Thread(target=self._read, args=(rt, run_id), daemon=True)
+        self._thread.start()
+
+    def _read(self, rt: Runtime, run_id: str) -> None:
+        for event in RunHandle(run_id, rt.store).stream():
+            self.events.append(event)
+            if isinstance(event, RunStarted):
+                self.started.set()
+
+    def text(self) -> list[Any]:
+        self._thread.join(30)
+        return [e for e in self.events if isinstance(e, TextDelta | TextDiscarded)]
+
+
+def after(reader: Reader, events: list[tuple[str | None, Any]]) -> Callable[[Recorded], Answer]:
+    """A streamed answer sent once ``reader`` listens (text sent before is never seen)."""
+
+    def answer(request: Recorded) -> Answer:
+        reader.started.wait(10)
+        return Answer(events=tuple(events))
+
+    return answer
+
+
 def test_the_first_turn_is_asked_before_the_handler_has_its_task(
     rt: Runtime, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake.answer_stream(openai_stream(["Hel", "lo"]))
+    reader = Reader(rt, "early/1")
+    fake.answer_with(after(reader, openai_stream(["Hel", "lo"])))
     agent = Agent("early-first", "Be brief.", model=model(fake))
     asked: list[bool] = []
     reached = ref_module.reached
@@ -48,10 +100,9 @@ def test_the_first_turn_is_asked_before_the_handler_has_its_task(
 
     monkeypatch.setattr(ref_module, "reached", committed)
     handle = rt.start(agent, "hello", id="early/1")
-    events = list(handle.stream())
     assert asked == [True]
     assert handle.result(timeout=30) == "Hello"
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["Hel", "lo"]
+    assert [e.text for e in reader.text()] == ["Hel", "lo"]
     # One call, the one a run makes at its first turn, kept as the run's model step.
     assert len(fake.requests) == 1
     body = fake.requests[0].body
@@ -129,13 +180,14 @@ def test_an_early_call_its_handler_does_not_come_for_is_cut(
     fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
     agent = Agent("early-left", "Be brief.", model=model(fake))
     task = RunTask(agent=agent.name, input="hello", model=agent.model.name)
-    call = _early.EarlyCall(rt.loop, agent, task, ModelRequest(system="", messages=[]))
-    _early.offer(rt.store, "early/4", call)
+    request = ModelRequest(system="", messages=[])
+    call = _early.EarlyCall(rt.loop, agent, "early/4", task, request)
+    _early.offer(rt.store, call)
     call.begin()
     eventually(lambda: fake.requests, timeout=5, what="the call made")
     eventually(lambda: fake.cut == 1, timeout=5, what="the call cut after EARLY_TTL")
     assert _early.take(rt.store, "early/4", agent, task) is None
-    assert not call.read()
+    assert not call.read(call.step)
 
 
 def test_a_retry_of_the_first_turn_asks_the_model_anew(rt: Runtime, fake: FakeProvider) -> None:
@@ -151,6 +203,34 @@ def test_a_retry_of_the_first_turn_asks_the_model_anew(rt: Runtime, fake: FakePr
     # The early call was the first attempt (it failed); the retry was a call of its own.
     assert len(fake.requests) == 2
     assert fake.requests[0].body == fake.requests[1].body
+
+
+def test_text_of_an_early_call_that_failed_mid_way_is_discarded_and_asked_again(
+    rt: Runtime, fake: FakeProvider
+) -> None:
+    events = anthropic_stream(["Half"])[:4]
+    events.append(
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
+    )
+    reader = Reader(rt, "early/7")
+    fake.answer_with(after(reader, events))
+    fake.answer_stream(anthropic_stream(["Whole"]))
+    agent = Agent(
+        "early-half",
+        "Be brief.",
+        model=AnthropicModel("claude-test", base_url=fake.anthropic_url, api_key="k"),
+        retry=RetryPolicy(max_attempts=2, initial_interval=0.01),
+    )
+    handle = rt.start(agent, "hello", id="early/7")
+    assert handle.result(timeout=30) == "Whole"
+    seen = reader.text()
+    step = "early/7/1"
+    assert seen == [
+        TextDelta(run="early/7", step=step, text="Half", offset=0),
+        TextDiscarded(run="early/7", step=step, text="Half"),
+        TextDelta(run="early/7", step=step, text="Whole", offset=0),
+    ]
+    assert len(fake.requests) == 2
 
 
 def test_a_model_that_does_not_say_so_is_asked_by_the_handler_only(rt: Runtime) -> None:
