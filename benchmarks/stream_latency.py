@@ -21,6 +21,11 @@ relay        in the same runs: from the moment the adapter yielded its first pie
              through the runtime adds to a delta.
 added        the runtime's added latency: run-start less the adapter call of its round, the
              median over the rounds (and the difference of the two medians, for reference).
+handle       ``for event in rt.start(agent, ...).stream()``, the README's way: no id of one's
+             own (``rt.start`` makes one up, so the model is asked as soon as the run's
+             statement is sent, not once it is answered), the stream opened on the handle
+             ``rt.start`` returns: from the call to the first ``TextDelta``; and its added
+             latency, less the round's adapter call, as above.
 
 With ``--remote`` the stream is opened on a store object of its own, as in another process:
 it hears the run's start and its text by NOTIFY, which the announcer sends gathered
@@ -59,6 +64,10 @@ from promissory.agents import (  # noqa: E402
     TextDelta,
 )
 from promissory.store import Store  # noqa: E402
+
+GAP = 0.025
+"""Seconds between two measured calls: a run's tail (its end's bookkeeping, the NOTIFYs its
+announcer sends after ``LINGER``) is over before the next call is timed."""
 
 CHUNK = (
     'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
@@ -164,6 +173,9 @@ def main() -> int:
     start_times: list[float] = []
     relay_times: list[float] = []
     added: list[float] = []
+    handle_times: list[float] = []
+    handle_added: list[float] = []
+    missed = 0
     try:
         with (
             Runtime(with_search_path(args.dsn, schema)) as rt,
@@ -198,20 +210,37 @@ def main() -> int:
                     return None
                 return seen[0] - started, seen[0] - timed.first[-1]
 
+            def handle_once() -> float | None:
+                started = time.perf_counter()
+                for event in rt.start(agent, "hi").stream(poll=0.05):
+                    if isinstance(event, TextDelta):
+                        # Its first piece, unless the stream came too late for it.
+                        return time.perf_counter() - started if event.offset == 0 else None
+                return None
+
             for i in range(args.runs + 5):
-                time.sleep(0.01)
+                time.sleep(GAP)
                 if i % 2 == 0:
                     a = asyncio.run_coroutine_threadsafe(alone(), alone_loop).result(30)
                     r = run_once(i)
+                    time.sleep(GAP)
+                    h = handle_once()
                 else:
+                    h = handle_once()
+                    time.sleep(GAP)
                     r = run_once(i)
-                    time.sleep(0.01)
+                    time.sleep(GAP)
                     a = asyncio.run_coroutine_threadsafe(alone(), alone_loop).result(30)
                 if i >= 5 and a is not None and r is not None:
                     adapter_times.append(a)
                     start_times.append(r[0])
                     relay_times.append(r[1])
                     added.append(r[0] - a)
+                    if h is None:
+                        missed += 1
+                    else:
+                        handle_times.append(h)
+                        handle_added.append(h - a)
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -231,10 +260,17 @@ def main() -> int:
     print(row("runtime: rt.start to first TextDelta (stream open)", start_times))
     print(row("runtime relay: adapter's first delta to the stream's", relay_times))
     print(row("runtime's added latency (each run less its round's adapter call)", added))
+    print(row("handle: rt.start(...).stream() to first TextDelta (id made up)", handle_times))
+    print(row("handle's added latency (each run less its round's adapter call)", handle_added))
     apart = statistics.median(start_times) - statistics.median(adapter_times)
     print(
         f"\nruntime's added latency to the first delta: {statistics.median(added) * 1000:.2f} ms"
         f" (median of the rounds' differences; the medians' difference: {apart * 1000:.2f} ms)"
+    )
+    print(
+        f"the same, stream on the handle rt.start returns: "
+        f"{statistics.median(handle_added) * 1000:.2f} ms ({missed} streams opened after the "
+        "first piece, left out)"
     )
     return 0
 

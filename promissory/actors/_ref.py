@@ -126,12 +126,14 @@ class ActorRef:
         write: Callable[..., Op] | None = None,
         kind: str | None = None,
         written: Callable[[], None] | None = None,
+        new: bool = False,
     ) -> Reply[Any]:
         """``ask``; ``write`` makes the op the message is written by, from ``send_op``'s
         arguments (a spawn that sends its new actor a first message in one transaction:
         ``Runtime.spawn_ask``); its result is a ``Sent``. ``kind``: the message is written
         only to an actor of that type. ``written``: called once the message is written and
-        the actor claimed for this node, while the COMMIT is on its way (see
+        the actor claimed for this node, while the COMMIT is on its way, or (``new``: the
+        message's id was made up just now, so it cannot be there) as soon as it is sent (see
         ``Runtime.spawn_ask``).
         """
         message_id = self._message_id(id)
@@ -139,7 +141,7 @@ class ActorRef:
         # value: the reply costs no read.
         expected = self._store.expect(message_id)
         try:
-            sent = self._send(msg, message_id, timeout, tags, write, kind, written)
+            sent = self._send(msg, message_id, timeout, tags, write, kind, written, new)
         except BaseException:
             expected.cancel()
             raise
@@ -163,9 +165,10 @@ class ActorRef:
         write: Callable[..., Op] | None = None,
         kind: str | None = None,
         written: Callable[[], None] | None = None,
+        new: bool = False,
     ) -> Sent:
         with _tracing.producer(self.id, type_name(msg), message_id):
-            return self._commit(msg, message_id, timeout, tags, write, kind, written)
+            return self._commit(msg, message_id, timeout, tags, write, kind, written, new)
 
     def _commit(
         self,
@@ -176,6 +179,7 @@ class ActorRef:
         write: Callable[..., Op] | None,
         kind: str | None,
         written: Callable[[], None] | None = None,
+        new: bool = False,
     ) -> Sent:
         param = encode_message(msg)
         tag_json = encode(message_tags(msg, dict(tags) if tags else None), what="tags")
@@ -208,8 +212,11 @@ class ActorRef:
             )
             if claim is not None:
                 # The activation's thread starts while the send commits (not after it).
-                op.meanwhile = functools.partial(self._deliver.warm, self.id)
-                if written is not None:
+                warm = functools.partial(self._deliver.warm, self.id)
+                op.meanwhile = warm
+                if written is not None and new:
+                    op.meanwhile = _both(written, warm)
+                elif written is not None:
                     op.answered = _if_written(written)
             sent = self._store.execute(op, timeout=limit)
         except BaseException:
@@ -323,3 +330,11 @@ def _if_written(then: Callable[[], None]) -> Callable[[list[int]], None]:
             then()
 
     return answered
+
+
+def _both(first: Callable[[], None], then: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        then()
+
+    return both

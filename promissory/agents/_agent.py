@@ -376,6 +376,8 @@ class Agent:
                     timeout=deadline,
                     revive=False,
                     written=call.begin if call is not None else None,
+                    # A run id made up here is no run's yet: the model is asked at once.
+                    new=id is None,
                 )
             except BaseException:
                 if call is not None:
@@ -493,6 +495,9 @@ class RunHandle:
         # is caught as it is written here, with no read. One thread at a time waits on it (a
         # reply's wait is not shared); another waits on a reply of its own.
         self._reply: Reply[Any] = reply if reply is not None else Reply(id, store, RunResult)
+        # The task as written, when this process started the run just now: a stream of it
+        # gives its start with no read.
+        self._task = reply._pending if reply is not None and reply.written else None
         self._waiting = threading.Lock()
         self._store = store
 
@@ -509,7 +514,7 @@ class RunHandle:
             ...         print(event.text, end="", flush=True)
 
         """
-        return RunStream(self._store, self.id, poll=poll)
+        return RunStream(self._store, self.id, poll=poll, started=self._task)
 
     def details(self, timeout: float | None = None) -> RunResult:
         """The finished run: output, usage, turns, stop reason, reuse. Waits for it."""

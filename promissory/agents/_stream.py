@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from ..actors._ids import step_id
 from ..store import EventKind, Promise, PromiseKind, PromiseState, Store, Subscription
 from ._chat import ModelResponse, ToolCall
 
@@ -163,6 +164,9 @@ this process's own echo come after a run's first text, not while it is being giv
 REST_WAIT = 0.5
 """Seconds a stream waits for the rest of a call's text it has heard the start of, once it
 has read the call's whole answer (see ``RunStream._deltas_before``)."""
+FIRST_LOOK = 0.05
+"""Seconds a stream that gave its run's start from the task it was handed (``started``) waits
+for the first step's text before it reads the rows (a run further on, or over, has more)."""
 _MAX_TEXT = 3000
 """Characters of text in one NOTIFY (its payload is at most 8000 bytes of UTF-8)."""
 
@@ -182,17 +186,40 @@ class Announcer:
         self._origin = origin_of(store)
         self._queue: queue.SimpleQueue[_Live] = queue.SimpleQueue()
         self._failed = False
+        self._lock = threading.Lock()
+        self._writing: dict[str, _Live] = {}
+        """Each run's model call under way: its text so far, as one delta (``writing``)."""
         self._thread = threading.Thread(target=self._run, name="promissory-announce", daemon=True)
         self._thread.start()
 
     def delta(self, run: str, step: str, token: str, text: str, offset: int) -> None:
         """Text a model wrote for ``step`` of ``run`` in the call ``token``, at ``offset``."""
-        if text:
-            self._say(_Live("d", run, "", step, token, text, offset))
+        if not text:
+            return
+        item = _Live("d", run, "", step, token, text, offset)
+        # Noted before it is published: a stream that subscribes meanwhile has it either way.
+        with self._lock:
+            so_far = self._writing.get(run)
+            if so_far is not None and so_far.s == step and so_far.t == token:
+                item = msgspec.structs.replace(so_far, x=so_far.x + text)
+            elif len(self._writing) >= _WRITING_MAX:
+                del self._writing[next(iter(self._writing))]  # the oldest (a run that failed)
+            self._writing[run] = item
+        self._say(_Live("d", run, "", step, token, text, offset))
 
     def kept(self, run: str) -> None:
         """A step of ``run`` was kept (streams read the rows again)."""
+        with self._lock:
+            self._writing.pop(run, None)
         self._say(_Live("k", run))
+
+    def writing(self, run: str) -> list[_Live]:
+        """The text of the model calls under way in ``run`` and its sub-agents, so far, one
+        delta each: what a stream that subscribes now has missed of them.
+        """
+        under = run + "/"
+        with self._lock:
+            return [i for r, i in self._writing.items() if r == run or r.startswith(under)]
 
     def started(self, run: str, agent: str, input: Any) -> None:
         """Run ``run`` of ``agent`` began (its task is kept): a stream of it gives its
@@ -274,6 +301,9 @@ def _joined(batch: list[_Live]) -> list[_Live]:
 
 _announcers: weakref.WeakKeyDictionary[Store, Announcer] = weakref.WeakKeyDictionary()
 _announcers_lock = threading.Lock()
+_WRITING_MAX = 10_000
+"""Runs whose call under way an announcer remembers the text of (a run that failed mid-call
+leaves its text until this many newer ones push it out)."""
 
 
 def announcer_for(store: Store) -> Announcer:
@@ -304,6 +334,9 @@ class RunStream:
         store: the store the run is kept in (of any process).
         run_id: the run.
         poll: seconds between looks at the rows when nothing is announced (a safety net).
+        started: the run's task as this process wrote it just now (``rt.start``'s handle
+            passes it): the stream gives the run's start from it, and the text of the run's
+            first step before any read of the rows (nothing else of the run comes before).
 
     Example:
         >>> for event in rt.start(writer, "A haiku").stream():  # doctest: +SKIP
@@ -312,10 +345,16 @@ class RunStream:
 
     """
 
-    def __init__(self, store: Store, run_id: str, *, poll: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, run_id: str, *, poll: float = 1.0, started: Promise | None = None
+    ) -> None:
         self.store = store
         self.run_id = run_id
         self.poll = poll
+        self._task = started
+        """The run's task as this process wrote it just now (the handle ``rt.start`` gave)."""
+        self._looked = False
+        self._first = step_id(run_id, 1)
         self._events: queue.SimpleQueue[_Live | None] = queue.SimpleQueue()
         self._backlog: collections.deque[_Live | None] = collections.deque()
         """Items taken from ``_events`` ahead of their turn (see ``_deltas_before``)."""
@@ -348,13 +387,21 @@ class RunStream:
     def _stream(self) -> Iterator[StreamEvent]:
         subs = self._subscribe()
         try:
-            yield from self._look()
+            started = self._task
+            if started is not None and _fresh(started):
+                # A new run, written by this process just now: its start is known, and nothing
+                # of it is kept before its first step, whose text needs no read of the rows
+                # (the first look waits for anything else: see ``_delta``).
+                self._emitted.add((started.id, "start"))
+                yield from self._event(started, "start")
+            else:
+                yield from self._look()
             while not self._ended:
                 try:
+                    # Not looked yet: soon, unless the first step's text comes first.
+                    wait = self.poll if self._looked else min(self.poll, FIRST_LOOK)
                     item = (
-                        self._backlog.popleft()
-                        if self._backlog
-                        else self._events.get(timeout=self.poll)
+                        self._backlog.popleft() if self._backlog else self._events.get(timeout=wait)
                     )
                 except queue.Empty:
                     item = None
@@ -390,10 +437,17 @@ class RunStream:
         def settled(kind: EventKind, key: str, resync: bool) -> None:
             self._events.put(None)
 
-        return [
+        subs = [
             self.store.subscribe(EventKind.LIVE, [""], live),
             self.store.subscribe(EventKind.SETTLED, [own], settled),
         ]
+        # Text of a call under way in this process, written before this stream listened (a
+        # stream opened on the handle ``rt.start`` returns may come after the first piece).
+        with _announcers_lock:
+            announcer = _announcers.get(self.store)
+        if announcer is not None:
+            self._backlog.extend(announcer.writing(own))
+        return subs
 
     def _started(self, item: _Live) -> Iterator[StreamEvent]:
         """The streamed run's own start, as announced: it is always its first event."""
@@ -403,6 +457,8 @@ class RunStream:
         yield RunStarted(run=item.r, agent=item.s, input=msgspec.json.decode(item.x))
 
     def _delta(self, item: _Live) -> Iterator[StreamEvent]:
+        if not self._looked and not (item.r == self.run_id and item.s == self._first):
+            yield from self._look()  # kept events may come before it
         if (item.r, "start") not in self._emitted:
             # A sub-agent's text: its start comes first. The look may find this text's step
             # kept already: the text is given before that answer (``_deltas_before``), so it
@@ -423,6 +479,13 @@ class RunStream:
             partial = None
         if partial is None:
             partial = self._partial[item.s] = _Partial(item.t, "", item.n)
+        else:
+            # Heard twice (the text so far, then a piece of it, live): given once.
+            end = partial.start + len(partial.text)
+            if item.n < end:
+                if item.n + len(item.x) <= end:
+                    return
+                item = msgspec.structs.replace(item, x=item.x[end - item.n :], n=end)
         partial.text += item.x
         yield TextDelta(run=item.r, step=item.s, text=item.x, offset=item.n)
 
@@ -464,6 +527,7 @@ class RunStream:
 
     def _look(self) -> Iterator[StreamEvent]:
         """Emit what the rows hold that was not emitted yet, in the order it happened."""
+        self._looked = True
         rows = self.store.timeline(self.run_id)
         found: list[tuple[Any, int, int, Promise, str]] = []
         for p in rows:
@@ -536,6 +600,17 @@ class RunStream:
                     ok=False,
                     content=f"{info.type.rsplit('.', 1)[-1]}: {info.message}" if info else "",
                 )
+
+
+def _fresh(message: Promise) -> bool:
+    """Whether a run's task starts it afresh: not a resumed run, nor a fork (which begin with
+    kept steps of another run).
+    """
+    try:
+        task = message.param_as(dict)
+    except Exception:
+        return False
+    return isinstance(task, dict) and "resume" not in task and "fork" not in task
 
 
 def _is_run(message: Promise) -> bool:

@@ -405,6 +405,7 @@ class Runtime(ScheduleMethods):
         tags: Mapping[str, str] | None = None,
         revive: bool = True,
         written: Callable[[], None] | None = None,
+        new: bool = False,
     ) -> Reply[Any]:
         """Create a top-level actor (as ``spawn``) and ask it ``msg``, in one transaction.
 
@@ -419,6 +420,8 @@ class Runtime(ScheduleMethods):
         message are written and claimed for this node, while their COMMIT is on its way (not
         when either exists already, nor when another node is to run it); it must not block or
         raise, and the commit may still fail (an agent run asks its model then: ``_early``).
+        ``new``: ``id`` and ``message_id`` were made up just now, so neither is there:
+        ``written`` is called as soon as the statement is sent, not once it is answered.
 
         Example:
             >>> reply = rt.spawn_ask(Summarizer, Summarize("…"), id="sums/42")  # doctest: +SKIP
@@ -438,7 +441,9 @@ class Runtime(ScheduleMethods):
             if top.start is None:
                 # A new actor: one statement makes it, claimed, with its message.
                 try:
-                    return ref._ask(msg, first, timeout, tags, top.with_message, top.kind, written)
+                    return ref._ask(
+                        msg, first, timeout, tags, top.with_message, top.kind, written, new
+                    )
                 except Occupied:
                     pass  # it exists, or the message does: find or revive it, then send
             return ref._ask(msg, first, timeout, tags, top.then_send, top.kind)

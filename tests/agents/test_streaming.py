@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,14 +29,17 @@ from promissory.agents import (
     TextDiscarded,
     ToolFinished,
     ToolStarted,
+    _stream as stream_module,
     call,
     reply,
     tool,
 )
+from promissory.agents._stream import announcer_for
 from promissory.errors import ModelError
 from promissory.runtime import Runtime
 from promissory.store import EventKind, Store
 from tests.agents.fake_llm import FakeProvider, anthropic_stream, openai_stream
+from tests.kit import eventually
 
 REQUEST = ModelRequest(system="Be brief.", messages=[], tools=[])
 
@@ -334,3 +338,69 @@ def test_another_process_gets_a_quick_models_text_whole_in_fewer_notifications(
     assert events[-1] == RunEnded(run="streams/8", state="resolved", output="".join(PIECES))
     notified = [key for key in heard if key.startswith('{"k":"d"')]
     assert 1 <= len(notified) <= len(PIECES) // 2, notified
+
+
+def test_a_stream_opened_in_this_process_mid_call_has_the_text_so_far_once(
+    rt: Runtime, fake: FakeProvider
+) -> None:
+    fake.answer_stream(openai_stream(["one ", "two ", "three ", "four"]), delay=0.2)
+    model = OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k")
+    agent = Agent("stream-late", "Count.", model=model)
+    handle = rt.start(agent, "count", id="streams/late")
+    # Opened once two pieces are out: what it missed comes first, as one piece, then the rest.
+    announcer = announcer_for(rt.store)
+    eventually(
+        lambda: any(i.x == "one two " for i in announcer.writing("streams/late")),
+        timeout=10,
+        what="two pieces written",
+    )
+    deltas = [e for e in handle.stream() if isinstance(e, TextDelta)]
+    assert [(d.text, d.offset) for d in deltas] == [("one two ", 0), ("three ", 8), ("four", 14)]
+    assert handle.result(timeout=30) == "one two three four"
+    assert announcer.writing("streams/late") == []  # the answer is kept: nothing under way
+
+
+def test_a_stream_on_the_handle_rt_start_gave_reads_nothing_before_the_first_text(
+    rt: Runtime, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stream's first read of the rows waits long here: the first text must not wait for it.
+    monkeypatch.setattr(stream_module, "FIRST_LOOK", 5.0)
+    fake.answer_stream(openai_stream(["one ", "two"]), delay=0.3)
+    model = OpenAIChatModel("gpt-test", base_url=fake.openai_url, api_key="k")
+    agent = Agent("stream-handle", "Count.", model=model)
+    began = time.monotonic()
+    handle = rt.start(agent, "count", id="streams/handle")
+    reads = rt.store.reads
+    events = iter(handle.stream())
+    # The start, from the task this process wrote; the first piece, live: no read between.
+    assert next(events) == RunStarted(run="streams/handle", agent="stream-handle", input="count")
+    first = next(events)
+    assert first == TextDelta(run="streams/handle", step="streams/handle/1", text="one ", offset=0)
+    assert rt.store.reads == reads
+    assert time.monotonic() - began < 2.5
+    rest = list(events)
+    assert [type(e).__name__ for e in rest] == ["TextDelta", "ModelAnswered", "RunEnded"]
+    assert rest[-1] == RunEnded(run="streams/handle", state="resolved", output="one two")
+
+
+def test_a_stream_on_the_handle_of_a_run_that_is_over_gives_all_in_order(rt: Runtime) -> None:
+    # The run ends before its stream is read: the start comes from the task, the rest from
+    # the rows, in order, each once (nothing of it is live any more).
+    def answer(request: ModelRequest) -> Any:
+        if not any(m.role == "assistant" for m in request.messages):
+            return reply("", call("add", "c1", a=2, b=3))
+        return "5."
+
+    agent = Agent("stream-over", "Add.", model=FunctionModel(answer), tools=[add])
+    handle = rt.start(agent, "2+3?", id="streams/over")
+    assert handle.result(timeout=30) == "5."
+    events = list(handle.stream())
+    assert events == kept(events)
+    assert [type(e).__name__ for e in events] == [
+        "RunStarted",
+        "ModelAnswered",
+        "ToolStarted",
+        "ToolFinished",
+        "ModelAnswered",
+        "RunEnded",
+    ]
