@@ -112,7 +112,7 @@ class Timed:
     def __init__(self, inner: OpenAIChatModel) -> None:
         self.inner = inner
         self.name = inner.name
-        self.early_start = inner.early_start  # asked as the adapter itself is
+        self.early_start = getattr(inner, "early_start", False)  # as the adapter is asked
         self.first: list[float] = []
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
@@ -212,11 +212,15 @@ def main() -> int:
 
             def handle_once() -> float | None:
                 started = time.perf_counter()
-                for event in rt.start(agent, "hi").stream(poll=0.05):
-                    if isinstance(event, TextDelta):
-                        # Its first piece, unless the stream came too late for it.
-                        return time.perf_counter() - started if event.offset == 0 else None
-                return None
+                events = iter(rt.start(agent, "hi").stream(poll=0.05))
+                try:
+                    for event in events:
+                        if isinstance(event, TextDelta):
+                            # Its first piece, unless the stream came too late for it.
+                            return time.perf_counter() - started if event.offset == 0 else None
+                    return None
+                finally:
+                    events.close()  # type: ignore[attr-defined]  # stops listening at once
 
             for i in range(args.runs + 5):
                 time.sleep(GAP)

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
 import msgspec
@@ -363,12 +363,22 @@ class RunStream:
         self._partial: dict[str, _Partial] = {}
         self._calls: dict[str, list[ToolCall]] = {}
         self._ended = False
-        self._gen: Iterator[StreamEvent] | None = None
+        self._gen: weakref.ref[Generator[StreamEvent, None, None]] | None = None
 
     def __iter__(self) -> Iterator[StreamEvent]:
-        if self._gen is None:
-            self._gen = self._stream()
-        return self._gen
+        # Held weakly: the generator's frame holds this stream, and a reader that drops it (a
+        # ``break``) must end it at once, its subscriptions with it, not at the next GC.
+        gen = self._gen() if self._gen is not None else None
+        if gen is None:
+            gen = self._stream()
+            self._gen = weakref.ref(gen)
+        return gen
+
+    def close(self) -> None:
+        """Stop listening (a stream read to its end, or dropped, stops by itself)."""
+        gen = self._gen() if self._gen is not None else None
+        if gen is not None:
+            gen.close()
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         return self._astream()
@@ -384,7 +394,7 @@ class RunStream:
                 return
             yield event  # type: ignore[misc]
 
-    def _stream(self) -> Iterator[StreamEvent]:
+    def _stream(self) -> Generator[StreamEvent, None, None]:
         subs = self._subscribe()
         try:
             started = self._task
@@ -420,10 +430,13 @@ class RunStream:
     def _subscribe(self) -> list[Subscription]:
         own, under = self.run_id, self.run_id + "/"
         mine = origin_of(self.store)
+        # The callbacks hold the queue, not the stream: a stream its reader drops (a ``break``
+        # out of the loop) is collected, and its generator's end cancels them.
+        events = self._events
 
         def live(kind: EventKind, key: str, resync: bool) -> None:
             if resync:
-                self._events.put(None)
+                events.put(None)
                 return
             try:
                 item = _decode_live(key)
@@ -432,10 +445,10 @@ class RunStream:
             if item.o == mine:
                 return  # announced on this store object: taken from memory already
             if item.r == own or item.r.startswith(under):
-                self._events.put(item)
+                events.put(item)
 
         def settled(kind: EventKind, key: str, resync: bool) -> None:
-            self._events.put(None)
+            events.put(None)
 
         subs = [
             self.store.subscribe(EventKind.LIVE, [""], live),

@@ -404,3 +404,28 @@ def test_a_stream_on_the_handle_of_a_run_that_is_over_gives_all_in_order(rt: Run
         "ModelAnswered",
         "RunEnded",
     ]
+
+
+def test_a_stream_its_reader_leaves_stops_listening(rt: Runtime) -> None:
+    # Each stream listens to every live event of the process: one left behind (a ``break``
+    # out of the loop) would cost every later delta a call, for good.
+    def listeners() -> int:
+        return len(rt.store.events._subs.get((EventKind.LIVE, ""), {}))
+
+    before = listeners()
+    for i in range(3):
+        for event in rt.start(adder, "2+3?", id=f"streams/left/{i}").stream():
+            listening.set()
+            if isinstance(event, ModelAnswered):
+                break  # the reader has what it wanted
+        listening.clear()
+    assert listeners() == before
+    stream = rt.start(adder, "2+3?", id="streams/left/closed").stream()
+    events = iter(stream)
+    assert isinstance(next(events), RunStarted)
+    listening.set()
+    assert listeners() == before + 1
+    stream.close()  # or the reader lets go of it
+    assert listeners() == before
+    with pytest.raises(StopIteration):
+        next(events)
