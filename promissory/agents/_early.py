@@ -3,8 +3,10 @@
 ``rt.start`` keeps a run (its actor, its task, this node's claim) in one commit, and only then
 does the run's handler ask the model: the model's first token came a whole commit later than
 it could. A model that says so (``early_start = True``: both HTTP adapters) is asked the run's
-first turn as soon as the run is written, while the COMMIT is on its way (the database sends
-the statement's answer first: ``Op.answered``), if this node is to run it. The request is the
+first turn while that commit is on its way, if this node is to run the run: for a run whose id
+``rt.start`` made up, as soon as its statement is sent (no run has that id); for an id of the
+caller's, once the statement is answered and says the run is new (the database sends that
+answer before the COMMIT's: ``Op.answered``). The request is the
 one the loop would make (``Agent.request``), and what the model streams waits in memory. The
 run's handler, which starts only once the run is kept, takes the call (``take``) and reads it
 as its first model step's answer, as if it had made the call then: the step is kept as ever,
@@ -80,8 +82,13 @@ class EarlyCall:
             if self._begun or self._cut:
                 return
             self._begun = True
-        self._loop.call_soon(self._start)
-        self._expiry = self._loop.call_later(EARLY_TTL, self.cut)
+        try:
+            self._loop.call_soon(self._start)
+            self._expiry = self._loop.call_later(EARLY_TTL, self.cut)
+        except RuntimeError:  # the runtime is closing (its loop is closed): the step asks
+            with self._lock:
+                self._cut = True
+            withdraw(self)
 
     def _start(self) -> None:
         if not self._cut:

@@ -552,8 +552,9 @@ def _send(
     for op in batch:
         if id(op) not in in_group:
             commands.extend(op.statements)
-    # Ops that are told of their answers before the COMMIT's have them flushed first.
-    answered = [op for op in batch if op.answered is not None]
+    # Ops that are told of their answers before the COMMIT's have them flushed first (not
+    # when reading back after an unknown outcome: a row found then may be another's).
+    answered = [op for op in batch if op.answered is not None] if speculate else []
     flush_after = len(commands) - 1 if answered else None
     commands.append(_COMMIT)
     if speculate:
