@@ -77,6 +77,7 @@ from ._handlers import (
 )
 from ._ids import (
     new_message_id as new_message_id,
+    step_id as step_id,
 )
 from ._journal import (
     Journal as Journal,
@@ -133,6 +134,7 @@ __internal__ = [
     "spec_of",
     "start_activation",
     "start_message",
+    "step_id",
     "wait_is_over",
 ]
 """Names the layers above import from here that are not in ``__all__``."""

@@ -25,15 +25,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..actors._ids import step_id
+from ..actors import step_id
 from ._chat import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
-    from ..runtime._eventloop import LoopThread, Timer
     from ._agent import Agent, RunTask
+
+
+class _Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class _Loop(Protocol):
+    """The runtime's event loop thread, as this module uses it (``Runtime.loop``)."""
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> _Timer: ...
+
 
 __all__ = ["EARLY_TTL", "EarlyCall", "early_start", "offer", "take"]
 
@@ -50,7 +62,7 @@ class EarlyCall:
     """Run ``run``'s first model call, begun ahead of its step; read once, by that step."""
 
     def __init__(
-        self, loop: LoopThread, agent: Agent, run: str, task: RunTask, request: ModelRequest
+        self, loop: _Loop, agent: Agent, run: str, task: RunTask, request: ModelRequest
     ) -> None:
         self.agent = agent
         self.run = run
@@ -68,7 +80,7 @@ class EarlyCall:
         self._begun = False
         self._read = False
         self._cut = False
-        self._expiry: Timer | None = None
+        self._expiry: _Timer | None = None
         self._store = 0
 
     @property

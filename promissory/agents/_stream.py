@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ..actors._ids import step_id
+from ..actors import step_id
 from ..store import EventKind, Promise, PromiseKind, PromiseState, Store, Subscription
 from ._chat import ModelResponse, ToolCall
 
