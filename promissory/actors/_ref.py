@@ -281,6 +281,13 @@ class Reply(Generic[T]):
         promise = self._store.wait(self.id, timeout, expected=self._expected, pending=pending)
         return result_of(promise, type if type is not None else self._type)  # type: ignore[no-any-return]
 
+    @property
+    def sent(self) -> Promise | None:
+        """The message as the ask that made this reply wrote it (``None``: rebuilt from its
+        id, or waited on already).
+        """
+        return self._pending
+
     def promise(self) -> Promise:
         """The message promise as it stands now."""
         return self._store.get(self.id)

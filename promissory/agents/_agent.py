@@ -350,8 +350,9 @@ class Agent:
             task = RunTask(agent=self.name, input=input, resume=resume, model=model, fork=fork)
             call = None
             if early:
-                # The first turn is asked once the run is written, while its commit is on its
-                # way, if this node is to run it; its handler reads the answer (``_early``).
+                # The first turn is asked while the run's commit is on its way, if this node
+                # is to run it (at once for an id made up here, else once the statement says
+                # the run is new); its handler reads the answer (``_early``).
                 # The task as its handler will have it (a Struct input is a dict there).
                 kept = task if isinstance(input, str) else decode(encode(task).encode(), RunTask)
                 first = RunContext(run_id=run_id, agent=self.name, input=kept.input, turn=1)
@@ -497,7 +498,7 @@ class RunHandle:
         self._reply: Reply[Any] = reply if reply is not None else Reply(id, store, RunResult)
         # The task as written, when this process started the run just now: a stream of it
         # gives its start with no read.
-        self._task = reply._pending if reply is not None and reply.written else None
+        self._task = reply.sent if reply is not None and reply.written else None
         self._waiting = threading.Lock()
         self._store = store
 
