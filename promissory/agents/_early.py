@@ -14,10 +14,11 @@ and its text reaches a stream only through that step, so nothing of a run that w
 is ever seen.
 
 A run that exists already (a start that joins it) or that another node is to run makes no
-early call. One that is not taken is cut: when the run's commit failed, or when its handler
-does not come for it within ``EARLY_TTL`` seconds (the run was canceled first, say); that call
-was made for nothing. Durability is untouched: the call's answer counts only once its step is
-kept, and a crash before that makes the call again, as it would have anyway.
+early call. One that is not taken is cut: when the run's commit failed, when the run ends
+before its handler comes for the call (it was canceled at once, say), or when the handler does
+not come within ``EARLY_TTL`` seconds; that call was made for nothing. Durability is
+untouched: the call's answer counts only once its step is kept, and a crash before that makes
+the call again, as it would have anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..actors import step_id
+from ..store import EventKind, Store, Subscription
 from ._chat import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
@@ -81,6 +83,9 @@ class EarlyCall:
         self._read = False
         self._cut = False
         self._expiry: _Timer | None = None
+        self._ended: Subscription | None = None
+        """The run's settle, heard: a run that ended before its handler took the call (it
+        was canceled first, say) cuts it then, not after ``EARLY_TTL``."""
         self._store = 0
 
     @property
@@ -128,8 +133,7 @@ class EarlyCall:
             if self._read or self._cut or not self._begun or step != self.step:
                 return False
             self._read = True
-        if self._expiry is not None:
-            self._expiry.cancel()
+        self._done_waiting()
         return True
 
     async def stream(self) -> AsyncIterator[str | ModelResponse]:
@@ -158,10 +162,17 @@ class EarlyCall:
                 return
             self._cut = True
         withdraw(self)
-        if self._expiry is not None:
-            self._expiry.cancel()
+        self._done_waiting()
         if self._begun:
             self._loop.call_soon(self._cancel_pull)
+
+    def _done_waiting(self) -> None:
+        """Nothing waits for the handler any more: its timer and the run's end let go."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended.cancel()
 
     def _cancel_pull(self) -> None:
         if self._pull is not None and not self._pull.done():
@@ -172,14 +183,24 @@ _waiting: dict[tuple[int, str], EarlyCall] = {}
 _waiting_lock = threading.Lock()
 
 
-def offer(store: Any, call: EarlyCall) -> None:
-    """Leave ``call`` for its run's handler on ``store``'s runtime to ``take``."""
+def offer(store: Store, call: EarlyCall) -> None:
+    """Leave ``call`` for its run's handler on ``store``'s runtime to ``take``; a run that
+    ends first (canceled before its handler came) cuts it.
+    """
     with _waiting_lock:
         _waiting[(id(store), call.run)] = call
         call._store = id(store)
 
+    def settled(kind: EventKind, key: str, resync: bool) -> None:
+        if not resync:
+            call.cut()
 
-def take(store: Any, run_id: str, agent: Agent, task: RunTask) -> EarlyCall | None:
+    call._ended = store.subscribe(EventKind.SETTLED, [call.run], settled)
+    if call._cut or call._read:
+        call._done_waiting()  # it was let go of meanwhile
+
+
+def take(store: Store, run_id: str, agent: Agent, task: RunTask) -> EarlyCall | None:
     """The early call made for this run's first turn, if there is one for this very agent
     and task (a run of the same id started otherwise, say after its own was cut, finds none).
     """

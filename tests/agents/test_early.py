@@ -29,7 +29,7 @@ from promissory.agents import (
 )
 from promissory.errors import StoreError
 from promissory.runtime import Runtime
-from promissory.store import PromiseKind
+from promissory.store import EventKind, PromiseKind
 from tests.agents.fake_llm import (
     Answer,
     FakeProvider,
@@ -42,6 +42,12 @@ from tests.kit import eventually
 
 SLOW = 0.1
 """Seconds between two pieces of a slow answer (one cut mid-way is seen by the server)."""
+
+
+def early_listeners(rt: Runtime, run: str) -> list[Any]:
+    """The early calls' listeners to run ``run``'s end (``_early.offer``)."""
+    subs = rt.store.events._subs.get((EventKind.SETTLED, run), {})
+    return [cb for cb in subs.values() if getattr(cb, "__qualname__", "").startswith("offer.")]
 
 
 def model(fake: FakeProvider) -> OpenAIChatModel:
@@ -188,6 +194,39 @@ def test_an_early_call_its_handler_does_not_come_for_is_cut(
     eventually(lambda: fake.cut == 1, timeout=5, what="the call cut after EARLY_TTL")
     assert _early.take(rt.store, "early/4", agent, task) is None
     assert not call.read(call.step)
+
+
+def test_a_run_canceled_at_once_makes_no_call_that_outlives_it(
+    rt: Runtime, fake: FakeProvider
+) -> None:
+    fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
+    agent = Agent("early-canceled", "Be brief.", model=model(fake))
+    handle = rt.start(agent, "hello", id="early/8")
+    rt.cancel("early/8")
+    with pytest.raises(Exception):  # noqa: B017 (canceled: whichever error says so)
+        handle.result(timeout=30)
+    # Never made, or read by its step, or cut when the run ended: nothing waits 60 s.
+    assert not [key for key in _early._waiting if key[1] == "early/8"]
+    assert not early_listeners(rt, "early/8")
+
+
+def test_an_early_call_whose_run_ends_before_its_handler_comes_is_cut_then(
+    rt: Runtime, fake: FakeProvider
+) -> None:
+    fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
+    agent = Agent("early-ended", "Be brief.", model=model(fake))
+    task = RunTask(agent=agent.name, input="hello", model=agent.model.name)
+    request = ModelRequest(system="", messages=[])
+    call = _early.EarlyCall(rt.loop, agent, "early/9", task, request)
+    _early.offer(rt.store, call)
+    call.begin()
+    eventually(lambda: fake.requests, timeout=5, what="the call made")
+    # The run's promise ends (here: made and canceled directly) with no handler come.
+    rt.store.create("early/9")
+    rt.store.cancel("early/9", "canceled before its handler came")
+    eventually(lambda: fake.cut == 1, timeout=5, what="the call cut when the run ended")
+    assert _early.take(rt.store, "early/9", agent, task) is None
+    assert not early_listeners(rt, "early/9")
 
 
 def test_a_retry_of_the_first_turn_asks_the_model_anew(rt: Runtime, fake: FakeProvider) -> None:
