@@ -17,6 +17,7 @@ in-process starts it without reading its journal.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import threading
@@ -76,6 +77,11 @@ class Expectation:
         self._hub._unexpect(self)
 
 
+_LOCK_WAIT = 0.05
+"""Seconds a subscription's removal waits for the hub's lock before it leaves the removal to
+the lock's next holder (see ``EventHub._locked``)."""
+
+
 class EventHub:
     """Subscriptions keyed by (kind, key); ``key=""`` receives every event of its kind."""
 
@@ -89,6 +95,8 @@ class EventHub:
         self._resynced = 0
         self._settling: dict[str, int] = {}
         self._held: list[Event] = []
+        self._later: collections.deque[Callable[[], None]] = collections.deque()
+        """Removals left for the next holder of the lock (see ``_locked``)."""
 
     def expect(self, id: str) -> Expectation:
         """Register an ``Expectation`` of promise ``id`` (before writing what settles it)."""
@@ -98,12 +106,38 @@ class EventHub:
         return exp
 
     def _unexpect(self, exp: Expectation) -> None:
-        with self._lock:
-            waiting = self._expected.get(exp.id)
-            if waiting is not None and exp in waiting:
-                waiting.remove(exp)
-                if not waiting:
-                    del self._expected[exp.id]
+        self._locked(functools.partial(self._unexpect_now, exp))
+
+    def _unexpect_now(self, exp: Expectation) -> None:
+        waiting = self._expected.get(exp.id)
+        if waiting is not None and exp in waiting:
+            waiting.remove(exp)
+            if not waiting:
+                del self._expected[exp.id]
+
+    def _locked(self, change: Callable[[], None]) -> None:
+        """Make ``change`` under the lock, or leave it to the lock's next holder.
+
+        A finalizer (a dropped ``Reply`` cancels its ``Expectation``) runs in whichever thread
+        a garbage collection happens, and that can be inside one of this hub's own locked
+        sections: it must never wait for a lock its thread holds. So the wait is short, and a
+        change that does not get the lock in time is made by the next ``publish``.
+        """
+        self._later.append(change)
+        if self._lock.acquire(timeout=_LOCK_WAIT):
+            try:
+                self._run_later()
+            finally:
+                self._lock.release()
+
+    def _run_later(self) -> None:
+        # Under the lock.
+        while self._later:
+            try:
+                change = self._later.popleft()
+            except IndexError:
+                return
+            change()
 
     def mark(self) -> int:
         """A point in the settle log, to ask ``settled_since`` about later."""
@@ -133,6 +167,7 @@ class EventHub:
         """Deliver ``events`` to their subscribers."""
         calls: list[tuple[Callback, EventKind, str]] = []
         with self._lock:
+            self._run_later()
             for event in events:
                 kind, key = event[0], event[1]
                 if kind is EventKind.SETTLED:
@@ -194,13 +229,15 @@ class EventHub:
             self._call(callback, kind, key, True)
 
     def _remove(self, sub: Subscription) -> None:
-        with self._lock:
-            for key in sub.keys:
-                subs = self._subs.get((sub.kind, key))
-                if subs is not None:
-                    subs.pop(sub._token, None)
-                    if not subs:
-                        del self._subs[(sub.kind, key)]
+        self._locked(functools.partial(self._remove_now, sub))
+
+    def _remove_now(self, sub: Subscription) -> None:
+        for key in sub.keys:
+            subs = self._subs.get((sub.kind, key))
+            if subs is not None:
+                subs.pop(sub._token, None)
+                if not subs:
+                    del self._subs[(sub.kind, key)]
 
     @staticmethod
     def _call(callback: Callback, kind: EventKind, key: str, resync: bool) -> None:

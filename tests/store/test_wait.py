@@ -212,3 +212,30 @@ def test_many_waiters_on_one_promise_all_wake(store: Store) -> None:
 
     for thread, result in waiters:
         assert joined(thread, result).value_as(str) == "all"
+
+
+def test_a_wait_dropped_inside_the_hubs_own_lock_does_not_deadlock(store: Store) -> None:
+    # A dropped Reply cancels its Expectation from a finalizer, in whichever thread a garbage
+    # collection happens: that can be inside one of the hub's own locked sections (a GC while
+    # it gathers the callbacks of a publish). The removal must not wait for that lock.
+    from promissory.store import EventKind
+
+    hub = store.events
+    woken: list[str] = []
+    expectation = hub.expect("dropped/1")
+    sub = hub.subscribe(EventKind.SETTLED, ["dropped/1"], lambda k, key, r: woken.append(key))
+
+    def finalizer_inside_the_lock() -> None:
+        with hub._lock:
+            expectation.cancel()
+            sub.cancel()
+
+    thread = threading.Thread(target=finalizer_inside_the_lock, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the removal waited for a lock its own thread holds"
+    # Left to the lock's next holder: the next publish calls neither.
+    hub.publish([(EventKind.SETTLED, "dropped/1")])
+    assert woken == []
+    assert not expectation.woken.is_set()
+    assert ("dropped/1") not in hub._expected
