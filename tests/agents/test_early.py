@@ -179,18 +179,26 @@ def test_the_early_call_of_a_run_whose_commit_fails_is_cut(
     assert not [key for key in _early._waiting if key[1] == "early/3"]
 
 
+def made_call(
+    rt: Runtime, fake: FakeProvider, name: str, run: str
+) -> tuple[Agent, RunTask, _early.EarlyCall]:
+    """An early call for run ``run``, offered and made (no run is started): the provider has
+    its request, and answers slowly."""
+    fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
+    agent = Agent(name, "Be brief.", model=model(fake))
+    task = RunTask(agent=agent.name, input="hello", model=agent.model.name)
+    call = _early.EarlyCall(rt.loop, agent, run, task, ModelRequest(system="", messages=[]))
+    _early.offer(rt.store, call)
+    call.begin()
+    eventually(lambda: fake.requests, timeout=5, what="the call made")
+    return agent, task, call
+
+
 def test_an_early_call_its_handler_does_not_come_for_is_cut(
     rt: Runtime, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_early, "EARLY_TTL", 0.3)
-    fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
-    agent = Agent("early-left", "Be brief.", model=model(fake))
-    task = RunTask(agent=agent.name, input="hello", model=agent.model.name)
-    request = ModelRequest(system="", messages=[])
-    call = _early.EarlyCall(rt.loop, agent, "early/4", task, request)
-    _early.offer(rt.store, call)
-    call.begin()
-    eventually(lambda: fake.requests, timeout=5, what="the call made")
+    agent, task, call = made_call(rt, fake, "early-left", "early/4")
     eventually(lambda: fake.cut == 1, timeout=5, what="the call cut after EARLY_TTL")
     assert _early.take(rt.store, "early/4", agent, task) is None
     assert not call.read(call.step)
@@ -213,14 +221,7 @@ def test_a_run_canceled_at_once_makes_no_call_that_outlives_it(
 def test_an_early_call_whose_run_ends_before_its_handler_comes_is_cut_then(
     rt: Runtime, fake: FakeProvider
 ) -> None:
-    fake.answer_stream(openai_stream(list("abcdefghij")), delay=SLOW)
-    agent = Agent("early-ended", "Be brief.", model=model(fake))
-    task = RunTask(agent=agent.name, input="hello", model=agent.model.name)
-    request = ModelRequest(system="", messages=[])
-    call = _early.EarlyCall(rt.loop, agent, "early/9", task, request)
-    _early.offer(rt.store, call)
-    call.begin()
-    eventually(lambda: fake.requests, timeout=5, what="the call made")
+    agent, task, call = made_call(rt, fake, "early-ended", "early/9")
     # The run's promise ends (here: made and canceled directly) with no handler come.
     rt.store.create("early/9")
     rt.store.cancel("early/9", "canceled before its handler came")

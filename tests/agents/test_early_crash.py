@@ -58,3 +58,20 @@ def test_a_clean_run_asks_once(
         assert not run.killed, run.stderr
         assert run.outcome == CLEAN
         assert len(fake.requests) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_connection_dropped_inside_the_runs_commit_after_the_early_call_began(
+    server_dsn: str, tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer cuts its connection once the run's COMMIT is sent (the early call was asked
+    # on the statement's answer, before): it finds out the run was kept, and the run ends as
+    # an uninterrupted one, its first step kept once.
+    monkeypatch.setenv("EARLY_PROVIDER", fake.openai_url)
+    served(fake, 3)
+    with fresh_schema(server_dsn) as dsn:
+        run = CrashTest(dsn, SCENARIO, workdir=tmp_path).run(drop_at="spawn:1")
+        assert run.dropped is not None, run.stderr
+        assert not run.killed, run.stderr
+        assert run.outcome == CLEAN
+        assert len(fake.requests) <= 2  # the early call, and a new one if it was cut
