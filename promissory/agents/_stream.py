@@ -187,8 +187,8 @@ class Announcer:
         self._queue: queue.SimpleQueue[_Live] = queue.SimpleQueue()
         self._failed = False
         self._lock = threading.Lock()
-        self._writing: dict[str, _Live] = {}
-        """Each run's model call under way: its text so far, as one delta (``writing``)."""
+        self._writing: dict[str, tuple[_Live, list[str]]] = {}
+        """Each run's model call under way: its first delta and its pieces so far."""
         self._thread = threading.Thread(target=self._run, name="promissory-announce", daemon=True)
         self._thread.start()
 
@@ -200,12 +200,13 @@ class Announcer:
         # Noted before it is published: a stream that subscribes meanwhile has it either way.
         with self._lock:
             so_far = self._writing.get(run)
-            if so_far is not None and so_far.s == step and so_far.t == token:
-                item = msgspec.structs.replace(so_far, x=so_far.x + text)
-            elif len(self._writing) >= _WRITING_MAX:
-                del self._writing[next(iter(self._writing))]  # the oldest (a run that failed)
-            self._writing[run] = item
-        self._say(_Live("d", run, "", step, token, text, offset))
+            if so_far is not None and so_far[0].s == step and so_far[0].t == token:
+                so_far[1].append(text)
+            else:
+                if so_far is None and len(self._writing) >= _WRITING_MAX:
+                    del self._writing[next(iter(self._writing))]  # the oldest: a run that failed
+                self._writing[run] = (item, [text])
+        self._say(item)
 
     def kept(self, run: str) -> None:
         """A step of ``run`` was kept (streams read the rows again)."""
@@ -219,7 +220,8 @@ class Announcer:
         """
         under = run + "/"
         with self._lock:
-            return [i for r, i in self._writing.items() if r == run or r.startswith(under)]
+            found = [w for r, w in self._writing.items() if r == run or r.startswith(under)]
+            return [msgspec.structs.replace(first, x="".join(pieces)) for first, pieces in found]
 
     def started(self, run: str, agent: str, input: Any) -> None:
         """Run ``run`` of ``agent`` began (its task is kept): a stream of it gives its
