@@ -339,11 +339,14 @@ class Activation:
         if outcome is Handled.REPLY:
             reached("handler.returned", message.id)
             stopping = ctx.exit[0].value if ctx.exit is not None else None
+            # A state as it was is not written again (no new version of the actor's row);
+            # the settle of a ``with_settle`` write still locks the row (see ``_complete``).
+            changed = state_json != self._state_json or bool(ctx._run.with_settle)
             done = self._complete(
                 message,
                 PromiseState.RESOLVED,
                 reply,
-                True,
+                changed,
                 state_json,
                 stopping,
                 with_settle=ctx._run.with_settle,

@@ -57,24 +57,26 @@ class Expectation:
     """A wait for one promise to settle, registered before it can: ``woken`` is set by its
     settle (or a resync), and ``promise`` holds the settled record when the settle was written
     in this process. ``cancel()`` ends it (idempotent).
+
+    The hub keeps it until its settle is published (then lets it go: a settle is final) or it
+    is canceled; a canceled one its settle came for costs nothing more (a ``Reply`` cancels
+    its expectation when it is dropped).
     """
 
-    __slots__ = ("id", "promise", "woken", "_hub", "_sub", "__weakref__")
+    __slots__ = ("id", "promise", "woken", "_hub", "_held", "__weakref__")
 
     def __init__(self, hub: EventHub, id: str) -> None:
         self.id = id
         self.promise: Any = None
         self.woken = threading.Event()
         self._hub = hub
-        self._sub = hub.subscribe(EventKind.SETTLED, [id], self._wake)
-
-    def _wake(self, kind: EventKind, key: str, resync: bool) -> None:
-        self.woken.set()
+        self._held = True
+        """Whether the hub may still hold it (cleared under the hub's lock when let go)."""
 
     def cancel(self) -> None:
         """Stop waiting."""
-        self._sub.cancel()
-        self._hub._unexpect(self)
+        if self._held:
+            self._hub._unexpect(self)
 
 
 _LOCK_WAIT = 0.05
@@ -109,6 +111,7 @@ class EventHub:
         self._locked(functools.partial(self._unexpect_now, exp))
 
     def _unexpect_now(self, exp: Expectation) -> None:
+        exp._held = False
         waiting = self._expected.get(exp.id)
         if waiting is not None and exp in waiting:
             waiting.remove(exp)
@@ -166,19 +169,24 @@ class EventHub:
     def publish(self, events: Iterable[Event]) -> None:
         """Deliver ``events`` to their subscribers."""
         calls: list[tuple[Callback, EventKind, str]] = []
+        woken: list[Expectation] = []
         with self._lock:
             self._run_later()
             for event in events:
                 kind, key = event[0], event[1]
                 if kind is EventKind.SETTLED:
                     self._log_settle(key)
-                    if len(event) > 2:
-                        for exp in self._expected.pop(key, ()):
+                    for exp in self._expected.pop(key, ()):
+                        exp._held = False
+                        if len(event) > 2:
                             exp.promise = event[2]
+                        woken.append(exp)
                 for sub_key in (key, ""):
                     subs = self._subs.get((kind, sub_key))
                     if subs:
                         calls.extend((cb, kind, key) for cb in subs.values())
+        for exp in woken:
+            exp.woken.set()
         for callback, kind, key in calls:
             self._call(callback, kind, key, False)
 
@@ -225,6 +233,9 @@ class EventHub:
             calls = [
                 (cb, kind, key) for (kind, key), subs in self._subs.items() for cb in subs.values()
             ]
+            woken = [exp for waiting in self._expected.values() for exp in waiting]
+        for exp in woken:
+            exp.woken.set()  # still expected: its waiter reads, and waits again if need be
         for callback, kind, key in calls:
             self._call(callback, kind, key, True)
 

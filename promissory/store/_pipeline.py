@@ -7,7 +7,9 @@ Python is about a third of the commit's time (0.52–0.54 ms against 0.36–0.39
 same statements sent here: BENCHMARKS.md, "The message path"), so the writer drives the
 connection's ``pgconn`` itself and keeps psycopg for what it does well: turning parameters
 into the wire format and rows back into Python (``Transformer``), errors into its exception
-classes, and waiting on the socket (its C generators).
+classes, and waiting on the socket. The calls that only fill libpq's buffers or read what it
+has buffered are made with the GIL held where that can be done safely (``_libpq``): letting
+it go a dozen times per round trip made the writer wait for other threads' turns.
 
 Statements the writer runs again and again are prepared once per connection (the second
 time one is seen, as psycopg does from its fifth), by name, ``promissory_N``: the server then
@@ -28,6 +30,9 @@ import psycopg
 from psycopg import abc, errors, generators, pq
 from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
+from psycopg.waiting import Wait
+
+from ._libpq import Direct, load
 
 __all__ = ["Pipeline", "Result", "StatementsLost"]
 
@@ -36,6 +41,7 @@ _FATAL = pq.ExecStatus.FATAL_ERROR
 _ABORTED = pq.ExecStatus.PIPELINE_ABORTED
 _OK = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 _TUPLES_OK = pq.ExecStatus.TUPLES_OK
+_WAIT_R = Wait.R
 
 Command = tuple[str | bytes, Sequence[Any] | Mapping[str, Any] | None]
 """A statement and its parameters (``None``: a statement without any)."""
@@ -89,8 +95,10 @@ class Pipeline:
 
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], *, direct: bool = True) -> None:
         self.conn = conn
+        # libpq's buffer-only calls made with the GIL held (``_libpq``), where it can be.
+        self._direct: Direct | None = load() if direct else None
         # Ours alone: psycopg's cache would DEALLOCATE ALL at the first ROLLBACK after it
         # prepared one of its own (the writer's re-reads), and every write would fail after.
         conn.prepare_threshold = None
@@ -122,7 +130,7 @@ class Pipeline:
         """
         conn = self.conn
         pgconn = conn.pgconn
-        tx, query = self._tx, self._query
+        tx, query, direct = self._tx, self._query, self._direct
         # Where each prepare's answer comes among the answers, and what it prepares.
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
         asked = 0
@@ -136,7 +144,10 @@ class Pipeline:
                 query.convert(sql, params)
                 asked += 1
                 if params is None:
-                    pgconn.send_query_params(query.query, None)
+                    if direct is None:
+                        pgconn.send_query_params(query.query, None)
+                    else:
+                        direct.send_query_params(pgconn, query.query, None, None, None)
                 else:
                     key = (query.query, query.types)
                     name = self._names.get(key)
@@ -147,7 +158,14 @@ class Pipeline:
                         preparing.append((asked - 1, key))
                         asked += 1
                         self._names[key] = name  # taken back below if the server did not make it
-                    if name is None:
+                    if direct is not None:
+                        if name is None:
+                            direct.send_query_params(
+                                pgconn, query.query, query.params, query.formats, query.types
+                            )
+                        else:
+                            direct.send_query_prepared(pgconn, name, query.params, query.formats)
+                    elif name is None:
                         pgconn.send_query_params(
                             query.query,
                             query.params,
@@ -163,7 +181,7 @@ class Pipeline:
             first = None
             if flushing is not None and flushed is not None:
                 first = functools.partial(self._flushed, preparing, flushed)
-            answers = conn.wait(_communicate(pgconn, sent, flushing, first))
+            answers = conn.wait(_communicate(pgconn, direct, sent, flushing, first))
         finally:
             if pgconn.pipeline_status != pq.PipelineStatus.OFF:
                 try:
@@ -217,22 +235,48 @@ class Pipeline:
 
 def _communicate(
     pgconn: pq.abc.PGconn,
+    direct: Direct | None,
     sent: Callable[[], None] | None,
     flushing: int | None = None,
     flushed: Callable[[list[pq.abc.PGresult]], None] | None = None,
 ) -> Generator[Any, Any, list[pq.abc.PGresult]]:
     """Send what is queued, then read every answer up to the sync: one wait on the socket for
-    the whole round trip (psycopg's own generators, in C, do the work). ``flushed`` is given
-    the first ``flushing`` answers as soon as they are in.
+    the whole round trip. ``flushed`` is given the first ``flushing`` answers as soon as they
+    are in.
+
+    With ``direct``, the answers are taken from libpq's buffer with the GIL held (only the
+    wait on the socket lets it go); without, psycopg's generators read them, letting it go
+    around each of their calls.
     """
     yield from generators.send(pgconn)
     if sent is not None:
         sent()
     answers: list[pq.abc.PGresult] = []
+    if direct is None:
+        while True:
+            got = yield from generators.fetch_many(pgconn)
+            if got and got[0].status == _SYNC:
+                return answers
+            answers.append(got[-1])  # one result per command in pipeline mode
+            if flushed is not None and len(answers) == flushing:
+                flushed(answers)
+    # A command's answer is its results (one, in pipeline mode) then a null; the sync's, a
+    # PIPELINE_SYNC result alone.
+    last: pq.abc.PGresult | None = None
     while True:
-        got = yield from generators.fetch_many(pgconn)
-        if got and got[0].status == _SYNC:
+        while direct.is_busy(pgconn):
+            while not (yield _WAIT_R):
+                pass
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            if last is None:
+                raise psycopg.OperationalError("the server ended a command with no answer")
+            answers.append(last)
+            last = None
+            if flushed is not None and len(answers) == flushing:
+                flushed(answers)
+        elif result.status == _SYNC:
             return answers
-        answers.append(got[-1])  # one result per command in pipeline mode
-        if flushed is not None and len(answers) == flushing:
-            flushed(answers)
+        else:
+            last = result

@@ -1,6 +1,7 @@
 """The writer's round trip on libpq's pipeline (``_pipeline.Pipeline``): rows, errors, prepared
 statements (kept whatever psycopg does on the same connection, and prepared again when the
-server loses them), big values, on a real server."""
+server loses them), big values, on a real server. Every test runs twice: with libpq's buffer
+calls made with the GIL held (``_libpq``), and through psycopg's own methods."""
 
 from __future__ import annotations
 
@@ -11,11 +12,21 @@ from typing import Any
 import psycopg
 import pytest
 
-from promissory.store import Store
+from promissory.store import Store, _libpq
 from promissory.store._pipeline import PREPARE_AFTER, Pipeline, StatementsLost
 from promissory.store._writer import SPECULATIVE_IDLE
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True, params=["direct", "psycopg"])
+def calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How the pipeline calls libpq: ``direct`` (found on this machine, Linux) or psycopg's."""
+    if request.param == "direct":
+        assert _libpq.load() is not None, "libpq's calls could not be found on Linux"
+    else:
+        monkeypatch.setattr(_libpq, "_loaded", [None])
+    return str(request.param)
 
 
 @pytest.fixture
@@ -200,3 +211,32 @@ def test_a_writer_that_re_read_and_then_idled_still_writes(store: Store) -> None
     for i in range(PREPARE_AFTER + 1):
         assert store.create(f"after-{i}").applied
     assert store.resolve("after-0", 1).applied
+
+
+def test_binary_and_text_parameters_go_whole(conn: psycopg.Connection[Any], calls: str) -> None:
+    # bytes go in binary format (their length counts, NULs and all), the rest as text.
+    p = Pipeline(conn)
+    blob = b"\x00a\x00" * 5000
+    for _ in range(PREPARE_AFTER + 1):  # unnamed, then prepared
+        (answer,) = p.run(
+            [
+                (
+                    "SELECT %s::bytea, %s::text, %s::bigint, %s::jsonb, %s::text",
+                    (blob, "é" * 3, -(2**40), '{"a": [1, null]}', None),
+                )
+            ]
+        )
+        assert answer.rows() == [(blob, "ééé", -(2**40), {"a": [1, None]}, None)]
+    assert (p._direct is not None) == (calls == "direct")
+
+
+def test_the_direct_calls_are_libpqs_own(
+    conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_libpq, "_loaded", [])  # found afresh: the one libpq psycopg loaded
+    direct = _libpq.load()
+    assert direct is not None
+    assert direct.is_busy(conn.pgconn) is False
+    conn.close()
+    with pytest.raises(psycopg.OperationalError, match="closed"):
+        direct.is_busy(conn.pgconn)

@@ -239,3 +239,42 @@ def test_a_wait_dropped_inside_the_hubs_own_lock_does_not_deadlock(store: Store)
     assert woken == []
     assert not expectation.woken.is_set()
     assert ("dropped/1") not in hub._expected
+
+
+def test_a_settle_lets_go_of_its_expectations_and_a_late_cancel_costs_no_lock(
+    store: Store,
+) -> None:
+    # A settle is final: the hub lets go of what expected it when the settle is published,
+    # with or without the record (heard from another process). A Reply dropped after its
+    # reply came then cancels nothing, not even with the hub's lock held elsewhere.
+    from promissory.store import EventKind
+
+    hub = store.events
+    mine = hub.expect("gone/1")
+    theirs = hub.expect("gone/2")
+    record = object()
+    hub.publish([(EventKind.SETTLED, "gone/1", record), (EventKind.SETTLED, "gone/2")])
+    assert mine.woken.is_set() and mine.promise is record
+    assert theirs.woken.is_set() and theirs.promise is None
+    assert "gone/1" not in hub._expected and "gone/2" not in hub._expected
+    with hub._lock:
+        started = time.monotonic()
+        mine.cancel()
+        theirs.cancel()
+        assert time.monotonic() - started < 0.04  # the lock is never asked for
+    assert not hub._later
+
+
+def test_a_resync_wakes_an_expectation_and_keeps_it_for_its_settle(store: Store) -> None:
+    from promissory.store import EventKind
+
+    hub = store.events
+    expectation = hub.expect("kept/1")
+    hub.resync()
+    assert expectation.woken.is_set() and expectation.promise is None
+    expectation.woken.clear()  # the waiter read the promise, still pending, and waits again
+    record = object()
+    hub.publish([(EventKind.SETTLED, "kept/1", record)])
+    assert expectation.woken.is_set() and expectation.promise is record
+    expectation.cancel()
+    assert "kept/1" not in hub._expected

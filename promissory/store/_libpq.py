@@ -1,0 +1,158 @@
+"""libpq's calls that only fill or read its buffers, made without letting go of the GIL.
+
+psycopg's C build lets go of the GIL around most libpq calls, as it should for a call that
+may wait on the network. The writer's round trip (``_pipeline``) makes a dozen such calls
+that never wait: in pipeline mode on a non-blocking connection, sending a statement only
+appends it to libpq's output buffer, and asking whether an answer is complete only parses
+what was read. Each release still lets another thread take the GIL, and taking it back waits
+for that thread's turn: with a thousand activation threads busy (W5, 8 senders) the writer
+spent a third of its round trips so, 0.06–0.15 ms per call against a few microseconds alone
+(BENCHMARKS.md, "The message path", eighth pass). These calls are made here through
+``ctypes.PyDLL``, which keeps the GIL, on the very libpq psycopg loaded.
+
+Only where that library can be found for sure (Linux, one libpq mapped into the process, of
+the version psycopg reports); elsewhere ``load()`` returns ``None`` and the pipeline calls
+psycopg's methods as before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Sequence
+from ctypes import POINTER, c_char_p, c_int, c_uint, c_void_p
+from typing import Any, cast
+
+import psycopg
+from psycopg import pq
+
+__all__ = ["Direct", "load"]
+
+log = logging.getLogger("promissory.store")
+
+_PARAMS = POINTER(c_char_p)
+_INTS = POINTER(c_int)
+
+
+class Direct:
+    """libpq's ``PQsendQueryParams``, ``PQsendQueryPrepared`` and ``PQisBusy`` on a psycopg
+    ``PGconn``, called with the GIL held. Each raises what psycopg's own method would.
+
+    Example:
+        >>> direct = load()  # doctest: +SKIP
+        >>> direct.send_query_params(conn.pgconn, b"COMMIT", None, None, None)  # doctest: +SKIP
+
+    """
+
+    def __init__(self, lib: ctypes.PyDLL) -> None:
+        self._params = lib.PQsendQueryParams
+        self._params.argtypes = [
+            c_void_p,
+            c_char_p,
+            c_int,
+            POINTER(c_uint),
+            _PARAMS,
+            _INTS,
+            _INTS,
+            c_int,
+        ]
+        self._params.restype = c_int
+        self._prepared = lib.PQsendQueryPrepared
+        self._prepared.argtypes = [c_void_p, c_char_p, c_int, _PARAMS, _INTS, _INTS, c_int]
+        self._prepared.restype = c_int
+        self._busy = lib.PQisBusy
+        self._busy.argtypes = [c_void_p]
+        self._busy.restype = c_int
+
+    def send_query_params(
+        self,
+        pgconn: pq.abc.PGconn,
+        query: bytes,
+        params: Sequence[Any] | None,
+        formats: Sequence[int] | None,
+        types: Sequence[int] | None,
+    ) -> None:
+        """Queue ``query`` with ``params`` (already dumped), as ``PGconn.send_query_params``."""
+        if params:
+            n, values, lengths, fmts = _arrays(params, formats)
+            oids = (c_uint * n)(*types) if types else None
+        else:
+            n, values, lengths, fmts, oids = 0, None, None, None, None
+        if not self._params(_ptr(pgconn), query, n, oids, values, lengths, fmts, 0):
+            raise psycopg.OperationalError(f"sending query failed: {pgconn.get_error_message()}")
+
+    def send_query_prepared(
+        self,
+        pgconn: pq.abc.PGconn,
+        name: bytes,
+        params: Sequence[Any] | None,
+        formats: Sequence[int] | None,
+    ) -> None:
+        """Queue prepared statement ``name`` with ``params``, as ``PGconn.send_query_prepared``."""
+        if params:
+            n, values, lengths, fmts = _arrays(params, formats)
+        else:
+            n, values, lengths, fmts = 0, None, None, None
+        if not self._prepared(_ptr(pgconn), name, n, values, lengths, fmts, 0):
+            raise psycopg.OperationalError(
+                f"sending prepared query failed: {pgconn.get_error_message()}"
+            )
+
+    def is_busy(self, pgconn: pq.abc.PGconn) -> bool:
+        """Whether an answer is still being read (``PQisBusy``: it parses what is buffered)."""
+        return bool(self._busy(_ptr(pgconn)))
+
+
+def _ptr(pgconn: pq.abc.PGconn) -> int:
+    ptr: int | None = cast(Any, pgconn).pgconn_ptr  # not in psycopg's protocol, on both builds
+    if ptr is None:
+        raise psycopg.OperationalError("the connection is closed")
+    return ptr
+
+
+def _arrays(params: Sequence[Any], formats: Sequence[int] | None) -> tuple[int, Any, Any, Any]:
+    n = len(params)
+    # ``bytes`` of each: NUL-terminated (a text parameter is read up to its NUL), and kept
+    # alive by the array for the call.
+    values = (c_char_p * n)(*[None if p is None else bytes(p) for p in params])
+    lengths = (c_int * n)(*[0 if p is None else len(p) for p in params])
+    fmts = (c_int * n)(*formats) if formats else None
+    return n, values, lengths, fmts
+
+
+def _mapped_libpq() -> str | None:
+    """The path of the one libpq this process has loaded (Linux), or ``None``."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {
+                line.split(None, 5)[5].strip()
+                for line in maps
+                if "/libpq" in line and len(line.split(None, 5)) == 6
+            }
+    except OSError:
+        return None
+    return paths.pop() if len(paths) == 1 else None
+
+
+_loaded: list[Direct | None] = []
+
+
+def load() -> Direct | None:
+    """The GIL-keeping calls, or ``None`` where the libpq psycopg uses cannot be found for
+    sure (then psycopg's own methods are used). Found once per process.
+    """
+    if _loaded:
+        return _loaded[0]
+    direct = None
+    path = _mapped_libpq()
+    if path is not None:
+        try:
+            lib = ctypes.PyDLL(path)
+            version = lib.PQlibVersion
+            version.restype = c_int
+            if version() == pq.version():
+                direct = Direct(lib)
+        except (OSError, AttributeError) as exc:
+            log.debug("promissory: libpq's calls go through psycopg (%s)", exc)
+    _loaded.append(direct)
+    return direct
