@@ -8,7 +8,8 @@ Workloads (BENCHMARKS.md says what each measures and why):
 
 W1  sequential no-op steps in one message (one workflow): N = 0, 1, 10, 100; also with
     OpenTelemetry tracing on (``promissory+otel``: the in-memory exporter), when installed
-W2  M actors (workflows) at once, 10 steps each: M = 10, 100, 1000
+W2  M actors (workflows) at once, 10 steps each: M = 10, 100, 1000, sent from up to 100 client
+    threads as DBOS's are; at M = 100 also from one thread (``promissory, one sender``)
 W3  SIGKILL at step 900 of 1,000, then restart: time to run again, replay, completion
 W4  N actors parked in a durable sleep: resident memory and threads (N = 100 … 10,000)
 W5  fan-out of 10 children, one crashing once (restarted by its policy); restarts per second
@@ -71,8 +72,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ME = os.path.abspath(__file__)
 PROMISSORY, DBOS, PG1, PGB, PYKKA = "promissory", "DBOS", "pg-1", "pg-batch", "pykka"
 PROMISSORY_OTEL = "promissory+otel"
+PROMISSORY_ONE = "promissory, one sender"
 """promissory with OpenTelemetry tracing on (the ``otel`` extra, in-memory exporter)."""
-SYSTEMS = [PROMISSORY, PROMISSORY_OTEL, PG1, PGB, PYKKA, DBOS]
+SYSTEMS = [PROMISSORY, PROMISSORY_OTEL, PROMISSORY_ONE, PG1, PGB, PYKKA, DBOS]
 OTEL = importlib.util.find_spec("opentelemetry") is not None and (
     importlib.util.find_spec("opentelemetry.sdk") is not None
 )
@@ -238,7 +240,7 @@ class Trial:
     def target(self) -> str | None:
         if self.system.startswith(DBOS):
             return "dbos"
-        if self.system in (PROMISSORY, PROMISSORY_OTEL, PG1, PGB):
+        if self.system in (PROMISSORY, PROMISSORY_OTEL, PROMISSORY_ONE, PG1, PGB):
             return "bench"
         return None
 
@@ -279,6 +281,19 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
             Trial("W2", lab, PROMISSORY, "_promissory:w2", {**a, "actors": m}, per_batch),
             Trial("W2", lab, PYKKA, "_plain:pykka_w2", {**a, "actors": m}, per_batch),
         )
+        if m == 100:
+            # Every message sent from one thread, each ask waiting for its own commit: W2 as
+            # it was run before the eighth pass (DBOS's side sends from 100 threads).
+            add(
+                Trial(
+                    "W2",
+                    lab,
+                    PROMISSORY_ONE,
+                    "_promissory:w2",
+                    {**a, "actors": m, "senders": 1},
+                    per_batch,
+                )
+            )
         if not (q and m == 1000):
             dbos_batches = {10: batches, 100: batches, 1000: 1}[m]
             add(
@@ -642,7 +657,7 @@ class Bench:
         if d is None:
             return None
         family = DBOS if system.startswith(DBOS) else system
-        base = self.idle.get(PROMISSORY if family == PROMISSORY_OTEL else family)
+        base = self.idle.get(PROMISSORY if family in (PROMISSORY_OTEL, PROMISSORY_ONE) else family)
         hold = float(r.get("hold") or 0.0)
         out = {}
         for k in ("commits", "wal", "xids"):

@@ -18,10 +18,11 @@ psycopg's methods as before.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ctypes import POINTER, c_char_p, c_int, c_uint, c_void_p
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 from psycopg import pq
@@ -102,9 +103,13 @@ class Direct:
         """Whether an answer is still being read (``PQisBusy``: it parses what is buffered)."""
         return bool(self._busy(_ptr(pgconn)))
 
+    def busy(self, pgconn: pq.abc.PGconn) -> Callable[[], int]:
+        """``is_busy`` of ``pgconn`` as a call of no argument (for a loop over its answers)."""
+        return functools.partial(self._busy, _ptr(pgconn))
+
 
 def _ptr(pgconn: pq.abc.PGconn) -> int:
-    ptr: int | None = cast(Any, pgconn).pgconn_ptr  # not in psycopg's protocol, on both builds
+    ptr: int | None = pgconn.pgconn_ptr  # type: ignore[attr-defined]  # both builds have it
     if ptr is None:
         raise psycopg.OperationalError("the connection is closed")
     return ptr

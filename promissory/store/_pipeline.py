@@ -263,8 +263,9 @@ def _communicate(
     # A command's answer is its results (one, in pipeline mode) then a null; the sync's, a
     # PIPELINE_SYNC result alone.
     last: pq.abc.PGresult | None = None
+    busy = direct.busy(pgconn)
     while True:
-        while direct.is_busy(pgconn):
+        while busy():
             while not (yield _WAIT_R):
                 pass
             pgconn.consume_input()
