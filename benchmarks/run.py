@@ -465,6 +465,19 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
             latency,
             per="msg",
         ),
+        # The idle case with the tells 70 ms apart: what a longer quiet spell costs on this
+        # machine, whatever the tell wakes (the passivated trial's tells came that far apart
+        # before the eighth pass).
+        Trial(
+            "W6",
+            "W6 tell→handler, idle actor, 70 ms apart",
+            PROMISSORY,
+            "_promissory:w6",
+            {"passivated": False, "samples": n_pas, "pause": 0.07},
+            latency,
+            per="msg",
+            reps=min(repeat, 3),
+        ),
         Trial(
             "W6",
             "W6 tell→handler, passivated",
