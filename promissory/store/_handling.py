@@ -29,8 +29,12 @@ from ._records import Outcome, Promise, PromiseKind, PromiseState
 
 # -- send --------------------------------------------------------------------------------------
 
-EARLIER = 16
-"""How many earlier pending messages a send lists (more: the activation reads its mailbox)."""
+EARLIER = 256
+"""How many earlier pending messages a send lists (more: the activation reads its mailbox).
+
+An activation starts a message handed to it with no read when it has seen every one listed;
+an actor with a backlog (a supervisor taking many exits at once) is the one that needs the
+list long. Listing costs the send an index range of at most this many entries."""
 
 _HANDED = """handed AS (
     SELECT set_config(

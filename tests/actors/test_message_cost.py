@@ -12,6 +12,7 @@ counters, so other work on the database does not disturb the figures.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -98,6 +99,45 @@ def test_a_state_a_message_leaves_as_it_was_is_not_written_again(dsn: str) -> No
         assert rt.ref("counter").ask(Add(0)).get(timeout=10) == 5
         assert rt.ref("counter").ask(Add(1)).get(timeout=10) == 6
     assert version()[1] == 6
+
+
+class Hold(msgspec.Struct, frozen=True):
+    pass
+
+
+GATE = threading.Event()
+
+
+class Gated(DurableActor[int]):
+    def initial_state(self) -> int:
+        return 0
+
+    @handler
+    def hold(self, ctx: Context, msg: Hold) -> None:
+        assert GATE.wait(10)
+
+    @handler
+    def add(self, ctx: Context, msg: Add) -> int:
+        self.state += msg.n
+        return self.state
+
+
+def test_a_backlog_handed_over_in_process_is_started_with_no_read(rt: Runtime) -> None:
+    # Each send lists the pending messages before it (up to ``EARLIER``): an actor that
+    # has seen them all starts the message with no read, however long its backlog (a
+    # supervisor taking a burst of exits). 60 messages wait behind a held handler.
+    GATE.clear()
+    ref = rt.spawn(Gated, id="gated")
+    ref.ask(Add(0)).get(timeout=10)
+    held = ref.ask(Hold())
+    time.sleep(0.1)
+    commits, reads = counted(rt)
+    for _ in range(60):
+        ref.tell(Add(1))
+    GATE.set()
+    held.get(timeout=10)
+    assert ref.ask(Add(0)).get(timeout=10) == 60
+    assert counted(rt)[1] - reads == 0
 
 
 def test_a_tell_is_handled_with_no_read_and_two_commits(rt: Runtime) -> None:
