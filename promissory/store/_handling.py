@@ -39,17 +39,20 @@ list long. Listing costs the send an index range of at most this many entries.""
 _HANDED = """handed AS (
     SELECT set_config(
         'promissory.handed',
-        CASE WHEN %(handed)s::text IS NULL THEN '' ELSE %(id)s || chr(9) || %(handed)s END,
+        CASE WHEN %(handed)s::text IS NOT NULL AND {holder} = %(handed)s::text
+             THEN %(id)s ELSE '' END,
         true)
 )"""
-"""Names the node that hands the message to its actor itself (``handed``), for the NOTIFY
-trigger: a message to an actor that node holds is not announced (schema migration 9). Set
-for the rest of the transaction, and matched by the message's id: no other row is spared."""
+"""Names the message its sending node (``handed``) hands to its actor itself, for the NOTIFY
+trigger: set to the message's id when that node holds the recipient (``{holder}``: the
+recipient's node as the statement found it), and the trigger is not fired for it (schema
+migration 10). Set for the rest of the transaction, and matched by the message's id: no
+other row is spared."""
 
 _SEND = f"""
 WITH target AS (
     SELECT status, epoch, kind, node FROM actors WHERE id = %(recipient)s FOR KEY SHARE
-), {_HANDED}, sent AS (
+), {_HANDED.replace("{holder}", "(SELECT target.node FROM target)")}, sent AS (
     INSERT INTO promises (id, param, tags, timeout_at, kind, recipient, fingerprint)
     SELECT %(id)s, %(param)s::jsonb, %(tags)s::jsonb,
            CASE WHEN %(secs)s::float8 IS NULL THEN %(at)s::timestamptz
@@ -202,7 +205,7 @@ def send_op(
 # -- spawn with a first message ----------------------------------------------------------------
 
 _SPAWN_SEND = f"""
-WITH {_HANDED}, made AS (
+WITH {_HANDED.replace("{holder}", "coalesce(%(claim)s::text, %(node)s::text)")}, made AS (
     INSERT INTO actors (id, kind, spec, state, supervisor, node, epoch)
     SELECT %(recipient)s, %(kind)s, %(spec)s::jsonb, %(state)s::jsonb, %(supervisor)s,
            coalesce(%(claim)s, %(node)s), CASE WHEN %(claim)s::text IS NULL THEN 0 ELSE 1 END

@@ -262,3 +262,50 @@ def test_a_schema_name_that_needs_quoting_works_end_to_end(odd_schema_dsn: str) 
 
         assert s.get("odd/1").state is PromiseState.RESOLVED
         assert heard.wait(10), "the NOTIFY trigger did not reach the listener"
+
+
+def test_a_handed_message_fires_no_trigger_unless_its_node_is_not_the_holder(
+    store: Store, dsn: str
+) -> None:
+    # A send that names its node as the one handing the message over (``handed``) sets
+    # ``promissory.handed`` to the message's id only when that node holds the recipient, as
+    # the statement read it; the trigger is then not fired for the message (migration 10). A
+    # handed message with a timeout still announces its timer; a send naming a node that
+    # does not hold the recipient, and a value in the earlier form (id, tab, node) that a node
+    # not upgraded yet would set, are announced as before.
+    from promissory.store._handling import send_op
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO actors (id, kind, spec, state, node, epoch) "
+            "VALUES ('held', 'T', '{}', 'null', 'n1', 1)"
+        )
+    listening = psycopg.connect(dsn, autocommit=True)
+    listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+
+    def send(id: str, handed: str | None, secs: float | None = None) -> None:
+        store.execute(send_op(id, "held", param="1", tags="{}", handed=handed, secs=secs))
+
+    send("held/a", "n1")  # handed by its holder: no trigger
+    send("held/b", "n1", secs=3600)  # handed, with a timeout: the timer alone
+    send("held/c", "n2")  # n2 does not hold it: announced
+    send("held/d", None)  # not handed: announced
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT set_config('promissory.handed', 'held/e' || chr(9) || 'n1', true)")
+        conn.execute(
+            "INSERT INTO promises (id, param, kind, recipient) "
+            "VALUES ('held/e', '1', 'message', 'held')"
+        )
+    heard = []
+    try:
+        for note in listening.notifies(timeout=1.0, stop_after=20):
+            heard.append(note.payload.split("\t")[0])
+    finally:
+        listening.close()
+    # c, d and e are announced ('m' and the recipient), and b's timer ('t'); a is not.
+    assert sorted(heard) == ["mheld", "mheld", "mheld", "t"]
+    with psycopg.connect(dsn) as conn:
+        seqs = dict(
+            conn.execute("SELECT id, seq FROM promises WHERE recipient = 'held'").fetchall()
+        )
+    assert set(seqs) == {"held/a", "held/b", "held/c", "held/d", "held/e"}
