@@ -11,8 +11,8 @@ spent a third of its round trips so, 0.06–0.15 ms per call against a few micro
 ``ctypes.PyDLL``, which keeps the GIL, on the very libpq psycopg loaded.
 
 Only where that library can be found for sure (Linux, one libpq mapped into the process, of
-the version psycopg reports); elsewhere ``load()`` returns ``None`` and the pipeline calls
-psycopg's methods as before.
+the version psycopg reports); elsewhere ``load()`` returns ``Calls``, psycopg's own methods,
+as before.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-__all__ = ["Direct", "load"]
+__all__ = ["Calls", "Direct", "load"]
 
 log = logging.getLogger("promissory.store")
 
@@ -35,28 +35,53 @@ _PARAMS = POINTER(c_char_p)
 _INTS = POINTER(c_int)
 
 
-class Direct:
-    """libpq's ``PQsendQueryParams``, ``PQsendQueryPrepared`` and ``PQisBusy`` on a psycopg
-    ``PGconn``, called with the GIL held. Each raises what psycopg's own method would.
+class Calls:
+    """libpq's calls the writer's round trip makes on a psycopg ``PGconn``, through psycopg's
+    own methods (which let go of the GIL around each): what ``load`` falls back to.
 
     Example:
-        >>> direct = load()  # doctest: +SKIP
-        >>> direct.send_query_params(conn.pgconn, b"COMMIT", None, None, None)  # doctest: +SKIP
+        >>> calls = load()  # doctest: +SKIP
+        >>> calls.send_query_params(conn.pgconn, b"COMMIT", None, None, None)  # doctest: +SKIP
 
+    """
+
+    def send_query_params(
+        self,
+        pgconn: pq.abc.PGconn,
+        query: bytes,
+        params: Sequence[Any] | None,
+        formats: Sequence[int] | None,
+        types: Sequence[int] | None,
+    ) -> None:
+        """Queue ``query`` with ``params`` (already dumped), as ``PGconn.send_query_params``."""
+        pgconn.send_query_params(query, params, param_formats=formats, param_types=types)
+
+    def send_query_prepared(
+        self,
+        pgconn: pq.abc.PGconn,
+        name: bytes,
+        params: Sequence[Any] | None,
+        formats: Sequence[int] | None,
+    ) -> None:
+        """Queue prepared statement ``name`` with ``params``, as ``PGconn.send_query_prepared``."""
+        pgconn.send_query_prepared(name, params, param_formats=formats)
+
+    def busy(self, pgconn: pq.abc.PGconn) -> Callable[[], int]:
+        """``PQisBusy`` of ``pgconn`` (whether an answer is still being read: it parses what is
+        buffered), as a call of no argument for a loop over its answers.
+        """
+        return pgconn.is_busy
+
+
+class Direct(Calls):
+    """The same calls, made on libpq with the GIL held (``ctypes.PyDLL``); each raises what
+    psycopg's own method would.
     """
 
     def __init__(self, lib: ctypes.PyDLL) -> None:
         self._params = lib.PQsendQueryParams
-        self._params.argtypes = [
-            c_void_p,
-            c_char_p,
-            c_int,
-            POINTER(c_uint),
-            _PARAMS,
-            _INTS,
-            _INTS,
-            c_int,
-        ]
+        oids = POINTER(c_uint)
+        self._params.argtypes = [c_void_p, c_char_p, c_int, oids, _PARAMS, _INTS, _INTS, c_int]
         self._params.restype = c_int
         self._prepared = lib.PQsendQueryPrepared
         self._prepared.argtypes = [c_void_p, c_char_p, c_int, _PARAMS, _INTS, _INTS, c_int]
@@ -73,14 +98,10 @@ class Direct:
         formats: Sequence[int] | None,
         types: Sequence[int] | None,
     ) -> None:
-        """Queue ``query`` with ``params`` (already dumped), as ``PGconn.send_query_params``."""
-        if params:
-            n, values, lengths, fmts = _arrays(params, formats)
-            oids = (c_uint * n)(*types) if types else None
-        else:
-            n, values, lengths, fmts, oids = 0, None, None, None, None
-        if not self._params(_ptr(pgconn), query, n, oids, values, lengths, fmts, 0):
-            raise psycopg.OperationalError(f"sending query failed: {pgconn.get_error_message()}")
+        n, values, lengths, fmts = _arrays(params, formats)
+        oids = (c_uint * n)(*types) if n and types else None
+        sent = self._params(_ptr(pgconn), query, n, oids, values, lengths, fmts, 0)
+        _check(sent, pgconn, "sending query failed")
 
     def send_query_prepared(
         self,
@@ -89,22 +110,11 @@ class Direct:
         params: Sequence[Any] | None,
         formats: Sequence[int] | None,
     ) -> None:
-        """Queue prepared statement ``name`` with ``params``, as ``PGconn.send_query_prepared``."""
-        if params:
-            n, values, lengths, fmts = _arrays(params, formats)
-        else:
-            n, values, lengths, fmts = 0, None, None, None
-        if not self._prepared(_ptr(pgconn), name, n, values, lengths, fmts, 0):
-            raise psycopg.OperationalError(
-                f"sending prepared query failed: {pgconn.get_error_message()}"
-            )
-
-    def is_busy(self, pgconn: pq.abc.PGconn) -> bool:
-        """Whether an answer is still being read (``PQisBusy``: it parses what is buffered)."""
-        return bool(self._busy(_ptr(pgconn)))
+        n, values, lengths, fmts = _arrays(params, formats)
+        sent = self._prepared(_ptr(pgconn), name, n, values, lengths, fmts, 0)
+        _check(sent, pgconn, "sending prepared query failed")
 
     def busy(self, pgconn: pq.abc.PGconn) -> Callable[[], int]:
-        """``is_busy`` of ``pgconn`` as a call of no argument (for a loop over its answers)."""
         return functools.partial(self._busy, _ptr(pgconn))
 
 
@@ -115,7 +125,16 @@ def _ptr(pgconn: pq.abc.PGconn) -> int:
     return ptr
 
 
-def _arrays(params: Sequence[Any], formats: Sequence[int] | None) -> tuple[int, Any, Any, Any]:
+def _check(sent: int, pgconn: pq.abc.PGconn, what: str) -> None:
+    if not sent:
+        raise psycopg.OperationalError(f"{what}: {pgconn.get_error_message()}")
+
+
+def _arrays(
+    params: Sequence[Any] | None, formats: Sequence[int] | None
+) -> tuple[int, Any, Any, Any]:
+    if not params:
+        return 0, None, None, None
     n = len(params)
     # ``bytes`` of each: NUL-terminated (a text parameter is read up to its NUL), and kept
     # alive by the array for the call.
@@ -129,26 +148,23 @@ def _mapped_libpq() -> str | None:
     """The path of the one libpq this process has loaded (Linux), or ``None``."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = {
-                line.split(None, 5)[5].strip()
-                for line in maps
-                if "/libpq" in line and len(line.split(None, 5)) == 6
-            }
+            fields = [line.split(None, 5) for line in maps if "/libpq" in line]
     except OSError:
         return None
+    paths = {f[5].strip() for f in fields if len(f) == 6}
     return paths.pop() if len(paths) == 1 else None
 
 
-_loaded: list[Direct | None] = []
+_loaded: list[Calls] = []
 
 
-def load() -> Direct | None:
-    """The GIL-keeping calls, or ``None`` where the libpq psycopg uses cannot be found for
-    sure (then psycopg's own methods are used). Found once per process.
+def load() -> Calls:
+    """The GIL-keeping calls (``Direct``), or psycopg's (``Calls``) where the libpq psycopg
+    uses cannot be found for sure. Found once per process.
     """
     if _loaded:
         return _loaded[0]
-    direct = None
+    calls = Calls()
     path = _mapped_libpq()
     if path is not None:
         try:
@@ -156,8 +172,8 @@ def load() -> Direct | None:
             version = lib.PQlibVersion
             version.restype = c_int
             if version() == pq.version():
-                direct = Direct(lib)
+                calls = Direct(lib)
         except (OSError, AttributeError) as exc:
             log.debug("promissory: libpq's calls go through psycopg (%s)", exc)
-    _loaded.append(direct)
-    return direct
+    _loaded.append(calls)
+    return calls

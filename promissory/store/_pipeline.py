@@ -32,7 +32,7 @@ from psycopg._queries import PostgresQuery
 from psycopg.adapt import Transformer
 from psycopg.waiting import Wait
 
-from ._libpq import Direct, load
+from ._libpq import Calls, load
 
 __all__ = ["Pipeline", "Result", "StatementsLost"]
 
@@ -95,10 +95,10 @@ class Pipeline:
 
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], *, direct: bool = True) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
-        # libpq's buffer-only calls made with the GIL held (``_libpq``), where it can be.
-        self._direct: Direct | None = load() if direct else None
+        # libpq's buffer-only calls, made with the GIL held where that can be (``_libpq``).
+        self._calls: Calls = load()
         # Ours alone: psycopg's cache would DEALLOCATE ALL at the first ROLLBACK after it
         # prepared one of its own (the writer's re-reads), and every write would fail after.
         conn.prepare_threshold = None
@@ -130,7 +130,7 @@ class Pipeline:
         """
         conn = self.conn
         pgconn = conn.pgconn
-        tx, query, direct = self._tx, self._query, self._direct
+        tx, query, calls = self._tx, self._query, self._calls
         # Where each prepare's answer comes among the answers, and what it prepares.
         preparing: list[tuple[int, tuple[bytes, tuple[int, ...]]]] = []
         asked = 0
@@ -144,10 +144,7 @@ class Pipeline:
                 query.convert(sql, params)
                 asked += 1
                 if params is None:
-                    if direct is None:
-                        pgconn.send_query_params(query.query, None)
-                    else:
-                        direct.send_query_params(pgconn, query.query, None, None, None)
+                    calls.send_query_params(pgconn, query.query, None, None, None)
                 else:
                     key = (query.query, query.types)
                     name = self._names.get(key)
@@ -158,22 +155,12 @@ class Pipeline:
                         preparing.append((asked - 1, key))
                         asked += 1
                         self._names[key] = name  # taken back below if the server did not make it
-                    if direct is not None:
-                        if name is None:
-                            direct.send_query_params(
-                                pgconn, query.query, query.params, query.formats, query.types
-                            )
-                        else:
-                            direct.send_query_prepared(pgconn, name, query.params, query.formats)
-                    elif name is None:
-                        pgconn.send_query_params(
-                            query.query,
-                            query.params,
-                            param_formats=query.formats,
-                            param_types=query.types,
+                    if name is None:
+                        calls.send_query_params(
+                            pgconn, query.query, query.params, query.formats, query.types
                         )
                     else:
-                        pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+                        calls.send_query_prepared(pgconn, name, query.params, query.formats)
                 if flushing == -1:
                     pgconn.send_flush_request()
                     flushing = asked
@@ -181,7 +168,7 @@ class Pipeline:
             first = None
             if flushing is not None and flushed is not None:
                 first = functools.partial(self._flushed, preparing, flushed)
-            answers = conn.wait(_communicate(pgconn, direct, sent, flushing, first))
+            answers = conn.wait(_communicate(pgconn, calls, sent, flushing, first))
         finally:
             if pgconn.pipeline_status != pq.PipelineStatus.OFF:
                 try:
@@ -235,35 +222,24 @@ class Pipeline:
 
 def _communicate(
     pgconn: pq.abc.PGconn,
-    direct: Direct | None,
+    calls: Calls,
     sent: Callable[[], None] | None,
     flushing: int | None = None,
     flushed: Callable[[list[pq.abc.PGresult]], None] | None = None,
 ) -> Generator[Any, Any, list[pq.abc.PGresult]]:
     """Send what is queued, then read every answer up to the sync: one wait on the socket for
-    the whole round trip. ``flushed`` is given the first ``flushing`` answers as soon as they
-    are in.
-
-    With ``direct``, the answers are taken from libpq's buffer with the GIL held (only the
-    wait on the socket lets it go); without, psycopg's generators read them, letting it go
-    around each of their calls.
+    the whole round trip; what is read is taken from libpq's buffer (with the GIL held, with
+    ``Direct`` calls). ``flushed`` is given the first ``flushing`` answers as soon as they are
+    in.
     """
     yield from generators.send(pgconn)
     if sent is not None:
         sent()
     answers: list[pq.abc.PGresult] = []
-    if direct is None:
-        while True:
-            got = yield from generators.fetch_many(pgconn)
-            if got and got[0].status == _SYNC:
-                return answers
-            answers.append(got[-1])  # one result per command in pipeline mode
-            if flushed is not None and len(answers) == flushing:
-                flushed(answers)
     # A command's answer is its results (one, in pipeline mode) then a null; the sync's, a
     # PIPELINE_SYNC result alone.
     last: pq.abc.PGresult | None = None
-    busy = direct.busy(pgconn)
+    busy = calls.busy(pgconn)
     while True:
         while busy():
             while not (yield _WAIT_R):

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.timeout(60)
 def calls(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """How the pipeline calls libpq: ``direct`` (found on this machine, Linux) or psycopg's."""
     if request.param == "direct":
-        assert _libpq.load() is not None, "libpq's calls could not be found on Linux"
+        assert isinstance(_libpq.load(), _libpq.Direct), "libpq could not be found on Linux"
     else:
-        monkeypatch.setattr(_libpq, "_loaded", [None])
+        monkeypatch.setattr(_libpq, "_loaded", [_libpq.Calls()])
     return str(request.param)
 
 
@@ -227,7 +227,7 @@ def test_binary_and_text_parameters_go_whole(conn: psycopg.Connection[Any], call
             ]
         )
         assert answer.rows() == [(blob, "ééé", -(2**40), {"a": [1, None]}, None)]
-    assert (p._direct is not None) == (calls == "direct")
+    assert isinstance(p._calls, _libpq.Direct) == (calls == "direct")
 
 
 def test_the_direct_calls_are_libpqs_own(
@@ -235,8 +235,8 @@ def test_the_direct_calls_are_libpqs_own(
 ) -> None:
     monkeypatch.setattr(_libpq, "_loaded", [])  # found afresh: the one libpq psycopg loaded
     direct = _libpq.load()
-    assert direct is not None
-    assert direct.is_busy(conn.pgconn) is False
+    assert isinstance(direct, _libpq.Direct)
+    assert direct.busy(conn.pgconn)() == 0
     conn.close()
     with pytest.raises(psycopg.OperationalError, match="closed"):
-        direct.is_busy(conn.pgconn)
+        direct.busy(conn.pgconn)
