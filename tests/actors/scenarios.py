@@ -136,3 +136,23 @@ def passivating(rt: Runtime) -> dict[str, Any]:
     )
     states = {a: msgspec.json.decode(s) if s is not None else None for a, s in rows}
     return {"replies": values, "states": states}
+
+
+class Echo(DurableActor[None]):
+    """Leaves its state as it was (``None``): its settles write the message alone, no new
+    version of its row (issue 17)."""
+
+    @handler
+    def job(self, ctx: Context, msg: Job) -> int:
+        return sum(ctx.step(work, f"{ctx.message_id}/{i}", i, msg.weight) for i in range(msg.steps))
+
+
+def unchanged(rt: Runtime) -> dict[str, Any]:
+    """Jobs asked of an actor whose state they leave as it was."""
+    echo = rt.spawn(Echo, id="echo")
+    return {
+        "replies": {
+            f"echo/{k}": echo.ask(Job(steps=2, weight=k + 1), id=f"echo/{k}").get(timeout=30)
+            for k in range(3)
+        }
+    }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +24,8 @@ import pytest
 
 from promissory import ActorRef, Context, DurableActor, Runtime, handler
 from promissory.store import EventKind, Store
+from promissory.testing import CrashTest
+from tests.actors.kit import clean_run
 
 
 class Add(msgspec.Struct, frozen=True):
@@ -99,6 +102,31 @@ def test_a_state_a_message_leaves_as_it_was_is_not_written_again(dsn: str) -> No
         assert rt.ref("counter").ask(Add(0)).get(timeout=10) == 5
         assert rt.ref("counter").ask(Add(1)).get(timeout=10) == 6
     assert version()[1] == 6
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", ["crash_at=message.settled:2", "drop_at=complete:2"])
+def test_a_fault_at_a_settle_that_leaves_the_state_loses_nothing(
+    server_dsn: str, dsn: str, tmp_path: Path, fault: str
+) -> None:
+    # A settle that writes the message alone (the state as it was): killed right after its
+    # commit, or its connection cut inside that commit, nothing is lost or run twice.
+    scenario = "tests.actors.scenarios:unchanged"
+    clean = clean_run(server_dsn, scenario, tmp_path / "clean")
+    test = CrashTest(dsn, scenario, workdir=tmp_path / "faulty")
+    name, value = fault.split("=")
+    first = test.run(**{name: value})
+    if name == "crash_at":
+        assert first.killed, f"the run never reached {value}"
+        final = test.run()
+        assert not final.killed, final.stderr
+    else:
+        final = first  # the process lives on, finds out the commit's outcome, and goes on
+        assert not final.killed, final.stderr
+        assert final.dropped is not None and final.dropped.startswith("complete #2"), final.stderr
+    assert final.outcome == clean["outcome"]
+    assert set(test.effects()) == clean["effects"]
+    assert set(test.effects().values()) == {1}
 
 
 class Hold(msgspec.Struct, frozen=True):
