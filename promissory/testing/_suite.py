@@ -97,12 +97,14 @@ def reset_schema(dsn: str) -> None:
     """Drop promissory's tables and functions from the DSN's schema (a test schema)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {', '.join(_PROMISSORY_TABLES)} CASCADE")
+        # Each by its signature (``regprocedure``): a function with arguments too.
         rows = conn.execute(
-            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
             "WHERE n.nspname = current_schema() AND p.proname LIKE 'promissory%%'"
         ).fetchall()
-        for (name,) in rows:
-            conn.execute(f'DROP FUNCTION IF EXISTS "{name}"() CASCADE')
+        for (signature,) in rows:
+            conn.execute(f"DROP FUNCTION IF EXISTS {signature} CASCADE")
 
 
 class CrashSuite:

@@ -211,7 +211,7 @@ def test_the_tables_live_in_the_connections_schema_only(
 
 
 @pytest.mark.parametrize(
-    ("statement", "constraint"),
+    ("statement", "column"),
     [
         ("UPDATE promises SET state = 'done' WHERE id = 'c'", "state"),
         ("UPDATE promises SET tags = '{\"a\": 1}' WHERE id = 'c'", "tags"),
@@ -224,12 +224,17 @@ def test_the_tables_live_in_the_connections_schema_only(
     ],
 )
 def test_check_constraints_refuse_rows_the_store_would_never_write(
-    store: Store, db: psycopg.Connection[Any], statement: str, constraint: str
+    store: Store, db: psycopg.Connection[Any], statement: str, column: str
 ) -> None:
     store.create("c", tags={"ok": "yes"})
 
-    with pytest.raises(pg_errors.CheckViolation):
+    with pytest.raises(pg_errors.CheckViolation) as refused:
         db.execute(statement.encode())
+
+    # The one check (migration 11) names the rule a row broke, and the column.
+    assert refused.value.diag.constraint_name == "promises_ok"
+    assert refused.value.diag.column_name == column
+    assert column in str(refused.value)
 
     assert store.get("c").state is PromiseState.PENDING
     assert store.get("c").tags == {"ok": "yes"}
@@ -309,3 +314,55 @@ def test_a_handed_message_fires_no_trigger_unless_its_node_is_not_the_holder(
             conn.execute("SELECT id, seq FROM promises WHERE recipient = 'held'").fetchall()
         )
     assert set(seqs) == {"held/a", "held/b", "held/c", "held/d", "held/e"}
+
+
+def test_a_database_at_version_10_upgrades_with_its_rows_and_its_triggers_kept(
+    dsn: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Migration 11 replaces the four CHECK constraints with one and the three triggers a
+    # settle fired with one: a database written by an older promissory keeps its rows (each
+    # passes the new check), and a cancel still cascades, a settle is still announced.
+    from promissory.store import _schema
+
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:10])
+    monkeypatch.setattr(_schema, "LATEST", 10)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _schema.migrate(conn) == 10
+    db.execute(
+        "INSERT INTO promises (id, tags, kind) VALUES "
+        "('old/run', '{\"promissory:type\": \"Go\"}', 'message'), "
+        "('old/run/1', '{}', 'step'), ('old/done', '{}', 'promise')"
+    )
+    db.execute(
+        "UPDATE promises SET state = 'resolved', value = '1', settled_at = now() "
+        "WHERE id = 'old/done'"
+    )
+    monkeypatch.undo()
+
+    with Store(dsn) as store:
+        assert store.version == SCHEMA_VERSION == 11
+        assert store.get("old/done").value_as(int) == 1
+        with psycopg.connect(dsn, autocommit=True) as listening:
+            listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+            store.cancel("old/run")
+            heard = [n.payload for n in listening.notifies(timeout=2.0, stop_after=2)]
+        assert store.get("old/run/1").state is PromiseState.REJECTED_CANCELED
+        # Both settles announced, the cascade's first (it runs before the NOTIFY).
+        assert heard == ["sold/run/1", "sold/run"]
+
+    names = {
+        r[0]
+        for r in db.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'promises'::regclass "
+            "AND contype = 'c'"
+        ).fetchall()
+    }
+    assert names == {"promises_ok"}
+    triggers = {
+        r[0]
+        for r in db.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'promises'::regclass "
+            "AND NOT tgisinternal"
+        ).fetchall()
+    }
+    assert triggers == {"promises_created", "promises_settled", "promises_mark_canceled"}
