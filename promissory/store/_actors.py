@@ -249,19 +249,27 @@ bounce or revive it applies to a child records its number in the child's ``decis
 same decision applied again (a replay after a kill) changes nothing, and a later decision's
 number is always larger."""
 
-PENDING_RESTART = """EXISTS (
-    SELECT 1 FROM promises m
-    JOIN promises plan ON plan.id = m.id || '/1' AND plan.state = 'resolved'
+PENDING_RESTART = """coalesce((
+    SELECT true FROM promises m
+    CROSS JOIN LATERAL (
+        SELECT value FROM promises WHERE id = m.id || '/1' AND state = 'resolved' OFFSET 0
+    ) plan
     CROSS JOIN LATERAL jsonb_array_elements(plan.value->'actions') WITH ORDINALITY AS a(act, n)
     WHERE m.recipient = {actor}.parent AND m.state = 'pending' AND m.kind = 'message'
       AND m.tags->>'promissory:type' = 'ChildExit'
       AND a.act->>'child' = {actor}.id AND a.act->>'type' = 'restart'
       AND coalesce({actor}.decision, -1) < ((m.seq << 20) | (a.n - 1))
-)"""
+    LIMIT 1
+), false)"""
 """Whether the actor's supervisor has kept a plan (the first step of a ``ChildExit`` message it
 is still handling) that restarts the actor, and has not applied that restart yet: until it
 does, no node may activate the actor (recovery would run it only to have it cut off). A
-restart is the plan action ``Revive``, stored with the tag ``'restart'``."""
+restart is the plan action ``Revive``, stored with the tag ``'restart'``.
+
+Written as a subquery run per actor row (``LIMIT 1`` keeps the planner from making it a
+join), whose plan is looked up by its id (``OFFSET 0`` keeps it a lookup): both index
+probes whatever the planner's estimates, which on tables it has no statistics for yet (a
+new database, a burst of spawns) made it scan every pending message and every promise."""
 
 _CLAIM = f"""
 UPDATE actors SET epoch = epoch + 1, node = %(node)s, updated_at = clock_timestamp()

@@ -76,8 +76,9 @@ FROM sent CROSS JOIN target CROSS JOIN handed{{join}}
 
 _SEND_CLAIM = f""", claimed AS (
     UPDATE actors SET epoch = epoch + 1, node = %(claim)s, updated_at = clock_timestamp()
-    WHERE id = (SELECT id FROM actors WHERE id = %(recipient)s FOR NO KEY UPDATE SKIP LOCKED)
-      AND status = 'running' AND node = %(claim)s
+    WHERE ctid = (
+        SELECT ctid FROM actors WHERE id = %(recipient)s FOR NO KEY UPDATE SKIP LOCKED
+    ) AND status = 'running' AND node = %(claim)s
       AND EXISTS (SELECT 1 FROM sent)
       AND NOT {PENDING_RESTART.format(actor="actors")}
     RETURNING {ACTOR_COLUMNS}
@@ -87,8 +88,11 @@ would, when that node holds the actor with no activation of it (a passivated act
 activation then starts from the row with no write of its own. Only a message that was
 written claims; an actor no node holds (the fleet's placement picks its node), one another
 node holds, one whose restart is decided and not applied, or
-whose row another transaction is changing (``SKIP LOCKED``: the send never waits on the
-claim) is not claimed, and the send is as without it: the activation claims for itself."""
+whose row another transaction is changing or changed since the statement began (``SKIP
+LOCKED``: the send never waits on the claim) is not claimed, and the send is as without it:
+the activation claims for itself. The row is found by the ``ctid`` its lock returned: a
+lookup whatever the planner's estimates (by ``id`` alone it chose, with no statistics yet,
+the index of the node's actors and read every one)."""
 
 _SEND_PLAIN = _SEND.replace("{claim}", "").replace("{claimed}", "").replace("{join}", "")
 _SEND_CLAIMING = (
