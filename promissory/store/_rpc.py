@@ -5,8 +5,8 @@ row of ``promises`` (so an actor can await it, and a protocol client can await a
 tasks, callbacks, listeners, schedules and the outbox of push messages are the ``rpc_*``
 tables. Settling a promise that carries obligations, however it is settled, runs the
 settle trigger's protocol part (``promissory_settled``: its task fulfilled, its awaiters
-resumed, its listeners unblocked), so a promise settled by an actor or by the timeout sweep wakes protocol workers
-as one settled over HTTP does. Locks are taken promises first, then tasks; a deadlock or
+resumed, its listeners unblocked), so a promise settled by an actor or by the timeout sweep
+wakes protocol workers as one settled over HTTP does. Locks are taken promises first, then tasks; a deadlock or
 serialization failure retries the whole operation.
 
 Example:
