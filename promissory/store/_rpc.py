@@ -6,8 +6,8 @@ tasks, callbacks, listeners, schedules and the outbox of push messages are the `
 tables. Settling a promise that carries obligations, however it is settled, runs the
 settle trigger's protocol part (``promissory_settled``: its task fulfilled, its awaiters
 resumed, its listeners unblocked), so a promise settled by an actor or by the timeout sweep
-wakes protocol workers as one settled over HTTP does. Locks are taken promises first, then tasks; a deadlock or
-serialization failure retries the whole operation.
+wakes protocol workers as one settled over HTTP does. Locks are taken promises first, then
+tasks; a deadlock or serialization failure retries the whole operation.
 
 Example:
     >>> rpc = RpcStore(dsn)  # doctest: +SKIP
