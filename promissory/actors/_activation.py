@@ -128,6 +128,8 @@ class Activation:
         self.record: ActorRecord | None = None
         self.fence: Fence | None = None
         self.pokes = 0
+        self.handled = 0
+        """Handler runs so far (a handler can tell whether another ran since its last one)."""
         self.seen: set[int] = set()
         """The seqs of the messages this activation has had (read by the host, which skips
         a NOTIFY for one of them)."""
@@ -445,6 +447,7 @@ class Activation:
         """Run the handler, watching for its message to be settled by someone else; return
         what it raised (or ``None``), its encoded reply and the encoded new state.
         """
+        self.handled += 1
         cancel = ctx.cancel_state
         watch = None
         if not cancel.requested.is_set():

@@ -105,6 +105,11 @@ class Supervisor(DurableActor[SupervisorState]):
     """
 
     supervises: ClassVar[bool] = True
+    _read_ahead: dict[str, ActorRecord] | None = None
+    """Rows of children whose exits wait in the mailbox, read with the exit before them
+    (see ``_failed``)."""
+    _ahead_at = -1
+    """The activation's handler count when ``_read_ahead`` was last read or used."""
     _decision: int | None = None
     """The number of the decision the step being run applies (see ``DECISION_BITS``)."""
     strategy: ClassVar[Strategy] = Strategy.ONE_FOR_ONE
@@ -257,6 +262,8 @@ class Supervisor(DurableActor[SupervisorState]):
         """Apply OTP's rules to a child's exit."""
         if not len(ctx._run.journal) and self._decide_at_settle(ctx, msg):
             return
+        if self._read_ahead:
+            self._read_ahead.clear()  # decided step by step: any child may be written
         plan = ctx.step(self._plan, msg, name="plan")
         if plan is None:
             return  # a stale exit (an older epoch): it was dealt with already
@@ -282,17 +289,19 @@ class Supervisor(DurableActor[SupervisorState]):
         and the exit is decided afresh. Returns ``False`` for any other decision (escalate,
         shut down, bounce, remove), made step by step.
         """
-        failed = self._child(msg.child)
+        failed = self._failed(ctx, msg)
         plan = self._plan(msg, failed)
         if plan is None:
             return True  # a stale exit: nothing to do
         actions = msgspec.convert(plan["actions"], list[Action])
+        ahead = self._read_ahead or {}
         if not actions or not all(isinstance(a, Revive) for a in actions):
             return False
         host = self._activation.host
         base = ctx.message.seq << DECISION_BITS
         for i, action in enumerate(actions):
             assert isinstance(action, Revive)
+            ahead.pop(action.child, None)  # written with this settle: read again if need be
             kind = failed.kind if failed is not None and failed.id == action.child else None
             kind = kind or self._kind_of(action.child)
             if kind is None:
@@ -310,6 +319,29 @@ class Supervisor(DurableActor[SupervisorState]):
             )
         self.state = SupervisorState(history=plan["history"], started=self.state.started)
         return True
+
+    def _failed(self, ctx: Context, msg: ChildExit) -> ActorRecord | None:
+        """The row of the child whose exit is decided, as it stands since the exit was
+        recorded. Many children crashing at once leave their exits back to back in the
+        mailbox: the rows of their children are read with this one, in one query, and each
+        is used for its own exit, once, and only by the handler run right after the exit
+        that read or used the rows before it (another message handled in between, one that
+        came late with an earlier seq say, drops them); a decision that writes a child
+        otherwise than with its settle, or revives it, drops what was read of it.
+        """
+        ahead = self._read_ahead
+        if ahead is None:
+            ahead = self._read_ahead = {}
+        handled, self._ahead_at = self._ahead_at, self._activation.handled
+        if handled == self._ahead_at - 1 and msg.child in ahead:
+            return ahead.pop(msg.child)  # the exit before this one read it, or used its own
+        ahead.clear()
+        rows: dict[str, ActorRecord] = self._activation.store.exited_children(
+            self.id, msg.child, ctx.message.seq
+        )
+        failed = rows.pop(msg.child, None)
+        ahead.update(rows)
+        return failed if failed is not None and failed.parent == self.id else None
 
     def _revived(self, actor_id: str, delay: float | None, decision: int, record: Any) -> None:
         if isinstance(record, BaseException):
