@@ -862,6 +862,20 @@ class NodeHost:
                     delay + 0.002, self._restart_due, record.id
                 )
                 return
+            if (
+                record.node == self.node_id
+                and record.status is ActorStatus.RUNNING
+                and slot.ref is None
+                and slot.taking == TAKING_NONE
+                and not self._closing
+            ):
+                # The revive made the new incarnation, at its epoch, on this node: that row is
+                # its claim, and the activation starts from it with no write of its own (it
+                # reads its mailbox). One another claim has overtaken since is fenced off.
+                self._poke_or_fail(
+                    record.id, slot, Poke(None, None, TakenUp(record, [], False, {}, {}))
+                )
+                return
         self.deliver(record.id, None)
 
     def _restart_due(self, actor_id: str) -> None:

@@ -19,7 +19,7 @@ from promissory.actors import (
 )
 from promissory.actors._children import TerminateChild
 from promissory.runtime import Runtime
-from tests.supervision.actors import Crash, Worker, gate, sql, start, wait_until
+from tests.supervision.actors import Crash, Ping, Pong, Worker, gate, sql, start, wait_until
 
 CHILDREN = 12
 
@@ -112,3 +112,19 @@ def test_a_message_handled_between_exits_makes_the_next_exit_read_again(
     rows = dict(sql(dsn, "SELECT id, status FROM actors WHERE parent = 'sup'"))
     assert rows["sup/c5"] == "stopped"
     assert calls["exited"] == 2  # c0's (reading c1..c3 with it) and c6's
+
+
+def test_a_restarted_child_runs_at_its_revives_epoch_with_no_claim_of_its_own(
+    rt: Runtime, dsn: str
+) -> None:
+    # The revive written with the exit's settle makes the next incarnation on this node (a
+    # new epoch): the activation starts from that row, with no claim (no write) of its own.
+    start(rt, Gated)
+    before = rt.ref("sup/c0").ask(Ping()).get(10, type=Pong)
+    assert rt.ref("sup/c0").ask(Crash(times=1)).get(20) == "survived"
+
+    after = rt.ref("sup/c0").ask(Ping()).get(10, type=Pong)
+    row = sql(dsn, "SELECT epoch, restarts FROM actors WHERE id = 'sup/c0'")[0]
+    # One epoch for the exit's record, one for the revive: the one the activation runs at.
+    assert row == (before.epoch + 2, 1)
+    assert after.epoch == before.epoch + 2
