@@ -273,7 +273,11 @@ class Activation:
         return True
 
     def _load_mailbox(self) -> None:
-        self._take(self.store.mailbox(self.actor_id))
+        # With the head message's journal: the message handled next starts with no read.
+        entries, head = self.store.mailbox_and_head(self.actor_id)
+        self._take(entries)
+        if head is not None:
+            self._journals[head.records[0].id] = head
         self._reload = False
 
     def _take(self, entries: list[MailboxEntry]) -> None:

@@ -163,6 +163,18 @@ UNION ALL
  WHERE recipient = %(actor)s AND state <> 'pending' AND awaiting IS NOT NULL)
 ORDER BY seq
 """
+_MAILBOX_AND_HEAD = f"""
+WITH box AS ({_MAILBOX}), head AS (SELECT id FROM box ORDER BY seq LIMIT 1)
+SELECT *, false FROM box
+UNION ALL
+SELECT steps.* FROM head CROSS JOIN LATERAL (
+    SELECT {COLUMNS}, awaiting, wait_all, true FROM promises
+    WHERE id >= head.id || '/' AND id < head.id || '0'
+      AND strpos(substr(id, length(head.id) + 2), '/') = 0
+) steps
+"""
+"""An actor's mailbox (as ``_MAILBOX``) and the kept steps of its head message (its direct
+children), in one round trip; the last column says which rows are steps."""
 _MARKED = """
 SELECT 1 FROM promises
 WHERE recipient = %s AND state <> 'pending' AND awaiting IS NOT NULL LIMIT 1
@@ -377,6 +389,31 @@ class Reads:
             )
             for r in rows
         ]
+
+    def mailbox_and_head(
+        self, actor_id: str, limit: int = 1000
+    ) -> tuple[list[MailboxEntry], JournalLoad | None]:
+        """An actor's mailbox (as ``mailbox``) and, in the same read, the journal of its head
+        message (the oldest, the one handled next): an activation that starts with messages
+        waiting reads once, not twice. The journal is ``None`` for an empty mailbox.
+        """
+        rows = self._rows(_MAILBOX_AND_HEAD, {"actor": actor_id, "limit": limit})
+        box = [
+            MailboxEntry(
+                promise_from_row(r),
+                list(r[_AWAITING]) if r[_AWAITING] is not None else None,
+                bool(r[_AWAITING + 1]),
+            )
+            for r in rows
+            if not r[_AWAITING + 2]
+        ]
+        if not box:
+            return box, None
+        box.sort(key=lambda e: e.promise.seq)
+        head = box[0]
+        steps = [promise_from_row(r) for r in rows if r[_AWAITING + 2]]
+        marked = head.awaiting is not None  # as ``journal`` says it
+        return box, JournalLoad([head.promise, *steps], marked, [])
 
     def cleanup_pending(self, actor_id: str) -> bool:
         """Whether an actor has a canceled or timed-out message still marked for its cleanup

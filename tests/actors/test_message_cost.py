@@ -220,6 +220,25 @@ def test_a_passivated_actor_wakes_with_two_commits_and_no_read(dsn: str) -> None
     assert after_reads - reads == 0
 
 
+def test_an_activation_that_starts_with_a_message_waiting_reads_once(dsn: str) -> None:
+    # A message from another process to a passivated actor: its activation claims it, and
+    # reads its mailbox with the head message's journal in one query (it read them apart).
+    from promissory import Store
+    from promissory.actors import ActorRef
+
+    with Runtime(dsn, idle_timeout=0.05) as rt:
+        ref = rt.spawn(Counter, id="counter")
+        ref.ask(Add(0)).get(timeout=10)
+        deadline = time.monotonic() + 5
+        while rt.host.live_activations() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _, reads = counted(rt)
+        with Store(dsn) as other:
+            assert ActorRef("counter", other).ask(Add(3)).get(timeout=10) == 3
+        _, after_reads = counted(rt)
+    assert after_reads - reads == 1
+
+
 def test_an_ask_whose_reply_comes_from_another_process_reads_it(dsn: str) -> None:
     # The settle carries its record only within the process that wrote it: an asker with no
     # runtime here is woken by NOTIFY, and reads the reply.

@@ -509,3 +509,25 @@ def test_a_closed_store_refuses_reads_and_writes_at_once(dsn: str) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.wait("before", timeout=5)
     assert time.monotonic() - start < 2
+
+
+def test_a_mailbox_read_with_its_head_journal_is_the_two_reads_in_one(store: Store) -> None:
+    # ``mailbox_and_head``: the mailbox as ``mailbox`` reads it, and the head message's
+    # journal as ``journal`` reads it (its direct steps, no deeper ones), in one query.
+    with psycopg.connect(store.dsn, autocommit=True) as db:
+        db.execute("INSERT INTO actors (id, kind) VALUES ('a', 'K')")
+        for id in ("a/m-1", "a/m-2"):
+            db.execute(
+                "INSERT INTO promises (id, kind, recipient) VALUES (%s, 'message', 'a')", (id,)
+            )
+        for id in ("a/m-1/1", "a/m-1/2", "a/m-1/1/x", "a/m-2/1"):
+            db.execute("INSERT INTO promises (id, kind) VALUES (%s, 'step')", (id,))
+
+    box, head = store.mailbox_and_head("a")
+
+    assert box == store.mailbox("a")
+    assert [e.promise.id for e in box] == ["a/m-1", "a/m-2"]
+    assert head is not None
+    assert head == store.journal("a/m-1")
+    assert sorted(p.id for p in head.records) == ["a/m-1", "a/m-1/1", "a/m-1/2"]
+    assert store.mailbox_and_head("nobody") == ([], None)
