@@ -5,7 +5,9 @@ returning a JSON-able outcome) in a child process against one database. ``run`` 
 ``run(crash_at="step.kept:3")`` arms a crash point so the child kills itself there;
 ``run(kill_after=0.4)`` kills it from outside with SIGKILL after that many seconds;
 ``run(drop_at="exit:1")`` cuts the database connection inside a commit instead. The effects
-file counts side effects across every run.
+file counts side effects across every run. A killed run returns once the database has ended
+the dead child's sessions: a COMMIT it had sent is then kept or not for good, so what is read
+next (``kept_steps``, the next run) sees the store as recovery will.
 
 Example:
     >>> test = CrashTest(dsn, "tests.scenarios:transfer", workdir=tmp_path)  # doctest: +SKIP
@@ -17,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
+from psycopg.conninfo import make_conninfo
 
 from .._crashpoints import DROP_ENV
 from ._effects import ENV, read_effects
@@ -103,9 +108,10 @@ class CrashTest:
         ``promissory._crashpoints.DROP_ENV``): the process lives on and must find out.
         """
         started = time.monotonic()
+        tag = f"promissory-crash-test-{os.getpid()}-{next(_RUNS)}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "promissory.testing._child", self.scenario],
-            env=self._child_env(crash_at, drop_at),
+            env=self._child_env(crash_at, drop_at, tag),
             cwd=os.getcwd(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -135,6 +141,8 @@ class CrashTest:
                 # CLOCK_MONOTONIC is the same clock in every process of the machine.
                 began = float(line[len(BEGAN) :]) - started
         killed = proc.returncode == -signal.SIGKILL
+        if killed:
+            _sessions_ended(self.dsn, tag)
         if not killed and proc.returncode != 0:
             raise AssertionError(
                 f"crash test child failed with exit code {proc.returncode}\n"
@@ -145,13 +153,15 @@ class CrashTest:
         self.runs.append(result)
         return result
 
-    def _child_env(self, crash_at: str | None, drop_at: str | None) -> dict[str, str]:
-        """The child's environment: this one's, the test's, and where and how to fail."""
+    def _child_env(self, crash_at: str | None, drop_at: str | None, tag: str) -> dict[str, str]:
+        """The child's environment: this one's, the test's, and where and how to fail; its
+        sessions are named ``tag`` (``application_name``).
+        """
         env = dict(os.environ)
         # The child imports the scenario as this process would: give it the same path.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update(self.env)
-        env["PROMISSORY_DSN"] = self.dsn
+        env["PROMISSORY_DSN"] = make_conninfo(self.dsn, application_name=tag)
         env[ENV] = str(self.effects_file)
         env.pop("PROMISSORY_CRASH_AT", None)
         env.pop(DROP_ENV, None)
@@ -172,3 +182,25 @@ class CrashTest:
     def effects(self) -> Counter[tuple[str, str]]:
         """How many times each effect ran, over every run so far."""
         return read_effects(self.effects_file)
+
+
+_RUNS = itertools.count()
+
+
+def _sessions_ended(dsn: str, tag: str, timeout: float = 10.0) -> None:
+    """Wait until the database has no session named ``tag`` left (a killed child's: each one
+    finishes what it was doing, a COMMIT say, before it sees its client gone). Best effort:
+    a database that cannot be asked is not waited for.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (tag,)
+                ).fetchone()
+                if not row or not row[0]:
+                    return
+                time.sleep(0.005)
+    except psycopg.Error:
+        return
