@@ -279,6 +279,16 @@ _AWAITING = len(COLUMNS.split(","))
 """The position of the columns a query adds after ``COLUMNS``."""
 
 
+def _mailbox_entry(row: Any) -> MailboxEntry:
+    """A mailbox row (``COLUMNS``, then ``awaiting`` and ``wait_all``) as a ``MailboxEntry``."""
+    awaiting = row[_AWAITING]
+    return MailboxEntry(
+        promise_from_row(row),
+        list(awaiting) if awaiting is not None else None,
+        bool(row[_AWAITING + 1]),
+    )
+
+
 class Reads:
     """The named reads of ``Store`` (it inherits them); see the module docstring."""
 
@@ -381,14 +391,7 @@ class Reads:
         or timed-out ones still marked for a cleanup replay.
         """
         rows = self._rows(_MAILBOX, {"actor": actor_id, "limit": limit})
-        return [
-            MailboxEntry(
-                promise_from_row(r),
-                list(r[_AWAITING]) if r[_AWAITING] is not None else None,
-                bool(r[_AWAITING + 1]),
-            )
-            for r in rows
-        ]
+        return [_mailbox_entry(r) for r in rows]
 
     def mailbox_and_head(
         self, actor_id: str, limit: int = 1000
@@ -398,15 +401,7 @@ class Reads:
         waiting reads once, not twice. The journal is ``None`` for an empty mailbox.
         """
         rows = self._rows(_MAILBOX_AND_HEAD, {"actor": actor_id, "limit": limit})
-        box = [
-            MailboxEntry(
-                promise_from_row(r),
-                list(r[_AWAITING]) if r[_AWAITING] is not None else None,
-                bool(r[_AWAITING + 1]),
-            )
-            for r in rows
-            if not r[_AWAITING + 2]
-        ]
+        box = [_mailbox_entry(r) for r in rows if not r[_AWAITING + 2]]
         if not box:
             return box, None
         box.sort(key=lambda e: e.promise.seq)

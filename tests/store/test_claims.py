@@ -3,6 +3,7 @@ looked up by index whatever the planner knows of the tables (schema-level, by SQ
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import psycopg
@@ -64,6 +65,8 @@ def test_a_child_whose_restart_is_decided_and_not_applied_is_not_claimed(
         )
         seq = _plan_restart(db, "sup/exit-1", "sup/c1")
 
+        sends = itertools.count()
+
         def claim(child: str) -> bool:
             if how == "claim":
                 return store.execute(claim_op(child, "n1")) is not None
@@ -71,7 +74,7 @@ def test_a_child_whose_restart_is_decided_and_not_applied_is_not_claimed(
                 return child in store.execute(take_up_op([child], "n1"))
             sent = store.execute(
                 send_op(
-                    f"{child}/m-{how}-{db.execute('SELECT count(*) FROM promises').fetchone()[0]}",
+                    f"{child}/m-{next(sends)}",
                     child,
                     param="1",
                     tags="{}",
