@@ -55,6 +55,30 @@ def pg_w1(dsn: str, n: int, per_commit: int, warmup: int, runs: int) -> dict[str
     }
 
 
+def pg_w6(dsn: str, samples: int, pause: float = 0.01) -> dict[str, Any]:
+    """One step committed alone (pg-1's round trip: ``BEGIN; INSERT; UPDATE; COMMIT``
+    pipelined) ``pause`` seconds after the last, as W6's tells come: the database's floor
+    for a lone durable write after a quiet spell, which W6's idle aim is pg-1's commit plus
+    hand-offs over. On this VM a round trip after 10 ms of quiet is slower than one right
+    after another (BENCHMARKS.md, "The message path", tenth pass).
+    """
+    t0 = time.monotonic()
+    conn = psycopg.connect(dsn, autocommit=True)
+    cur = conn.cursor()
+    lat = []
+    try:
+        with conn.pipeline() as pipeline:
+            for k in range(samples + 5):
+                time.sleep(pause)
+                t = time.monotonic()
+                pg_batch(cur, pipeline, [(f"pg6/{k}",)])
+                if k >= 5:
+                    lat.append(time.monotonic() - t)
+    finally:
+        conn.close()
+    return {"samples": lat, "units": 1, "steps_total": samples + 5, "hold": time.monotonic() - t0}
+
+
 def pg_w1_row(dsn: str, n: int) -> dict[str, Any]:
     """Autocommit ``INSERT`` then ``UPDATE`` (two commits per step, two round trips), as
     ``store_throughput.py``'s pg-1; kept for reference in the JSON only."""

@@ -15,7 +15,8 @@ W4  N actors parked in a durable sleep: resident memory and threads (N = 100 …
 W5  fan-out of 10 children, one crashing once (restarted by its policy); restarts per second
     of a one_for_one supervisor of 1,000 children, and messages per second to its children
     (from one sender, and from 8 senders at once)
-W6  latency from tell to the handler starting (activation live, and passivated)
+W6  latency from tell to the handler starting (activation live, and passivated); beside
+    them pg-1: one step committed alone after the same 10 ms of quiet (the floor)
 W7  a 100-turn agent with a 5 KB tool output: bytes stored; agent turns per second
 
 Comparisons, each in child processes of this run, on the same PostgreSQL server:
@@ -455,6 +456,16 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
             latency,
             per="msg",
             reps=min(repeat, 2),
+        ),
+        # The database's floor beside them: one step committed alone, 10 ms after the last.
+        Trial(
+            "W6",
+            "W6 tell→handler, idle actor",
+            PG1,
+            "_plain:pg_w6",
+            {"samples": n_act},
+            latency,
+            per="msg",
         ),
         Trial(
             "W6",
