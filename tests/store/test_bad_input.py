@@ -41,6 +41,10 @@ BAD_IDS = [
     pytest.param("a\tb", "control characters", id="tab"),
     pytest.param("a\x85b", "control characters", id="c1-control"),
     pytest.param("a\ud800b", "lone surrogates", id="lone-surrogate"),
+    # The ends of each refused range.
+    pytest.param("a\x1fb", "control characters", id="unit-separator"),
+    pytest.param("\x9f", "control characters", id="last-c1-control"),
+    pytest.param("ab\udfff", "lone surrogates", id="last-surrogate"),
     pytest.param(123, "must be a string, not int", id="int"),
     pytest.param(None, "must be a string, not NoneType", id="none"),
     pytest.param(b"bytes", "must be a string, not bytes", id="bytes"),
@@ -66,6 +70,12 @@ def test_a_bad_id_is_refused_with_invalid_id_error_and_writes_nothing(
             operation(store, bad_id)
         assert isinstance(info.value, InvalidInputError), name
         assert isinstance(info.value, ValueError), name
+
+
+def test_ids_just_past_each_refused_range_are_kept(store: Store) -> None:
+    for fine in ("a\xa0b", " ", "~", "a\ue000b", "\U0001f600", "é/ü", "a b"):
+        store.create(fine)
+        assert store.get(fine).id == fine
 
 
 def test_writes_refuse_ids_over_1024_characters_and_reads_accept_up_to_2048(
