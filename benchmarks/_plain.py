@@ -79,6 +79,42 @@ def pg_w6(dsn: str, samples: int, pause: float = 0.01) -> dict[str, Any]:
     return {"samples": lat, "units": 1, "steps_total": samples + 5, "hold": time.monotonic() - t0}
 
 
+def pg_w5_messages(dsn: str, messages: int, senders: int) -> dict[str, Any]:
+    """W5's messages as plain SQL from the same number of sender threads, each on its own
+    connection: a message is a row inserted (one commit) and then settled (a second), as a
+    promissory message is kept and then settled. What the database and psycopg do for W5's
+    pattern with no runtime around them.
+    """
+    t0 = time.monotonic()
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(senders)]
+    start = threading.Barrier(senders + 1)
+    took: list[float] = []
+
+    def send(k: int) -> None:
+        cur = conns[k].cursor()
+        start.wait()
+        for i in range(k, messages, senders):
+            cur.execute(PG_INSERT, (f"pg5/{i}",), prepare=True)
+            cur.execute(PG_UPDATE, (f"pg5/{i}",), prepare=True)
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t = time.perf_counter()
+    for th in threads:
+        th.join()
+    took.append(time.perf_counter() - t)
+    for c in conns:
+        c.close()
+    return {
+        "samples": took,
+        "units": messages,
+        "steps_total": messages,
+        "hold": time.monotonic() - t0,
+    }
+
+
 def pg_w1_row(dsn: str, n: int) -> dict[str, Any]:
     """Autocommit ``INSERT`` then ``UPDATE`` (two commits per step, two round trips), as
     ``store_throughput.py``'s pg-1; kept for reference in the JSON only."""

@@ -14,7 +14,8 @@ W3  SIGKILL at step 900 of 1,000, then restart: time to run again, replay, compl
 W4  N actors parked in a durable sleep: resident memory and threads (N = 100 … 10,000)
 W5  fan-out of 10 children, one crashing once (restarted by its policy); restarts per second
     of a one_for_one supervisor of 1,000 children, and messages per second to its children
-    (from one sender, and from 8 senders at once)
+    (from one sender, and from 8 senders at once; beside them pg-1: the same messages as
+    plain SQL from 8 threads, a row inserted and settled, two commits each)
 W6  latency from tell to the handler starting (activation live, and passivated); beside
     them pg-1: one step committed alone after the same 10 ms of quiet (the floor)
 W7  a 100-turn agent with a 5 KB tool output: bytes stored; agent turns per second
@@ -416,7 +417,19 @@ def plan(quick: bool, dbos: bool, only: list[str], repeat: int) -> list[Trial]:
             per="msg",
             kind=f"sup:{children}",
             reps=min(repeat, 3),
-        )
+        ),
+        # The database's side of the same pattern: each message a row inserted and settled,
+        # two commits, from the same number of threads with plain psycopg.
+        Trial(
+            "W5",
+            f"W5 supervisor of {children:,}, {children:,} messages from {senders} senders",
+            PG1,
+            "_plain:pg_w5_messages",
+            {"messages": children, "senders": senders},
+            sup_ok_metrics,
+            per="msg",
+            reps=min(repeat, 3),
+        ),
     )
     # W6 ----------------------------------------------------------------------------------
     n_act, n_pas, n_q = (20, 10, 3) if q else (100, 50, 10)
