@@ -95,6 +95,9 @@ from ._signals import (
     Suspend as Suspend,
     wait_is_over as wait_is_over,
 )
+from ._spec import (
+    should_restart as should_restart,
+)
 from ._steps import (
     STEP_ATTRIBUTE as STEP_ATTRIBUTE,
 )
@@ -131,6 +134,7 @@ __internal__ = [
     "end_child",
     "handler_for",
     "plan_exit",
+    "should_restart",
     "spec_of",
     "start_activation",
     "start_message",

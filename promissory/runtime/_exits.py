@@ -28,6 +28,7 @@ from ..actors import (
     child_view,
     end_child,
     plan_exit,
+    should_restart,
     spec_of,
     start_message,
 )
@@ -180,7 +181,10 @@ class Exits:
         # it, each with its own child spec as the flags: OTP's rules, the same function.
         spec = spec_of(record)
         history: list[float] = decode(record.history, list[float])
-        now = self.store.now()
+        # The database's clock dates a restart (its intensity window, its backoff): an exit
+        # that restarts nothing (any end of a temporary actor, a normal one of a transient)
+        # plans the same at any time, so it costs no read of it.
+        now = self.store.now() if should_restart(spec.restart, exit) else 0.0
         actions, window = plan_exit(
             strategy=Strategy.ONE_FOR_ONE,
             intensity=spec.intensity,

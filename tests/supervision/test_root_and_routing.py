@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from promissory.actors import (
     handler,
 )
 from promissory.runtime import Runtime
-from tests.supervision.actors import Boom, Poison, Worker, sql, wait_until
+from tests.supervision.actors import Boom, Poison, Stop, Worker, sql, wait_until
 
 FAILED_ONCE: set[str] = set()
 
@@ -78,6 +79,37 @@ class Team(Supervisor):
 def exits_sent_to(dsn: str, supervisor: str) -> int:
     query = "SELECT count(*) FROM promises WHERE recipient = %s AND id LIKE %s"
     return int(sql(dsn, query, supervisor, f"{supervisor}/exit/%")[0][0])
+
+
+def test_the_root_policy_reads_the_clock_only_for_an_exit_that_restarts(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Runtime(dsn) as rt:
+        assert rt.store is not None
+        clock = rt.store.now
+        planned: list[str] = []
+
+        def now() -> float:
+            if any(f.name == "_root_policy" for f in traceback.extract_stack()):
+                planned.append("clock")
+            return clock()
+
+        monkeypatch.setattr(rt.store, "now", now)
+        # A temporary actor's end and a transient one's normal end restart nothing: no read.
+        for restart in (Restart.TEMPORARY, Restart.TRANSIENT):
+            ref = rt.spawn(Worker, id=f"ends-{restart.value}", spec=ChildSpec(restart=restart))
+            ref.ask(Stop()).get(10)
+            wait_until(
+                lambda ref=ref: (
+                    sql(dsn, f"SELECT 1 FROM actors WHERE id = '{ref.id}' AND status = 'running'")
+                    == []
+                )
+            )
+        assert planned == []
+        # A crash that restarts dates the restart by the database's clock.
+        spec = ChildSpec(restart=Restart.PERMANENT, intensity=10, period=60.0)
+        assert rt.spawn(Flaky, id="restarts", spec=spec).ask(Poison()).get(10) == "handled"
+        assert planned == ["clock"]
 
 
 def test_an_exit_goes_to_a_supervisor_whose_class_this_node_cannot_load(dsn: str) -> None:
