@@ -230,10 +230,15 @@ class Exits:
         Each actor may first finish the cleanup replays of its canceled messages (within its
         shutdown time), so a canceled tree's handlers clean up before their actors end.
         """
-        self.end_children(actor_id)
-        root = self._record(actor_id)
+        view = self.store.ending_view(actor_id)
+        root: ActorRecord | None = view.record
+        pending: bool | None = view.cleanup_pending
+        if view.subtree:
+            self.end_children(actor_id, view.subtree)
+            # Time went by while they ended: the actor's row and cleanups are read again.
+            root, pending = self._record(actor_id), None
         if root is not None and root.status is ActorStatus.RUNNING:
-            self.host.finish_cleanups(actor_id, spec_of(root).shutdown)
+            self.host.finish_cleanups(actor_id, spec_of(root).shutdown, pending)
         self.host.shutdown_activation(actor_id, 0)
         end_child(self.store, actor_id, exit, error)
         self.host.forget(actor_id)
@@ -241,11 +246,13 @@ class Exits:
         # A child its handler spawned after the last look (before the end fenced it off).
         self.end_children(actor_id)
 
-    def end_children(self, actor_id: str) -> None:
+    def end_children(self, actor_id: str, first: list[ActorRecord] | None = None) -> None:
         """End every actor under ``actor_id``, deepest and newest first, until none is left
         (a handler still running may start children while its siblings are ended).
+        ``first``: the ones to end first, just read (``Store.ending_view``).
         """
-        while children := self.store.subtree(actor_id):
+        children = self.store.subtree(actor_id) if first is None else first
+        while children:
             for child in children:
                 shutdown = spec_of(child).shutdown
                 if child.status is ActorStatus.RUNNING:  # one in a backoff has no handler
@@ -254,6 +261,7 @@ class Exits:
                 end_child(self.store, child.id, Exit.SHUTDOWN, None)
                 self.host.forget(child.id)
                 reached("actor.ended", child.id)
+            children = self.store.subtree(actor_id)
 
     def end_marked(self, actor_id: str) -> bool:
         """End the tree of ``actor_id`` if its end was kept (``Store.cancel_actor``, ``stop``)

@@ -934,15 +934,20 @@ class NodeHost:
                     timeout,
                 )
 
-    def finish_cleanups(self, actor_id: str, timeout: float | None) -> None:
+    def finish_cleanups(
+        self, actor_id: str, timeout: float | None, pending: bool | None = None
+    ) -> None:
         """Let ``actor_id`` replay its canceled messages to clean up (for at most ``timeout``
         s, or ``cleanup_timeout`` for none) before it is ended: a tree ending because it was
-        canceled must not cut off the cleanups of the actors in it.
+        canceled must not cut off the cleanups of the actors in it. ``pending``: whether one
+        is marked, as just read (``None``: it is read here).
         """
         limit = self.cleanup_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         pause = 0.005
-        while self.store.cleanup_pending(actor_id):
+        if pending is None:
+            pending = self.store.cleanup_pending(actor_id)
+        while pending:
             if time.monotonic() >= deadline:
                 log.warning("actor %s did not finish its cleanup in %.1f s", actor_id, limit)
                 return
@@ -950,6 +955,7 @@ class NodeHost:
             self.deliver(actor_id, None)
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.1)
+            pending = self.store.cleanup_pending(actor_id)
 
     def forget(self, actor_id: str) -> None:
         """Drop an actor that stopped or failed; its activation, if any, is told to end."""

@@ -99,6 +99,7 @@ from ._outage import (
 )
 from ._reads import (
     ACTOR_WORDS as ACTOR_WORDS,
+    EndingView as EndingView,
     JournalLoad as JournalLoad,
     MailboxEntry as MailboxEntry,
     TreeRow as TreeRow,
@@ -198,6 +199,7 @@ __internal__ = [
     "check_id",
     "claim_op",
     "take_up_op",
+    "EndingView",
     "JournalLoad",
     "MailboxEntry",
     "TakenUp",

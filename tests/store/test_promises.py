@@ -531,3 +531,37 @@ def test_a_mailbox_read_with_its_head_journal_is_the_two_reads_in_one(store: Sto
     assert head == store.journal("a/m-1")
     assert sorted(p.id for p in head.records) == ["a/m-1", "a/m-1/1", "a/m-1/2"]
     assert store.mailbox_and_head("nobody") == ([], None)
+
+
+def test_an_ending_view_is_the_actor_row_its_subtree_and_its_cleanups_in_one(
+    store: Store,
+) -> None:
+    # ``ending_view``: what ``actor_row``, ``subtree`` and ``cleanup_pending`` read apart.
+    with psycopg.connect(store.dsn, autocommit=True) as db:
+        for id, parent, status in (
+            ("r", None, "running"),
+            ("r/a", "r", "running"),
+            ("r/a/x", "r/a", "restarting"),
+            ("r/b", "r", "stopped"),
+            ("r/c", "r", "running"),
+            ("lone", None, "running"),
+        ):
+            db.execute(
+                "INSERT INTO actors (id, parent, kind, status) VALUES (%s, %s, 'K', %s)",
+                (id, parent, status),
+            )
+        # A canceled message of "r" still marked for its cleanup replay.
+        db.execute(
+            "INSERT INTO promises (id, kind, recipient, state, settled_at, awaiting) "
+            "VALUES ('r/m-1', 'message', 'r', 'rejected_canceled', now(), '{}')"
+        )
+
+    for actor in ("r", "r/a", "lone", "nobody"):
+        view = store.ending_view(actor)
+        assert view.record == store.actor_row(actor)
+        assert view.subtree == store.subtree(actor)
+        assert view.cleanup_pending == store.cleanup_pending(actor)
+    assert [a.id for a in store.ending_view("r").subtree] == ["r/a/x", "r/c", "r/a"]
+    assert store.ending_view("r").cleanup_pending
+    assert not store.ending_view("lone").cleanup_pending
+    assert store.ending_view("nobody").record is None

@@ -4,6 +4,7 @@ load the supervisor's class; a suspended gather keeps waiting on all after a res
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -110,6 +111,31 @@ def test_the_root_policy_reads_the_clock_only_for_an_exit_that_restarts(
         spec = ChildSpec(restart=Restart.PERMANENT, intensity=10, period=60.0)
         assert rt.spawn(Flaky, id="restarts", spec=spec).ask(Poison()).get(10) == "handled"
         assert planned == ["clock"]
+
+
+def test_a_temporary_actors_end_reads_its_row_what_it_ends_and_its_last_look(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As an agent's run ends: the exit's routing reads the actor's row, the end reads its
+    # row, children and cleanups in one query (three reads before), and looks once more for
+    # a child spawned meanwhile. Counted by call, within the exit's handling.
+    with Runtime(dsn) as rt:
+        assert rt.store is not None
+        calls = collections.Counter[str]()
+        names = ("actor_row", "ending_view", "subtree", "cleanup_pending", "now")
+        for name in names:
+            real = getattr(rt.store, name)
+
+            def counted(*a: Any, _n: str = name, _r: Any = real, **k: Any) -> Any:
+                if any(f.name == "_handle_exit" for f in traceback.extract_stack()):
+                    calls.update([_n])
+                return _r(*a, **k)
+
+            monkeypatch.setattr(rt.store, name, counted)
+        ref = rt.spawn(Worker, id="run", spec=ChildSpec(restart=Restart.TEMPORARY))
+        ref.ask(Stop()).get(10)
+        wait_until(lambda: sql(dsn, "SELECT status FROM actors WHERE id = 'run'") == [("stopped",)])
+    assert calls == {"actor_row": 1, "ending_view": 1, "subtree": 1}
 
 
 def test_an_exit_goes_to_a_supervisor_whose_class_this_node_cannot_load(dsn: str) -> None:
