@@ -35,6 +35,7 @@ from ..actors import (
 from ..store import (
     ActorRecord,
     ActorStatus,
+    EndingView,
     ErrorInfo,
     Store,
     decode,
@@ -75,7 +76,10 @@ class Exits:
         """
         if parent is not None and self._tell(actor_id, epoch, parent, exit, error, step, True):
             return
-        record = self._record(actor_id)
+        # With no parent the exit is most likely the root policy's, and when that ends the
+        # actor (an agent's run, say) it starts from this read: its row, children and cleanups.
+        view = self.store.ending_view(actor_id) if parent is None else None
+        record = view.record if view is not None else self._record(actor_id)
         if record is None or record.status is not ActorStatus.RUNNING or record.epoch != epoch:
             # A newer activation (a later epoch) took over, or the actor ended: nothing to do.
             self.host.release(actor_id)
@@ -86,7 +90,7 @@ class Exits:
         if supervised:
             self._to_supervisor(record, exit, error, step)
             return
-        self._root_policy(record, exit, error, step)
+        self._root_policy(record, exit, error, step, view)
 
     def _supervised(self, record: ActorRecord) -> bool | None:
         """Whether ``record``'s parent is a supervisor (its exit goes there), or ``None`` when
@@ -175,7 +179,12 @@ class Exits:
         return sent is not None
 
     def _root_policy(
-        self, record: ActorRecord, exit: Exit, error: ErrorInfo | None, step: str | None
+        self,
+        record: ActorRecord,
+        exit: Exit,
+        error: ErrorInfo | None,
+        step: str | None,
+        view: EndingView | None = None,
     ) -> None:
         # The runtime is the one_for_one supervisor of every actor with no supervisor above
         # it, each with its own child spec as the flags: OTP's rules, the same function.
@@ -222,15 +231,23 @@ class Exits:
             log.warning(
                 "actor %s failed and is given up: %s: %s", record.id, error.type, error.message
             )
-        self.end_tree(record.id, exit, error)
+        self.end_tree(record.id, exit, error, view)
 
-    def end_tree(self, actor_id: str, exit: Exit, error: ErrorInfo | None) -> None:
+    def end_tree(
+        self,
+        actor_id: str,
+        exit: Exit,
+        error: ErrorInfo | None,
+        view: EndingView | None = None,
+    ) -> None:
         """End an actor and every actor under it, children first, rejecting their mailboxes.
 
         Each actor may first finish the cleanup replays of its canceled messages (within its
         shutdown time), so a canceled tree's handlers clean up before their actors end.
+        ``view``: the actor's ``Store.ending_view`` just read (else it is read here).
         """
-        view = self.store.ending_view(actor_id)
+        if view is None:
+            view = self.store.ending_view(actor_id)
         root: ActorRecord | None = view.record
         pending: bool | None = view.cleanup_pending
         if view.subtree:

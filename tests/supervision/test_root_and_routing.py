@@ -113,12 +113,12 @@ def test_the_root_policy_reads_the_clock_only_for_an_exit_that_restarts(
         assert planned == ["clock"]
 
 
-def test_a_temporary_actors_end_reads_its_row_what_it_ends_and_its_last_look(
+def test_a_temporary_actors_end_reads_what_it_ends_once_and_looks_once_more(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As an agent's run ends: the exit's routing reads the actor's row, the end reads its
-    # row, children and cleanups in one query (three reads before), and looks once more for
-    # a child spawned meanwhile. Counted by call, within the exit's handling.
+    # As an agent's run ends: one read of its row, children and cleanups routes the exit and
+    # starts the end (four reads before), and the end looks once more for a child spawned
+    # meanwhile. Counted by call, within the exit's handling.
     with Runtime(dsn) as rt:
         assert rt.store is not None
         calls = collections.Counter[str]()
@@ -135,7 +135,7 @@ def test_a_temporary_actors_end_reads_its_row_what_it_ends_and_its_last_look(
         ref = rt.spawn(Worker, id="run", spec=ChildSpec(restart=Restart.TEMPORARY))
         ref.ask(Stop()).get(10)
         wait_until(lambda: sql(dsn, "SELECT status FROM actors WHERE id = 'run'") == [("stopped",)])
-    assert calls == {"actor_row": 1, "ending_view": 1, "subtree": 1}
+    assert calls == {"ending_view": 1, "subtree": 1}
 
 
 def test_an_exit_goes_to_a_supervisor_whose_class_this_node_cannot_load(dsn: str) -> None:
