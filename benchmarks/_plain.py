@@ -88,7 +88,6 @@ def pg_w5_messages(dsn: str, messages: int, senders: int) -> dict[str, Any]:
     t0 = time.monotonic()
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(senders)]
     start = threading.Barrier(senders + 1)
-    took: list[float] = []
 
     def send(k: int) -> None:
         cur = conns[k].cursor()
@@ -98,17 +97,17 @@ def pg_w5_messages(dsn: str, messages: int, senders: int) -> dict[str, Any]:
             cur.execute(PG_UPDATE, (f"pg5/{i}",), prepare=True)
 
     threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
-    for t in threads:
-        t.start()
+    for th in threads:
+        th.start()
     start.wait()
-    t = time.perf_counter()
+    began = time.perf_counter()
     for th in threads:
         th.join()
-    took.append(time.perf_counter() - t)
+    took = time.perf_counter() - began
     for c in conns:
         c.close()
     return {
-        "samples": took,
+        "samples": [took],
         "units": messages,
         "steps_total": messages,
         "hold": time.monotonic() - t0,

@@ -148,14 +148,14 @@ WHERE id = ANY(array_append(ARRAY(SELECT child FROM exits), %(child)s::text))
   AND parent = %(parent)s
 """
 _CHILDREN = f"SELECT {ACTOR_COLUMNS} FROM actors WHERE parent = %s ORDER BY seq"
-_TREE = """
+_UNDER = """
 WITH RECURSIVE tree AS (
     SELECT id, 1 AS depth FROM actors WHERE parent = %(id)s
     UNION ALL
     SELECT a.id, t.depth + 1 FROM actors a JOIN tree t ON a.parent = t.id
 )"""
 """Every actor under ``%(id)s``, with its depth below it."""
-_SUBTREE = f"""{_TREE}
+_SUBTREE = f"""{_UNDER}
 SELECT {ACTOR_COLUMNS} FROM actors a JOIN tree USING (id)
 WHERE a.status IN ('running', 'restarting')
 ORDER BY tree.depth DESC, a.seq DESC
@@ -190,7 +190,7 @@ SELECT steps.* FROM head CROSS JOIN LATERAL (
 children), in one round trip; the last column says which rows are steps."""
 _MARKED_WHERE = "recipient = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL"
 _MARKED = f"SELECT 1 FROM promises WHERE {_MARKED_WHERE} LIMIT 1"
-_ENDING_VIEW = f"""{_TREE}
+_ENDING_VIEW = f"""{_UNDER}
 SELECT 0 AS part, 0 AS depth, EXISTS (SELECT 1 FROM promises WHERE {_MARKED_WHERE}),
        {ACTOR_COLUMNS}
 FROM actors WHERE id = %(id)s
