@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from typing import Any
+
+from ._future import WriteFuture
 
 __all__ = ["MAX_BATCH_BYTES", "Event", "EventKind", "Group", "Op", "Rows", "Statement", "bundle"]
 
@@ -102,7 +103,7 @@ class Op:
         self.finish = finish
         self.events = events
         self.keys = tuple(keys)
-        self.future: Future[Any] = Future()
+        self.future: WriteFuture[Any] = WriteFuture()
         self.reread = reread
         self.group = group
         self.label = label

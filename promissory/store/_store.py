@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +36,7 @@ from ._connection import backoff_delay, configure, connect, is_disconnect, is_tr
 from ._events import Callback, EventHub, Expectation, Subscription
 from ._failures import error_info
 from ._forget import Forgotten
+from ._future import WriteFuture
 from ._listener import Listener
 from ._ops import Event, EventKind, Op
 from ._outage import OutageLog, quiet_pool_warnings
@@ -570,7 +570,7 @@ class Store(Reads):
 
     # -- plumbing for the layers above -------------------------------------------------------
 
-    def submit(self, op: Op) -> Future[Any]:
+    def submit(self, op: Op) -> WriteFuture[Any]:
         """Queue a write for the next group commit; the future completes once it is durable."""
         if self._read_only is not None:
             raise SchemaTooNewError(self._read_only)

@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 import psycopg
@@ -48,6 +47,7 @@ from ._connection import (
     is_transient,
     is_xid_in_future,
 )
+from ._future import WriteFuture
 from ._ops import MAX_BATCH_BYTES, Event, Op, Rows
 from ._outage import OutageLog
 from ._pipeline import Command, Pipeline, Result, StatementsLost
@@ -123,7 +123,7 @@ class Writer:
                 self._mutex.release()
         return self.submit(op).result()
 
-    def submit(self, op: Op) -> Future[Any]:
+    def submit(self, op: Op) -> WriteFuture[Any]:
         """Queue ``op`` for the next batch; its future completes after the batch commits."""
         if self._closed:
             raise StoreError("the store is closed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -12,6 +12,7 @@ import pytest
 
 from promissory.errors import StoreError
 from promissory.store import Outcome, PromiseKind, PromiseState, Store
+from promissory.store._future import WriteFuture
 from promissory.store._ops import Op
 from promissory.store._promises import create_op
 
@@ -106,10 +107,12 @@ def create_op_for(id: str) -> Op:
     return create_op(id, param=None, tags="{}", secs=None, at=None, kind=PromiseKind.PROMISE)
 
 
-def submit_around(store: Store, bad: Op, n: int = 200) -> tuple[list[Future[Any]], Future[Any]]:
+def submit_around(
+    store: Store, bad: Op, n: int = 200
+) -> tuple[list[WriteFuture[Any]], WriteFuture[Any]]:
     """Submit ``n`` good creates with ``bad`` in the middle, quickly, so they share batches."""
-    good: list[Future[Any]] = []
-    bad_future: Future[Any] | None = None
+    good: list[WriteFuture[Any]] = []
+    bad_future: WriteFuture[Any] | None = None
     for i in range(n):
         if i == n // 2:
             bad_future = store.submit(bad)

@@ -1,0 +1,127 @@
+"""``WriteFuture``: the result of one write, handed from the writer's thread to its caller's.
+
+Every op a caller does not write itself is completed by the writer thread and waited on by
+its caller: one hand-off between threads per step or message under load. The standard
+``concurrent.futures.Future`` pays for features the writer never uses (callbacks, waiters for
+``wait``/``as_completed``, a condition variable that allocates a lock for every wait and
+wakes through it): measured on this path, 86 µs of CPU per hand-off against 62 µs for a
+single lock that the waiter blocks on and the writer releases (``BENCHMARKS.md``, eleventh
+pass). This is that lock, with the part of ``Future``'s interface the store uses and its
+states spelled out.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError
+from typing import Any, Generic, TypeVar
+
+__all__ = ["WriteFuture"]
+
+T = TypeVar("T")
+
+PENDING, RUNNING, FINISHED, CANCELLED = "pending", "running", "finished", "cancelled"
+"""A write is pending (queued), running (taken into a batch: it can no longer be withdrawn),
+finished (its result or error is set) or cancelled (withdrawn before it ran)."""
+
+# ``cancel`` (the caller's thread) and ``set_running_or_notify_cancel`` (the writer's) race
+# for a pending write: one lock for every future decides it (its hold is a few bytecodes,
+# taken twice per write at most: no contention worth a lock each).
+_transition = threading.Lock()
+
+
+class WriteFuture(Generic[T]):
+    """A write's result, once its batch has committed (or its error).
+
+    Example:
+        >>> future = store.submit(op)  # doctest: +SKIP
+        >>> future.result(timeout=5)  # doctest: +SKIP
+
+    """
+
+    __slots__ = ("_state", "_value", "_error", "_latch")
+
+    def __init__(self) -> None:
+        self._state = PENDING
+        self._value: Any = None
+        self._error: BaseException | None = None
+        # Held until the future is done: a waiter blocks on it, completing releases it.
+        self._latch = threading.Lock()
+        self._latch.acquire()
+
+    def done(self) -> bool:
+        """Whether the write finished (committed or failed) or was withdrawn."""
+        return self._state is FINISHED or self._state is CANCELLED
+
+    def cancelled(self) -> bool:
+        """Whether the write was withdrawn before it ran (nothing was written)."""
+        return self._state is CANCELLED
+
+    def cancel(self) -> bool:
+        """Withdraw the write if the writer has not taken it yet; ``True`` if withdrawn."""
+        with _transition:
+            if self._state is CANCELLED:
+                return True
+            if self._state is not PENDING:
+                return False
+            self._state = CANCELLED
+        self._latch.release()
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the write taken for a batch; ``False`` if it was withdrawn (skip it)."""
+        with _transition:
+            if self._state is CANCELLED:
+                return False
+            if self._state is not PENDING:
+                raise RuntimeError(f"a write future cannot start running when {self._state}")
+            self._state = RUNNING
+        return True
+
+    def set_result(self, value: T) -> None:
+        """Complete the write with its result (the writer, after the COMMIT)."""
+        self._finish(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        """Complete the write with its error."""
+        self._finish(None, error)
+
+    def _finish(self, value: Any, error: BaseException | None) -> None:
+        if self._state is FINISHED or self._state is CANCELLED:
+            raise RuntimeError(f"a write future cannot be set when {self._state}")
+        self._value, self._error = value, error
+        self._state = FINISHED
+        self._latch.release()
+
+    def result(self, timeout: float | None = None) -> T:
+        """The write's result once done; raises its error, or ``CancelledError``.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed and the write is not done.
+
+        """
+        if not self.done():
+            if not self._latch.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+                raise TimeoutError(f"the write was not done within {timeout:g} s")
+            self._latch.release()  # open for any other waiter
+        if self._state is CANCELLED:
+            raise CancelledError
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The write's error once done (``None`` if it succeeded)."""
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            if not self.done():
+                raise
+        except BaseException:
+            pass
+        if self._state is CANCELLED:
+            raise CancelledError
+        return self._error
+
+    def __repr__(self) -> str:
+        return f"<WriteFuture {self._state}>"

@@ -1,0 +1,151 @@
+"""``WriteFuture``: each state a write goes through, and the hand-off between two threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+
+from promissory.store._future import WriteFuture
+
+
+def test_a_result_set_in_another_thread_wakes_its_waiter() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    assert future.set_running_or_notify_cancel()
+
+    def complete() -> None:
+        time.sleep(0.05)
+        future.set_result(7)
+
+    threading.Thread(target=complete).start()
+    assert not future.done()
+    assert future.result(timeout=5) == 7
+    assert future.done() and not future.cancelled()
+    assert future.result() == 7  # again: done futures answer at once
+    assert future.exception() is None
+
+
+def test_every_waiter_wakes() -> None:
+    future: WriteFuture[str] = WriteFuture()
+    got: list[str] = []
+    waiters = [threading.Thread(target=lambda: got.append(future.result(5))) for _ in range(4)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.05)
+    future.set_running_or_notify_cancel()
+    future.set_result("kept")
+    for t in waiters:
+        t.join(5)
+    assert got == ["kept"] * 4
+
+
+def test_an_error_is_raised_to_the_waiter() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    future.set_running_or_notify_cancel()
+    error = ValueError("bad row")
+    future.set_exception(error)
+    with pytest.raises(ValueError, match="bad row") as caught:
+        future.result(1)
+    assert caught.value is error
+    assert future.exception() is error
+
+
+def test_a_wait_that_runs_out_raises_timeout_error_and_leaves_the_write_pending() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="within 0.05 s"):
+        future.result(0.05)
+    assert time.monotonic() - started >= 0.04
+    with pytest.raises(TimeoutError):
+        future.result(0)
+    with pytest.raises(TimeoutError):
+        future.exception(0)
+    assert not future.done()
+    # Still usable: the writer takes it and completes it after the caller gave up waiting.
+    assert future.set_running_or_notify_cancel()
+    future.set_result(1)
+    assert future.result(0) == 1
+
+
+def test_a_pending_write_is_withdrawn_and_the_writer_skips_it() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    assert future.cancel()
+    assert future.cancel()  # withdrawn already: still withdrawn
+    assert future.done() and future.cancelled()
+    assert not future.set_running_or_notify_cancel()
+    with pytest.raises(CancelledError):
+        future.result(1)
+    with pytest.raises(CancelledError):
+        future.exception(1)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        future.set_result(1)
+
+
+def test_a_waiter_blocked_on_a_write_wakes_when_it_is_withdrawn() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    raised: list[type[BaseException]] = []
+
+    def wait() -> None:
+        try:
+            future.result(5)
+        except BaseException as exc:
+            raised.append(type(exc))
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.05)
+    assert future.cancel()
+    waiter.join(5)
+    assert raised == [CancelledError]
+
+
+def test_a_running_write_can_no_longer_be_withdrawn() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    assert future.set_running_or_notify_cancel()
+    assert not future.cancel()
+    assert not future.done()
+    with pytest.raises(RuntimeError, match="running"):
+        future.set_running_or_notify_cancel()
+    future.set_result(2)
+    assert not future.cancel()
+    with pytest.raises(RuntimeError, match="finished"):
+        future.set_exception(ValueError())
+    assert future.result() == 2
+
+
+def race_cancel_and_start() -> tuple[WriteFuture[int], dict[str, bool]]:
+    """A caller withdrawing a write while the writer takes it, released together."""
+    future: WriteFuture[int] = WriteFuture()
+    barrier = threading.Barrier(2)
+    outcome: dict[str, bool] = {}
+
+    def withdraw() -> None:
+        barrier.wait(5)
+        outcome["cancelled"] = future.cancel()
+
+    def take() -> None:
+        barrier.wait(5)
+        outcome["running"] = future.set_running_or_notify_cancel()
+
+    threads = [threading.Thread(target=withdraw), threading.Thread(target=take)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    return future, outcome
+
+
+def test_cancel_and_start_racing_agree_on_one_outcome() -> None:
+    for _ in range(200):
+        future, outcome = race_cancel_and_start()
+        assert outcome["cancelled"] != outcome["running"]
+        assert future.cancelled() == outcome["cancelled"]
+
+
+def test_repr_names_the_state() -> None:
+    future: WriteFuture[int] = WriteFuture()
+    assert repr(future) == "<WriteFuture pending>"
+    future.cancel()
+    assert repr(future) == "<WriteFuture cancelled>"
