@@ -551,6 +551,10 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool, senders: int = 1) -> dict
     for r in replies:
         r.get(timeout=300)
     pick = random.Random(7).sample(range(SUPERVISED), crashes)
+    # Children idle longer than ``idle_timeout`` (2 s) since their touch are passivated: their
+    # message wakes them (a thread started). How many are still live is reported beside the
+    # figure, since it depends on how fast the touching went.
+    live_at_start = sum(1 for a in rt.host.live_ids() if a.startswith("sup/c"))
     t = time.perf_counter()
     count = StoreCount(rt)
 
@@ -581,6 +585,7 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool, senders: int = 1) -> dict
         start_seconds=started,
         restarts=int(restarts[0]) if restarts else None,
         children=SUPERVISED,
+        live_at_start=live_at_start,
     )
 
 
