@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import StoreError
+from ._handoff import Signal
 from ._ops import Event, EventKind
 from ._outage import describe
 
@@ -68,7 +69,7 @@ class Expectation:
     def __init__(self, hub: EventHub, id: str) -> None:
         self.id = id
         self.promise: Any = None
-        self.woken = threading.Event()
+        self.woken = Signal()
         self._hub = hub
         self._held = True
         """Whether the hub may still hold it (cleared under the hub's lock when let go)."""

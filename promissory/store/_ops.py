@@ -12,7 +12,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._future import WriteFuture
+from ._handoff import WriteFuture
 
 __all__ = ["MAX_BATCH_BYTES", "Event", "EventKind", "Group", "Op", "Rows", "Statement", "bundle"]
 

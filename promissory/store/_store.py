@@ -36,7 +36,7 @@ from ._connection import backoff_delay, configure, connect, is_disconnect, is_tr
 from ._events import Callback, EventHub, Expectation, Subscription
 from ._failures import error_info
 from ._forget import Forgotten
-from ._future import WriteFuture
+from ._handoff import Signal, WriteFuture
 from ._listener import Listener
 from ._ops import Event, EventKind, Op
 from ._outage import OutageLog, quiet_pool_warnings
@@ -423,7 +423,7 @@ class Store(Reads):
         self._ensure_listener(left())
         sub: Subscription | None = None
         if expected is None:
-            woken = threading.Event()
+            woken = Signal()
             sub = self.events.subscribe(
                 EventKind.SETTLED, [id], lambda kind, key, resync: woken.set()
             )

@@ -47,7 +47,7 @@ from ._connection import (
     is_transient,
     is_xid_in_future,
 )
-from ._future import WriteFuture
+from ._handoff import WriteFuture
 from ._ops import MAX_BATCH_BYTES, Event, Op, Rows
 from ._outage import OutageLog
 from ._pipeline import Command, Pipeline, Result, StatementsLost

@@ -12,7 +12,7 @@ import pytest
 
 from promissory.errors import StoreError
 from promissory.store import Outcome, PromiseKind, PromiseState, Store
-from promissory.store._future import WriteFuture
+from promissory.store._handoff import WriteFuture
 from promissory.store._ops import Op
 from promissory.store._promises import create_op
 

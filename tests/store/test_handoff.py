@@ -1,4 +1,5 @@
-"""``WriteFuture``: each state a write goes through, and the hand-off between two threads."""
+"""``WriteFuture`` and ``Signal``: each state they go through, and the hand-off between two
+threads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from promissory.store._future import WriteFuture
+from promissory.store._handoff import Signal, WriteFuture
 
 
 def test_a_result_set_in_another_thread_wakes_its_waiter() -> None:
@@ -149,3 +150,78 @@ def test_repr_names_the_state() -> None:
     assert repr(future) == "<WriteFuture pending>"
     future.cancel()
     assert repr(future) == "<WriteFuture cancelled>"
+
+
+# -- Signal -------------------------------------------------------------------------------------
+
+
+def test_a_signal_set_in_another_thread_wakes_its_waiter() -> None:
+    woken = Signal()
+    assert not woken.is_set()
+
+    def wake() -> None:
+        time.sleep(0.05)
+        woken.set()
+
+    threading.Thread(target=wake).start()
+    assert woken.wait(5)
+    assert woken.is_set()
+    assert woken.wait(0)  # set: every wait returns at once
+    assert repr(woken) == "<Signal set>"
+
+
+def test_a_wait_that_runs_out_returns_false() -> None:
+    woken = Signal()
+    started = time.monotonic()
+    assert not woken.wait(0.05)
+    assert time.monotonic() - started >= 0.04
+    assert not woken.wait(0)
+    assert not woken.wait(-1)  # a deadline already past: a look, no wait
+    assert repr(woken) == "<Signal clear>"
+
+
+def test_setting_twice_then_clearing_once_leaves_it_clear() -> None:
+    woken = Signal()
+    woken.set()
+    woken.set()
+    woken.clear()
+    assert not woken.is_set()
+    assert not woken.wait(0.01)
+    woken.clear()  # clear already: nothing changes
+    woken.set()
+    assert woken.wait(0)
+
+
+def test_a_waiter_that_clears_after_each_wake_sees_every_later_set() -> None:
+    woken = Signal()
+    seen: list[int] = []
+    done = threading.Event()
+
+    def waiter() -> None:
+        while len(seen) < 50:
+            if woken.wait(5):
+                woken.clear()
+                seen.append(1)
+        done.set()
+
+    threading.Thread(target=waiter).start()
+    for _ in range(50):
+        woken.set()
+        deadline = time.monotonic() + 5
+        while woken.is_set() and time.monotonic() < deadline:
+            time.sleep(0.0005)  # the waiter took it
+    assert done.wait(5)
+    assert len(seen) == 50
+
+
+def test_every_waiter_wakes_on_one_set() -> None:
+    woken = Signal()
+    got: list[bool] = []
+    waiters = [threading.Thread(target=lambda: got.append(woken.wait(5))) for _ in range(4)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.05)
+    woken.set()
+    for t in waiters:
+        t.join(5)
+    assert got == [True] * 4

@@ -1,13 +1,15 @@
-"""``WriteFuture``: the result of one write, handed from the writer's thread to its caller's.
+"""Hand-offs between two threads by one lock: a write's result (``WriteFuture``) and a
+wake-up (``Signal``).
 
 Every op a caller does not write itself is completed by the writer thread and waited on by
-its caller: one hand-off between threads per step or message under load. The standard
-``concurrent.futures.Future`` pays for features the writer never uses (callbacks, waiters for
+its caller, and every reply waited on is woken by the thread that saw its settle: a hand-off
+between threads per step or message. The standard library's ``concurrent.futures.Future``
+and ``threading.Event`` pay for what these hand-offs never use (callbacks, waiters for
 ``wait``/``as_completed``, a condition variable that allocates a lock for every wait and
-wakes through it): measured on this path, 86 µs of CPU per hand-off against 62 µs for a
-single lock that the waiter blocks on and the writer releases (``BENCHMARKS.md``, eleventh
-pass). This is that lock, with the part of ``Future``'s interface the store uses and its
-states spelled out.
+wakes its waiter through it): measured on this path, 86 µs of CPU per hand-off against 62
+µs for a single lock that the waiter blocks on and the other thread releases
+(``BENCHMARKS.md``, eleventh pass). These are that lock, with the part of each interface the
+store uses, and their states spelled out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from concurrent.futures import CancelledError
 from typing import Any, Generic, TypeVar
 
-__all__ = ["WriteFuture"]
+__all__ = ["Signal", "WriteFuture"]
 
 T = TypeVar("T")
 
@@ -25,8 +27,9 @@ PENDING, RUNNING, FINISHED, CANCELLED = "pending", "running", "finished", "cance
 finished (its result or error is set) or cancelled (withdrawn before it ran)."""
 
 # ``cancel`` (the caller's thread) and ``set_running_or_notify_cancel`` (the writer's) race
-# for a pending write: one lock for every future decides it (its hold is a few bytecodes,
-# taken twice per write at most: no contention worth a lock each).
+# for a pending write, ``set`` and ``clear`` for a signal: one lock for every hand-off decides
+# it (its hold is a few bytecodes, taken twice per hand-off at most: no contention worth a
+# lock each).
 _transition = threading.Lock()
 
 
@@ -125,3 +128,56 @@ class WriteFuture(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<WriteFuture {self._state}>"
+
+
+class Signal:
+    """A flag one thread sets and another waits for, as ``threading.Event`` (set, wait,
+    clear) with one lock: held while the flag is clear, released while it is set.
+
+    Example:
+        >>> woken = Signal()
+        >>> woken.set()
+        >>> woken.wait(0.1)
+        True
+
+    """
+
+    __slots__ = ("_latch", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._latch = threading.Lock()
+        self._latch.acquire()
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    def set(self) -> None:
+        """Set the flag, waking every waiter (setting it again changes nothing)."""
+        with _transition:
+            if self._set:
+                return
+            self._set = True
+        self._latch.release()
+
+    def clear(self) -> None:
+        """Clear the flag: a ``wait`` from now on blocks until the next ``set``."""
+        with _transition:
+            if not self._set:
+                return
+            self._set = False
+        # Free, or held a moment by a waiter passing through ``wait``: never held long.
+        self._latch.acquire()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or ``timeout`` seconds pass; return whether it is set."""
+        if self._set:
+            return True
+        if self._latch.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._latch.release()  # open for any other waiter
+            return True
+        return self._set
+
+    def __repr__(self) -> str:
+        return f"<Signal {'set' if self._set else 'clear'}>"
