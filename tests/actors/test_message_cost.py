@@ -27,6 +27,7 @@ from promissory import ActorRef, Context, DurableActor, Runtime, handler
 from promissory.store import EventKind, Store
 from promissory.testing import CrashTest
 from tests.actors.kit import clean_run
+from tests.kit import eventually
 
 
 class Add(msgspec.Struct, frozen=True):
@@ -366,10 +367,13 @@ def test_a_message_the_node_hands_over_itself_is_not_announced_and_others_are(
         assert [key.split("\t")[0] for key in heard] == []
         # Another process's message to the same actor is announced, and handled here.
         assert ActorRef("counter", other).ask(Add(10)).get(timeout=10) == 13
+        # The reply can come before ``other``'s listener has read the NOTIFY: wait for it.
+        eventually(lambda: heard, timeout=10, what="the other process's message announced")
         assert [key.split("\t")[0] for key in heard] == ["counter"]
         # So is one with a deadline: its send may give up waiting, and the node then learns
         # of it, should it be kept after all, by its NOTIFY.
         assert ref.ask(Add(1), timeout=30).get(timeout=10) == 14
+        eventually(lambda: len(heard) > 1, timeout=10, what="the message with a deadline announced")
         assert [key.split("\t")[0] for key in heard] == ["counter", "counter"]
     # In the store, nothing tells the messages apart: the setting lasted one transaction.
     with Store(dsn) as store:
