@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError
+from typing import Any
 
 import pytest
 
@@ -28,18 +30,27 @@ def test_a_result_set_in_another_thread_wakes_its_waiter() -> None:
     assert future.exception() is None
 
 
-def test_every_waiter_wakes() -> None:
-    future: WriteFuture[str] = WriteFuture()
-    got: list[str] = []
-    waiters = [threading.Thread(target=lambda: got.append(future.result(5))) for _ in range(4)]
+def woken_waiters(wait: Callable[[], Any], wake: Callable[[], None], n: int = 4) -> list[Any]:
+    """What ``n`` threads blocked in ``wait`` got once ``wake`` ran in this one."""
+    got: list[Any] = []
+    waiters = [threading.Thread(target=lambda: got.append(wait())) for _ in range(n)]
     for t in waiters:
         t.start()
     time.sleep(0.05)
-    future.set_running_or_notify_cancel()
-    future.set_result("kept")
+    wake()
     for t in waiters:
         t.join(5)
-    assert got == ["kept"] * 4
+    return got
+
+
+def test_every_waiter_wakes() -> None:
+    future: WriteFuture[str] = WriteFuture()
+
+    def complete() -> None:
+        future.set_running_or_notify_cancel()
+        future.set_result("kept")
+
+    assert woken_waiters(lambda: future.result(5), complete) == ["kept"] * 4
 
 
 def test_an_error_is_raised_to_the_waiter() -> None:
@@ -216,12 +227,4 @@ def test_a_waiter_that_clears_after_each_wake_sees_every_later_set() -> None:
 
 def test_every_waiter_wakes_on_one_set() -> None:
     woken = Signal()
-    got: list[bool] = []
-    waiters = [threading.Thread(target=lambda: got.append(woken.wait(5))) for _ in range(4)]
-    for t in waiters:
-        t.start()
-    time.sleep(0.05)
-    woken.set()
-    for t in waiters:
-        t.join(5)
-    assert got == [True] * 4
+    assert woken_waiters(lambda: woken.wait(5), woken.set) == [True] * 4
