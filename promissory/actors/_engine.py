@@ -28,6 +28,7 @@ from ..store import (
     Promise,
     PromiseKind,
     PromiseState,
+    Signal,
     Store,
     bundle,
     decode,
@@ -409,7 +410,7 @@ class Handling:
         grace = self.host.suspend_after
         if grace > 0 and not _due_after(promises, known, grace, wait_all):
             deadline = time.monotonic() + grace
-            woken = threading.Event()
+            woken = Signal()
             pending = [p.id for p in promises if p.id not in known]
             sub = self.store.subscribe(
                 EventKind.SETTLED, [*pending, self.message_id], lambda k, key, r: woken.set()

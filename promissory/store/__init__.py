@@ -80,6 +80,9 @@ from ._handling import (
     step_op as step_op,
     suspend_op as suspend_op,
 )
+from ._handoff import (
+    Signal as Signal,
+)
 from ._nodes import (
     LEASE_PING as LEASE_PING,
     LEASE_SILENCE as LEASE_SILENCE,
@@ -200,6 +203,7 @@ __internal__ = [
     "claim_op",
     "take_up_op",
     "EndingView",
+    "Signal",
     "JournalLoad",
     "MailboxEntry",
     "TakenUp",

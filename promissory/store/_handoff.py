@@ -26,108 +26,11 @@ PENDING, RUNNING, FINISHED, CANCELLED = "pending", "running", "finished", "cance
 """A write is pending (queued), running (taken into a batch: it can no longer be withdrawn),
 finished (its result or error is set) or cancelled (withdrawn before it ran)."""
 
-# ``cancel`` (the caller's thread) and ``set_running_or_notify_cancel`` (the writer's) race
-# for a pending write, ``set`` and ``clear`` for a signal: one lock for every hand-off decides
-# it (its hold is a few bytecodes, taken twice per hand-off at most: no contention worth a
-# lock each).
+# ``set`` and ``clear`` race for a signal, ``cancel`` (the caller's thread) and
+# ``set_running_or_notify_cancel`` (the writer's) for a pending write: one lock for every
+# hand-off decides it (its hold is a few bytecodes, taken a few times per hand-off at most: no
+# contention worth a lock each).
 _transition = threading.Lock()
-
-
-class WriteFuture(Generic[T]):
-    """A write's result, once its batch has committed (or its error).
-
-    Example:
-        >>> future = store.submit(op)  # doctest: +SKIP
-        >>> future.result(timeout=5)  # doctest: +SKIP
-
-    """
-
-    __slots__ = ("_state", "_value", "_error", "_latch")
-
-    def __init__(self) -> None:
-        self._state = PENDING
-        self._value: Any = None
-        self._error: BaseException | None = None
-        # Held until the future is done: a waiter blocks on it, completing releases it.
-        self._latch = threading.Lock()
-        self._latch.acquire()
-
-    def done(self) -> bool:
-        """Whether the write finished (committed or failed) or was withdrawn."""
-        return self._state is FINISHED or self._state is CANCELLED
-
-    def cancelled(self) -> bool:
-        """Whether the write was withdrawn before it ran (nothing was written)."""
-        return self._state is CANCELLED
-
-    def cancel(self) -> bool:
-        """Withdraw the write if the writer has not taken it yet; ``True`` if withdrawn."""
-        with _transition:
-            if self._state is CANCELLED:
-                return True
-            if self._state is not PENDING:
-                return False
-            self._state = CANCELLED
-        self._latch.release()
-        return True
-
-    def set_running_or_notify_cancel(self) -> bool:
-        """Mark the write taken for a batch; ``False`` if it was withdrawn (skip it)."""
-        with _transition:
-            if self._state is CANCELLED:
-                return False
-            if self._state is not PENDING:
-                raise RuntimeError(f"a write future cannot start running when {self._state}")
-            self._state = RUNNING
-        return True
-
-    def set_result(self, value: T) -> None:
-        """Complete the write with its result (the writer, after the COMMIT)."""
-        self._finish(value, None)
-
-    def set_exception(self, error: BaseException) -> None:
-        """Complete the write with its error."""
-        self._finish(None, error)
-
-    def _finish(self, value: Any, error: BaseException | None) -> None:
-        if self._state is FINISHED or self._state is CANCELLED:
-            raise RuntimeError(f"a write future cannot be set when {self._state}")
-        self._value, self._error = value, error
-        self._state = FINISHED
-        self._latch.release()
-
-    def result(self, timeout: float | None = None) -> T:
-        """The write's result once done; raises its error, or ``CancelledError``.
-
-        Raises:
-            TimeoutError: ``timeout`` seconds passed and the write is not done.
-
-        """
-        if not self.done():
-            if not self._latch.acquire(True, -1 if timeout is None else max(0.0, timeout)):
-                raise TimeoutError(f"the write was not done within {timeout:g} s")
-            self._latch.release()  # open for any other waiter
-        if self._state is CANCELLED:
-            raise CancelledError
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[no-any-return]
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The write's error once done (``None`` if it succeeded)."""
-        try:
-            self.result(timeout)
-        except TimeoutError:
-            if not self.done():
-                raise
-        except BaseException:
-            pass
-        if self._state is CANCELLED:
-            raise CancelledError
-        return self._error
-
-    def __repr__(self) -> str:
-        return f"<WriteFuture {self._state}>"
 
 
 class Signal:
@@ -181,3 +84,90 @@ class Signal:
 
     def __repr__(self) -> str:
         return f"<Signal {'set' if self._set else 'clear'}>"
+
+
+class WriteFuture(Generic[T]):
+    """A write's result, once its batch has committed (or its error).
+
+    Example:
+        >>> future = store.submit(op)  # doctest: +SKIP
+        >>> future.result(timeout=5)  # doctest: +SKIP
+
+    """
+
+    __slots__ = ("_state", "_value", "_error", "_done")
+
+    def __init__(self) -> None:
+        self._state = PENDING
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = Signal()
+        """Set once the write is finished or withdrawn: what a waiter blocks on."""
+
+    def done(self) -> bool:
+        """Whether the write finished (committed or failed) or was withdrawn."""
+        return self._state is FINISHED or self._state is CANCELLED
+
+    def cancelled(self) -> bool:
+        """Whether the write was withdrawn before it ran (nothing was written)."""
+        return self._state is CANCELLED
+
+    def cancel(self) -> bool:
+        """Withdraw the write if the writer has not taken it yet; ``True`` if withdrawn."""
+        with _transition:
+            if self._state is CANCELLED:
+                return True
+            if self._state is not PENDING:
+                return False
+            self._state = CANCELLED
+        self._done.set()
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the write taken for a batch; ``False`` if it was withdrawn (skip it)."""
+        with _transition:
+            if self._state is CANCELLED:
+                return False
+            if self._state is not PENDING:
+                raise RuntimeError(f"a write future cannot start running when {self._state}")
+            self._state = RUNNING
+        return True
+
+    def set_result(self, value: T) -> None:
+        """Complete the write with its result (the writer, after the COMMIT)."""
+        self._finish(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        """Complete the write with its error."""
+        self._finish(None, error)
+
+    def _finish(self, value: Any, error: BaseException | None) -> None:
+        if self._state is FINISHED or self._state is CANCELLED:
+            raise RuntimeError(f"a write future cannot be set when {self._state}")
+        self._value, self._error = value, error
+        self._state = FINISHED
+        self._done.set()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The write's error once done (``None`` if it succeeded).
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed and the write is not done.
+            CancelledError: the write was withdrawn.
+
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the write was not done within {timeout:g} s")
+        if self._state is CANCELLED:
+            raise CancelledError
+        return self._error
+
+    def result(self, timeout: float | None = None) -> T:
+        """The write's result once done; raises its error (see ``exception``)."""
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        return self._value  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<WriteFuture {self._state}>"
