@@ -34,15 +34,19 @@ def settled_under(dsn: str, run_id: str) -> int:
     return sum(1 for _, state in timeline(dsn, run_id) if state != "pending")
 
 
-def settled_after_kill(dsn: str, run_id: str) -> int:
-    """``settled_under`` once a SIGKILLed process's last COMMIT has landed: one it had sent
-    when it died is still carried out by the server, a moment after the process is gone (the
-    count holds still for a second, then)."""
-    last, since = settled_under(dsn, run_id), time.monotonic()
+def settled_after_kill(dsn: str, run_id: str) -> list[str]:
+    """The ids of the promises settled under the run once a SIGKILLed process's last COMMIT
+    has landed: one it had sent when it died is still carried out by the server, a moment
+    after the process is gone (the set holds still for a second, then)."""
+
+    def settled() -> list[str]:
+        return [id for id, state in timeline(dsn, run_id) if state != "pending"]
+
+    last, since = settled(), time.monotonic()
     deadline = since + 15
     while time.monotonic() - since < 1.0 and time.monotonic() < deadline:
         time.sleep(0.1)
-        now = settled_under(dsn, run_id)
+        now = settled()
         if now != last:
             last, since = now, time.monotonic()
     return last
@@ -141,7 +145,7 @@ def test_a_crashed_run_is_resumed_by_a_plain_demo_with_the_same_result(
     assert "Result of" not in crashed.stdout
     [(state,)] = sql(dsn, "SELECT state FROM promises WHERE id = %s", run_id)
     assert state == "pending"
-    kept_before = settled_after_kill(dsn, run_id)
+    kept_before = len(settled_after_kill(dsn, run_id))
     assert kept_before >= crash_after
 
     resumed = cli("demo", "--json")
@@ -168,7 +172,7 @@ def test_the_resumed_run_says_where_it_continued(
     crashed = cli("demo", "--crash-after", "4")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     run_id = re.search(r"^Starting (demo/\S+): ", crashed.stdout, re.M).group(1)  # type: ignore[union-attr]
-    before = [id for id, state in timeline(dsn, run_id) if state != "pending"]
+    before = settled_after_kill(dsn, run_id)
 
     resumed = cli("demo")
 

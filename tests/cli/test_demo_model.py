@@ -43,7 +43,7 @@ def test_a_demo_started_on_a_model_is_not_resumed_without_it(
 ) -> None:
     model = f"{fake.openai_url}#fake-model"
     run_id = crashed_run(cli, "--model", model)
-    kept = settled_after_kill(dsn, run_id)
+    kept = len(settled_after_kill(dsn, run_id))
     assert sql(dsn, "SELECT param->>'model' FROM promises WHERE id = %s", run_id) == [(model,)]
 
     refused = cli("demo")
