@@ -40,6 +40,7 @@ from ..store import (
     DECISION_BITS,
     ActorRecord,
     ActorStatus,
+    TakenUp,
     bounce_op,
     encode,
     revive_op,
@@ -204,7 +205,7 @@ class Supervisor(DurableActor[SupervisorState]):
         host = self._activation.host
         start = start_message(host.resolve_class(kind))
         decision = self._decision
-        record = self._activation.store.execute(
+        revived = self._activation.store.execute(
             revive_op(
                 actor_id,
                 delay=delay,
@@ -212,14 +213,16 @@ class Supervisor(DurableActor[SupervisorState]):
                 start=start,
                 decision=decision,
                 node=host.home_for(kind),
+                take=True,
             )
         )
-        if record is None and decision is not None:
+        if revived is None and decision is not None:
             current = self._child(actor_id)
             if current is not None and (current.decision or -1) >= decision:
                 host.restarted(current)  # revived by this decision before the kill: go on
                 return True
-        if record is not None:
+        if revived is not None:
+            record = revived.record if isinstance(revived, TakenUp) else revived
             reached("actor.revived", actor_id)
             log.info(
                 "supervisor %s restarts child %s (restart %d%s)",
@@ -228,8 +231,8 @@ class Supervisor(DurableActor[SupervisorState]):
                 record.restarts,
                 f", in {delay:.3f} s" if delay else "",
             )
-            host.restarted(record)
-        return record is not None
+            host.restarted(revived)
+        return revived is not None
 
     def _check_spec(self, spec: ChildDef) -> None:
         # OTP refuses these child specs; so do we, at start.
@@ -313,6 +316,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 decision=base | i,
                 node=host.home_for(kind),
                 with_settle=ctx.message_id,
+                take=True,
             )
             ctx._run.settle_with(
                 op, functools.partial(self._revived, action.child, action.delay, base | i)
@@ -343,11 +347,11 @@ class Supervisor(DurableActor[SupervisorState]):
         ahead.update(rows)
         return failed if failed is not None and failed.parent == self.id else None
 
-    def _revived(self, actor_id: str, delay: float | None, decision: int, record: Any) -> None:
-        if isinstance(record, BaseException):
-            log.warning("supervisor %s could not restart %s: %r", self.id, actor_id, record)
+    def _revived(self, actor_id: str, delay: float | None, decision: int, revived: Any) -> None:
+        if isinstance(revived, BaseException):
+            log.warning("supervisor %s could not restart %s: %r", self.id, actor_id, revived)
             return
-        if record is None:
+        if revived is None:
             # Nothing revived now: ending with its tree, or revived by this very decision in
             # a commit whose answer was lost (the writer read it back): then activate it.
             current = self._child(actor_id)
@@ -358,6 +362,7 @@ class Supervisor(DurableActor[SupervisorState]):
             ):
                 self._activation.host.restarted(current)
             return
+        record = revived.record if isinstance(revived, TakenUp) else revived
         reached("actor.revived", actor_id)
         log.info(
             "supervisor %s restarts child %s (restart %d%s)",
@@ -366,7 +371,7 @@ class Supervisor(DurableActor[SupervisorState]):
             record.restarts,
             f", in {delay:.3f} s" if delay else "",
         )
-        self._activation.host.restarted(record)
+        self._activation.host.restarted(revived)
 
     def _plan(self, msg: ChildExit, failed: Any = _UNREAD) -> dict[str, Any] | None:
         if failed is _UNREAD:

@@ -221,6 +221,7 @@ class Exits:
                     start=start_message(self.host.resolve_class(record.kind)),
                     retry_step=step,
                     node=self.host.home_for(record.kind),
+                    take=True,
                 )
             )
             if revived is not None:

@@ -87,6 +87,7 @@ class Slot:
         "stopping",
         "faults",
         "taking",
+        "missed",
     )
 
     def __init__(self, kind: str | None) -> None:
@@ -105,6 +106,9 @@ class Slot:
         """Activations in a row that the database failed (reset when one drains its mailbox)."""
         self.taking = TAKING_NONE
         """Whether a take-up of many actors is claiming this one (see ``NodeHost.take_up``)."""
+        self.missed = False
+        """A delivery came while held or suspended (the message waits in the mailbox): an
+        incarnation a revive started with the mailbox it read reads it again (``restarted``)."""
 
 
 class NodeHost:
@@ -439,6 +443,7 @@ class NodeHost:
                 slot.taking = TAKING_POKED  # looked at once the take-up has started it
                 return
             if slot.suspended is not None or slot.held:
+                slot.missed = True
                 return  # the message waits in the durable mailbox
             if slot.kind is None:
                 if placed is None:
@@ -840,8 +845,17 @@ class NodeHost:
         """An actor was created (from a handler or the API): remember its kind, and deliver."""
         self.note_kind(actor_id, kind)
 
-    def restarted(self, record: ActorRecord) -> None:
-        """An actor's next incarnation was recorded: activate it now, or at its restart time."""
+    def restarted(self, revived: ActorRecord | TakenUp) -> None:
+        """An actor's next incarnation was recorded: activate it now, or at its restart time.
+
+        ``revived`` is its row as the revive left it, or (``revive_op(take=True)``) the row
+        with what its activation needs first, read in the revive's transaction.
+        """
+        taken: TakenUp | None = None
+        if isinstance(revived, TakenUp):
+            taken, record = revived, revived.record
+        else:
+            record = revived
         _tracing.restarted(self.store, record)
         with self._lock:
             slot = self._slots.get(record.id)
@@ -850,6 +864,7 @@ class NodeHost:
             slot.kind = record.kind
             slot.held = False
             slot.suspended = None
+            missed, slot.missed = slot.missed, False
             if slot.subscription is not None:
                 slot.subscription.cancel()
                 slot.subscription = None
@@ -870,11 +885,15 @@ class NodeHost:
                 and not self._closing
             ):
                 # The revive made the new incarnation, at its epoch, on this node: that row is
-                # its claim, and the activation starts from it with no write of its own (it
-                # reads its mailbox). One another claim has overtaken since is fenced off.
-                self._poke_or_fail(
-                    record.id, slot, Poke(None, None, TakenUp(record, [], False, {}, {}))
-                )
+                # its claim, and the activation starts from it with no write of its own (and
+                # no read either when the revive read its mailbox). One another claim has
+                # overtaken since is fenced off; a message committed after the revive's read
+                # and delivered from now on is handed to it as to any running actor.
+                if taken is None or missed:
+                    # A message delivered while it was held may have come after the revive's
+                    # read: the activation reads its mailbox itself.
+                    taken = TakenUp(record, [], False, {}, {})
+                self._poke_or_fail(record.id, slot, Poke(None, None, taken))
                 return
         self.deliver(record.id, None)
 

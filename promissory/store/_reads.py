@@ -8,7 +8,7 @@ queries. Each method is one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,7 +18,6 @@ import psycopg
 from ._actors import ACTOR_COLUMNS, ActorRecord, actor_from_row
 from ._promises import COLUMNS, prefix_bounds, promise_from_row
 from ._records import Promise
-from ._supervision import ENDING
 
 T = TypeVar("T")
 
@@ -176,7 +175,7 @@ UNION ALL
  WHERE recipient = %(actor)s AND state <> 'pending' AND awaiting IS NOT NULL)
 ORDER BY seq
 """
-_MAILBOX_AND_HEAD = f"""
+MAILBOX_AND_HEAD = f"""
 WITH box AS ({_MAILBOX}), head AS (SELECT id FROM box ORDER BY seq LIMIT 1)
 SELECT *, false FROM box
 UNION ALL
@@ -187,7 +186,8 @@ SELECT steps.* FROM head CROSS JOIN LATERAL (
 ) steps
 """
 """An actor's mailbox (as ``_MAILBOX``) and the kept steps of its head message (its direct
-children), in one round trip; the last column says which rows are steps."""
+children), in one round trip; the last column says which rows are steps. Its parameters are
+``actor`` and ``limit``, its rows read by ``mailbox_and_head_from``."""
 _MARKED_WHERE = "recipient = %(id)s AND state <> 'pending' AND awaiting IS NOT NULL"
 _MARKED = f"SELECT 1 FROM promises WHERE {_MARKED_WHERE} LIMIT 1"
 _ENDING_VIEW = f"""{_UNDER}
@@ -299,6 +299,20 @@ _AWAITING = len(COLUMNS.split(","))
 """The position of the columns a query adds after ``COLUMNS``."""
 
 
+def mailbox_and_head_from(rows: Sequence[Any]) -> tuple[list[MailboxEntry], JournalLoad | None]:
+    """The rows of ``MAILBOX_AND_HEAD`` as the mailbox and its head message's journal
+    (``None`` for an empty mailbox).
+    """
+    box = [_mailbox_entry(r) for r in rows if not r[_AWAITING + 2]]
+    if not box:
+        return box, None
+    box.sort(key=lambda e: e.promise.seq)
+    head = box[0]
+    steps = [promise_from_row(r) for r in rows if r[_AWAITING + 2]]
+    marked = head.awaiting is not None  # as ``journal`` says it
+    return box, JournalLoad([head.promise, *steps], marked, [])
+
+
 def _mailbox_entry(row: Any) -> MailboxEntry:
     """A mailbox row (``COLUMNS``, then ``awaiting`` and ``wait_all``) as a ``MailboxEntry``."""
     awaiting = row[_AWAITING]
@@ -307,6 +321,14 @@ def _mailbox_entry(row: Any) -> MailboxEntry:
         list(awaiting) if awaiting is not None else None,
         bool(row[_AWAITING + 1]),
     )
+
+
+_ENDING = f"""
+SELECT {ACTOR_COLUMNS} FROM actors
+WHERE status IN ('running', 'restarting') AND reason ? 'ending' AND (node IS NULL OR node = %s)
+ORDER BY seq
+"""
+"""The actors whose end was kept but not finished (recovery finishes it), for a node."""
 
 
 class Reads:
@@ -394,7 +416,7 @@ class Reads:
     def ending_actors(self, node: str) -> list[ActorRecord]:
         """Actors whose end was kept but not carried out, that ``node`` may end."""
         # Upkeep of the node (at start and resync), not a read for work: not in ``reads``.
-        return [actor_from_row(r) for r in self._rows(ENDING, (node,), background=True)]
+        return [actor_from_row(r) for r in self._rows(_ENDING, (node,), background=True)]
 
     def stopping_actors(self, node: str) -> list[tuple[str, str, str | None]]:
         """(id, kind, node) of the actors a handler ended (``ctx.stop``) whose end was not
@@ -433,15 +455,9 @@ class Reads:
         message (the oldest, the one handled next): an activation that starts with messages
         waiting reads once, not twice. The journal is ``None`` for an empty mailbox.
         """
-        rows = self._rows(_MAILBOX_AND_HEAD, {"actor": actor_id, "limit": limit})
-        box = [_mailbox_entry(r) for r in rows if not r[_AWAITING + 2]]
-        if not box:
-            return box, None
-        box.sort(key=lambda e: e.promise.seq)
-        head = box[0]
-        steps = [promise_from_row(r) for r in rows if r[_AWAITING + 2]]
-        marked = head.awaiting is not None  # as ``journal`` says it
-        return box, JournalLoad([head.promise, *steps], marked, [])
+        return mailbox_and_head_from(
+            self._rows(MAILBOX_AND_HEAD, {"actor": actor_id, "limit": limit})
+        )
 
     def cleanup_pending(self, actor_id: str) -> bool:
         """Whether an actor has a canceled or timed-out message still marked for its cleanup

@@ -22,10 +22,11 @@ from ._actors import (
 from ._handling import EARLIER, Sent, sent_from_row
 from ._ops import Event, EventKind, Op, Rows
 from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
+from ._reads import MAILBOX_AND_HEAD, mailbox_and_head_from
 from ._records import PromiseState
+from ._take_up import MAILBOX_LIMIT, TakenUp
 
 __all__ = [
-    "ENDING",
     "bounce_op",
     "due_restart_op",
     "end_actor_op",
@@ -153,12 +154,6 @@ _ANNOUNCE_ENDING = """
 SELECT pg_notify(%(channel)s, 'e' || id) FROM actors
 WHERE id = %(id)s AND status IN ('running', 'restarting') AND reason ? 'ending'
 """
-ENDING = f"""
-SELECT {ACTOR_COLUMNS} FROM actors
-WHERE status IN ('running', 'restarting') AND reason ? 'ending' AND (node IS NULL OR node = %s)
-ORDER BY seq
-"""
-"""The actors whose end was kept but not finished (recovery finishes it), for a node."""
 
 
 def mark_ending_op(actor_id: str, channel: str, cancel_value: str | None = None) -> Op:
@@ -169,7 +164,8 @@ def mark_ending_op(actor_id: str, channel: str, cancel_value: str | None = None)
     every actor under it is canceled, and by the cascade every pending promise under them;
     and every runtime listening on ``channel`` is told (``ending``), so the node hosting the
     actor ends the tree, children first. Whatever
-    is left of it when a process dies half-way is ended by the next recovery pass (``ENDING``).
+    is left of it when a process dies half-way is ended by the next recovery pass
+    (``Store.ending_actors``).
     The result is whether the actor exists, whether it was marked, and the canceled messages.
     """
     params = {
@@ -329,6 +325,7 @@ def revive_op(
     decision: int | None = None,
     node: str | None = None,
     with_settle: str | None = None,
+    take: bool = False,
 ) -> Op:
     """The op that starts an actor's next incarnation (now, or after ``delay`` seconds).
 
@@ -344,6 +341,12 @@ def revive_op(
     message (a supervisor's decision is written with the settle of the exit it decides on:
     a settle that is fenced off, or finds the message settled already, revives nothing).
     Its result is the row, or ``None`` when there is no such actor or nothing happened.
+
+    With ``take``, an incarnation that starts now on ``node`` (the node running the op) has
+    what its activation reads first (its mailbox and its head message's journal, as
+    ``Store.mailbox_and_head`` reads them) read by one more statement of the same transaction,
+    and the result is its ``TakenUp`` instead of the bare row: the restarted actor starts with
+    no read of its own.
     """
     params = {
         "with_settle": with_settle,
@@ -358,10 +361,21 @@ def revive_op(
         **start_params(start),
     }
 
-    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | None:
-        return actor_from_row(rows[0][0]) if rows[0] else None
+    def finish(rows: list[Rows], xid: int | None) -> ActorRecord | TakenUp | None:
+        if not rows[0]:
+            return None
+        record = actor_from_row(rows[0][0])
+        if not reads:
+            return record
+        box, head = mailbox_and_head_from(rows[1])
+        pending = sum(1 for e in box if not e.promise.state.settled)
+        journals = {head.records[0].id: head} if head is not None else {}
+        return TakenUp(record, box, pending < MAILBOX_LIMIT, journals, {})
 
-    return Op([(_REVIVE, params)], finish, label="revive")
+    reads = []
+    if take and delay is None and node is not None:
+        reads = [(MAILBOX_AND_HEAD, {"actor": actor_id, "limit": MAILBOX_LIMIT})]
+    return Op([(_REVIVE, params), *reads], finish, label="revive")
 
 
 _BOUNCE = f"""
