@@ -7,6 +7,7 @@ fixtures (its pytest plugin), ``fresh_schema`` and ``kept_steps``.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import os
 import subprocess
@@ -114,3 +115,23 @@ def time_passes(dsn: str, seconds: float) -> None:
             f"UPDATE schedules SET next_at = next_at - {i}, last_at = last_at - {i}",
             {"s": seconds},
         )
+
+
+def count_calls(
+    monkeypatch: Any, obj: Any, names: Sequence[str], when: Callable[..., bool] | None = None
+) -> collections.Counter[str]:
+    """Count the calls of ``obj``'s methods ``names`` for the rest of the test (with ``when``,
+    those for which ``when(*args, **kwargs)`` is true): a figure counted by call, not by
+    ``Store.reads``, which the node's periodic rescan of the fleet may add to meanwhile.
+    """
+    calls = collections.Counter[str]()
+    for name in names:
+        real = getattr(obj, name)
+
+        def counted(*a: Any, _n: str = name, _r: Any = real, **k: Any) -> Any:
+            if when is None or when(*a, **k):
+                calls.update([_n])
+            return _r(*a, **k)
+
+        monkeypatch.setattr(obj, name, counted)
+    return calls

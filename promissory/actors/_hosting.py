@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..store import ActorRecord, ErrorInfo, Promise, Sent, Store
+from ..store import ActorRecord, ErrorInfo, Promise, Sent, Store, TakenUp
 
 if TYPE_CHECKING:
     from ._activation import Activation
@@ -122,7 +122,7 @@ class Host(Protocol):
         """An actor was created from a handler; remember its kind."""
         ...
 
-    def restarted(self, record: ActorRecord) -> None:
+    def restarted(self, revived: ActorRecord | TakenUp) -> None:
         """An actor's next incarnation was recorded: activate it now, or at its restart time."""
         ...
 

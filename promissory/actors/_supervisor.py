@@ -222,16 +222,7 @@ class Supervisor(DurableActor[SupervisorState]):
                 host.restarted(current)  # revived by this decision before the kill: go on
                 return True
         if revived is not None:
-            record = revived.record if isinstance(revived, TakenUp) else revived
-            reached("actor.revived", actor_id)
-            log.info(
-                "supervisor %s restarts child %s (restart %d%s)",
-                self.id,
-                actor_id,
-                record.restarts,
-                f", in {delay:.3f} s" if delay else "",
-            )
-            host.restarted(revived)
+            self._restarted(actor_id, delay, revived)
         return revived is not None
 
     def _check_spec(self, spec: ChildDef) -> None:
@@ -362,13 +353,16 @@ class Supervisor(DurableActor[SupervisorState]):
             ):
                 self._activation.host.restarted(current)
             return
-        record = revived.record if isinstance(revived, TakenUp) else revived
+        self._restarted(actor_id, delay, revived)
+
+    def _restarted(self, actor_id: str, delay: float | None, revived: TakenUp) -> None:
+        """A revive of this supervisor's made the child's next incarnation: activate it."""
         reached("actor.revived", actor_id)
         log.info(
             "supervisor %s restarts child %s (restart %d%s)",
             self.id,
             actor_id,
-            record.restarts,
+            revived.record.restarts,
             f", in {delay:.3f} s" if delay else "",
         )
         self._activation.host.restarted(revived)

@@ -24,7 +24,7 @@ from ._ops import Event, EventKind, Op, Rows
 from ._promises import COLUMNS, prefix_bounds, promise_from_row, written_by
 from ._reads import MAILBOX_AND_HEAD, mailbox_and_head_from
 from ._records import PromiseState
-from ._take_up import MAILBOX_LIMIT, TakenUp
+from ._take_up import MAILBOX_LIMIT, TakenUp, taken_up
 
 __all__ = [
     "bounce_op",
@@ -344,9 +344,10 @@ def revive_op(
 
     With ``take``, an incarnation that starts now on ``node`` (the node running the op) has
     what its activation reads first (its mailbox and its head message's journal, as
-    ``Store.mailbox_and_head`` reads them) read by one more statement of the same transaction,
-    and the result is its ``TakenUp`` instead of the bare row: the restarted actor starts with
-    no read of its own.
+    ``Store.mailbox_and_head`` reads them) read by one more statement of the same transaction:
+    the restarted actor starts with no read of its own. With ``take`` the result is a
+    ``TakenUp`` (or ``None``) either way: one the revive did not read for (a restart to come,
+    or on another node) holds the row alone and says its mailbox is to be read.
     """
     params = {
         "with_settle": with_settle,
@@ -365,12 +366,12 @@ def revive_op(
         if not rows[0]:
             return None
         record = actor_from_row(rows[0][0])
-        if not reads:
+        if not take:
             return record
-        box, head = mailbox_and_head_from(rows[1])
-        pending = sum(1 for e in box if not e.promise.state.settled)
-        journals = {head.records[0].id: head} if head is not None else {}
-        return TakenUp(record, box, pending < MAILBOX_LIMIT, journals, {})
+        if not reads:
+            # Not read for (it starts later, or elsewhere): its activation reads its mailbox.
+            return TakenUp(record, [], False, {}, {})
+        return taken_up(record, *mailbox_and_head_from(rows[1]))
 
     reads = []
     if take and delay is None and node is not None:

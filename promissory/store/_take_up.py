@@ -23,7 +23,7 @@ from ._promises import COLUMNS, promise_from_row
 from ._reads import JournalLoad, MailboxEntry
 from ._records import Promise
 
-__all__ = ["MAILBOX_LIMIT", "TakenUp", "take_up_op"]
+__all__ = ["MAILBOX_LIMIT", "TakenUp", "take_up_op", "taken_up"]
 
 MAILBOX_LIMIT = 1000
 """Pending messages read per actor (an activation reads the rest when it gets to them)."""
@@ -83,6 +83,21 @@ SELECT {COLUMNS} FROM promises WHERE id IN (
 _AWAITING = len(COLUMNS.split(","))
 
 
+def taken_up(
+    record: ActorRecord,
+    mailbox: list[MailboxEntry],
+    journal: JournalLoad | None,
+    awaited: dict[str, Promise] | None = None,
+) -> TakenUp:
+    """An actor's ``TakenUp``: its row as a claim or a revive left it, its mailbox as read in
+    the same transaction (oldest first, at most ``MAILBOX_LIMIT`` pending messages: whole when
+    fewer), its head message's ``journal`` and what that head waits on.
+    """
+    pending = sum(1 for e in mailbox if not e.promise.state.settled)
+    journals = {journal.records[0].id: journal} if journal is not None else {}
+    return TakenUp(record, mailbox, pending < MAILBOX_LIMIT, journals, awaited or {})
+
+
 def take_up_op(actor_ids: Sequence[str], node: str) -> Op:
     """The op that claims ``actor_ids`` for ``node`` and reads what their activations need.
 
@@ -111,19 +126,16 @@ def take_up_op(actor_ids: Sequence[str], node: str) -> Op:
         taken: dict[str, TakenUp] = {}
         for actor_id, record in records.items():
             mailbox = mailboxes[actor_id]
-            journals: dict[str, JournalLoad] = {}
+            journal: JournalLoad | None = None
             awaited: dict[str, Promise] = {}
             if mailbox:
                 head = mailbox[0]
                 marked = head.promise.state.settled and head.awaiting is not None
-                journals[head.promise.id] = JournalLoad(
-                    [head.promise, *steps.get(head.promise.id, [])], marked, []
-                )
+                journal = JournalLoad([head.promise, *steps.get(head.promise.id, [])], marked, [])
                 for awaited_id in head.awaiting or ():
                     if awaited_id in states:
                         awaited[awaited_id] = states[awaited_id]
-            pending = sum(1 for e in mailbox if not e.promise.state.settled)
-            taken[actor_id] = TakenUp(record, mailbox, pending < MAILBOX_LIMIT, journals, awaited)
+            taken[actor_id] = taken_up(record, mailbox, journal, awaited)
         return taken
 
     return Op(

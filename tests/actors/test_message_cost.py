@@ -12,7 +12,6 @@ counters, so other work on the database does not disturb the figures.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from promissory import ActorRef, Context, DurableActor, Runtime, handler
 from promissory.store import EventKind, Store
 from promissory.testing import CrashTest
 from tests.actors.kit import clean_run
-from tests.kit import eventually
+from tests.kit import count_calls, eventually
 
 
 class Add(msgspec.Struct, frozen=True):
@@ -231,12 +230,7 @@ def test_an_activation_that_starts_with_a_message_waiting_reads_once(
     # fall in the same moment.
     with Runtime(dsn, idle_timeout=0.05) as rt:
         assert rt.store is not None
-        store, calls = rt.store, collections.Counter[str]()
-        for name in ("mailbox_and_head", "mailbox", "journal"):
-            real = getattr(store, name)
-            monkeypatch.setattr(
-                store, name, lambda *a, _n=name, _r=real, **k: calls.update([_n]) or _r(*a, **k)
-            )
+        calls = count_calls(monkeypatch, rt.store, ("mailbox_and_head", "mailbox", "journal"))
         ref = rt.spawn(Counter, id="counter")
         ref.ask(Add(0)).get(timeout=10)
         deadline = time.monotonic() + 5

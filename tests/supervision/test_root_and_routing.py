@@ -4,7 +4,6 @@ load the supervisor's class; a suspended gather keeps waiting on all after a res
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
 import threading
@@ -28,6 +27,7 @@ from promissory.actors import (
     handler,
 )
 from promissory.runtime import Runtime
+from tests.kit import count_calls
 from tests.supervision.actors import Boom, Poison, Stop, Worker, sql, wait_until
 
 FAILED_ONCE: set[str] = set()
@@ -121,17 +121,12 @@ def test_a_temporary_actors_end_reads_what_it_ends_once_and_looks_once_more(
     # meanwhile. Counted by call, within the exit's handling.
     with Runtime(dsn) as rt:
         assert rt.store is not None
-        calls = collections.Counter[str]()
-        names = ("actor_row", "ending_view", "subtree", "cleanup_pending", "now")
-        for name in names:
-            real = getattr(rt.store, name)
-
-            def counted(*a: Any, _n: str = name, _r: Any = real, **k: Any) -> Any:
-                if any(f.name == "_handle_exit" for f in traceback.extract_stack()):
-                    calls.update([_n])
-                return _r(*a, **k)
-
-            monkeypatch.setattr(rt.store, name, counted)
+        calls = count_calls(
+            monkeypatch,
+            rt.store,
+            ("actor_row", "ending_view", "subtree", "cleanup_pending", "now"),
+            when=lambda *_, **__: any(f.name == "_handle_exit" for f in traceback.extract_stack()),
+        )
         ref = rt.spawn(Worker, id="run", spec=ChildSpec(restart=Restart.TEMPORARY))
         ref.ask(Stop()).get(10)
         wait_until(lambda: sql(dsn, "SELECT status FROM actors WHERE id = 'run'") == [("stopped",)])
