@@ -5,10 +5,7 @@ batch is being written, the caller's own thread writes its op (leader/follower: 
 system pays no hand-off between threads); otherwise the op waits in the queue, and the writer
 thread takes every op waiting there, runs them in one transaction on the one connection,
 commits once, and only then completes each future, so a call that returns has its write on
-disk. While ops keep coming, the writer sends the next batch before it tells the last one's
-callers (they are told while the database works on it: the telling is off the database's
-path), and a batch only ever goes out once the one before it has committed. The next batch's
-``BEGIN`` (and its transaction id) travels in the same round trip as
+disk. The next batch's ``BEGIN`` (and its transaction id) travels in the same round trip as
 the previous batch's ``COMMIT``; a transaction opened so and left unused for
 ``SPECULATIVE_IDLE`` seconds is rolled back, so an idle node holds no transaction open. An op
 that asks (``Op.answered``) is told its statements' answers before the COMMIT's: the database is
@@ -120,7 +117,7 @@ class Writer:
             try:
                 if self._queue.empty() and not self._held and not self._closed:
                     op.future.set_running_or_notify_cancel()
-                    self._write([op])()
+                    self._write([op])
                     return op.future.result()
             finally:
                 self._mutex.release()
@@ -165,37 +162,15 @@ class Writer:
                 continue  # withdrawn by its caller, whose wait ran out: never written
             with self._mutex:
                 batch, stopping = self._fill(first, stopping)
-                done = self._write(batch)
-                # While ops keep coming, the next batch goes out before this one's callers
-                # are told (``_write``'s ``then``): the database works on it meanwhile.
-                while not stopping:
-                    batch, stopping = self._fill_now(stopping)
-                    if not batch:
-                        break
-                    done = self._write(batch, then=done)
-                done()
+                self._write(batch)
         with self._mutex:
             if self._conn is not None:
                 self._conn.close()
 
-    def _write(self, batch: list[Op], then: Callable[[], None] | None = None) -> Callable[[], None]:
-        """Commit ``batch`` (under ``_mutex``) and return what tells its callers, to be
-        called once: it completes their futures, or had them failed, whatever happened.
-
-        ``then`` (the batch before's) is called once this batch is on its way to the
-        database, before its answers are read, or before its failure is dealt with: the
-        callers of a committed batch are told while the database works on the next one.
-        """
-        once = _once(then) if then is not None else None
-        settling = self._settling
-        settles = [key for op in batch for key in op.settles] if settling is not None else []
-        if settling is not None and settles:
-            # Its NOTIFYs may be heard before this thread announces the settles with their
-            # records: they wait for it (see ``EventHub.settling``).
-            settling(settles, True)
-        results = None
+    def _write(self, batch: list[Op]) -> None:
+        """Commit ``batch`` and complete its futures, whatever happens (under ``_mutex``)."""
         try:
-            results = self._commit_batch(batch, once)
+            self._commit(batch)
         except BaseException as exc:  # never let the writer die with callers waiting
             log.exception("promissory writer failed a batch")
             # Whatever it left open must not be committed by the next batch.
@@ -208,19 +183,6 @@ class Writer:
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(exc)
-        finally:
-            if once is not None:
-                once()
-
-        def done() -> None:
-            try:
-                if results is not None:
-                    self._complete(batch, results)
-            finally:
-                if settling is not None and settles:
-                    settling(settles, False)
-
-        return done
 
     def _end_speculation(self) -> None:
         """Roll back the transaction opened with the last COMMIT if no write came to use it."""
@@ -278,30 +240,20 @@ class Writer:
         self._held = held
         return batch, stopping
 
-    def _fill_now(self, stopping: bool) -> tuple[list[Op], bool]:
-        """The next batch from what is held or queued now, without waiting (``[]``: none)."""
-        while True:
-            if self._held:
-                first = self._held.popleft()
-            else:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    return [], stopping
-                if isinstance(item, _Stop):
-                    return [], True
-                first = item
-            if first.future.set_running_or_notify_cancel():
-                return self._fill(first, stopping)
-            # withdrawn by its caller, whose wait ran out: never written
+    def _commit(self, batch: list[Op]) -> None:
+        settles = [key for op in batch for key in op.settles]
+        if not settles or self._settling is None:
+            self._commit_batch(batch)
+            return
+        # Its NOTIFYs may be heard before this thread announces the settles with their
+        # records: they wait for it (see ``EventHub.settling``).
+        self._settling(settles, True)
+        try:
+            self._commit_batch(batch)
+        finally:
+            self._settling(settles, False)
 
-    def _commit_batch(
-        self, batch: list[Op], then: Callable[[], None] | None = None
-    ) -> list[Any] | None:
-        """Commit ``batch`` and return each op's result (or its own error), its callers not
-        yet told; ``None`` once they have been (it failed, or was read back). ``then`` is
-        called (at least) once its statements are sent, or before a failure is dealt with.
-        """
+    def _commit_batch(self, batch: list[Op]) -> None:
         deadline = time.monotonic() + self._reconnect_timeout
         attempt = 0
         while True:
@@ -316,26 +268,23 @@ class Writer:
                         conn = self._connection(deadline)
                     xid = _begin(conn)
                 results, self._xid = _run_ops(
-                    self._pipelined(conn), batch, None, in_transaction=True, then=then
+                    self._pipelined(conn), batch, None, in_transaction=True
                 )
                 self._xid_at = time.monotonic()
             except StoreUnavailableError as exc:
-                if then is not None:
-                    then()
                 self._fail(batch, exc)
-                return None
+                return
             except Exception as exc:
-                if then is not None:
-                    then()
                 if not self._again_after(batch, exc, xid, deadline, attempt):
-                    return None
+                    return
                 attempt += 1
                 continue
             if self._outage is not None:
                 self._outage.ok(began)  # a batch committed: the database answers
             self.batches += 1
             self.ops += len(batch)
-            return results
+            self._complete(batch, results)
+            return
 
     def _again_after(
         self, batch: list[Op], exc: Exception, xid: int | None, deadline: float, attempt: int
@@ -403,9 +352,7 @@ class Writer:
         """
         if len(batch) > 1:
             for op in batch:
-                results = self._commit_batch([op])
-                if results is not None:
-                    self._complete([op], results)
+                self._commit_batch([op])
             return
         self._fail(batch, error, cause=cause)
 
@@ -547,12 +494,10 @@ def _run_ops(
     xid: int | None,
     *,
     in_transaction: bool = False,
-    then: Callable[[], None] | None = None,
 ) -> tuple[list[Any], int | None]:
     """Run ``batch`` in one transaction (opened already with ``in_transaction``), commit, and
     return each op's result or the exception that is its own, with the id of the transaction
-    opened for the next batch; raises what fails them all. ``then`` is called once the
-    statements are sent, while the database works on them.
+    opened for the next batch; raises what fails them all.
 
     With ``xid`` (reading back after an unknown outcome) each op runs alone, as it was
     written, and its ``finish`` is told the transaction to look for; no next one is opened.
@@ -564,7 +509,7 @@ def _run_ops(
             if op.group is not None and op.answered is None:
                 groups.setdefault(op.group.sql, []).append(op)
     shared = [ops for ops in groups.values() if len(ops) > 1]
-    own, group_results, next_xid = _send(pipeline, batch, shared, in_transaction, xid is None, then)
+    own, group_results, next_xid = _send(pipeline, batch, shared, in_transaction, xid is None)
     # The batch is committed. What can still fail is turning an op's rows into Python (a
     # value the driver cannot load, say); that failure is the op's own, and the others' writes
     # stand: re-running the batch would misreport them as not applied.
@@ -590,7 +535,6 @@ def _send(
     shared: list[list[Op]],
     in_transaction: bool,
     speculate: bool,
-    then: Callable[[], None] | None = None,
 ) -> tuple[dict[int, list[Result]], list[tuple[list[Op], Result]], int | None]:
     """Send every statement of ``batch`` and the COMMIT in one round trip, and wait for the
     answers: each op's own statements', and each statement ``shared`` ops of a kind made.
@@ -630,8 +574,6 @@ def _send(
         if hooks:
             _meanwhile(batch)
         end_spans()
-        if then is not None:
-            then()
 
     def flushed(answers: list[Result]) -> None:
         own = _split(answers, batch, shared, in_group, in_transaction)[0]
@@ -726,22 +668,6 @@ def _finish(conn: psycopg.Connection[Any], op: Op, rows: list[Rows], xid: int | 
         return op.finish(rows, xid)
     except BaseException as exc:
         return exc
-
-
-def _once(then: Callable[[], None]) -> Callable[[], None]:
-    """``then``, called the first time only; what it raises is logged, never passed on (it
-    tells another batch's callers, whatever happens to this one).
-    """
-    pending = [then]
-
-    def call() -> None:
-        if pending:
-            try:
-                pending.pop()()
-            except Exception:
-                log.exception("promissory writer failed to tell a batch's callers")
-
-    return call
 
 
 def _sever(conn: psycopg.Connection[Any]) -> None:
