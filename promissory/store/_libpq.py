@@ -139,9 +139,12 @@ def _arrays(
     # ``bytes`` of each: NUL-terminated (a text parameter is read up to its NUL), and kept
     # alive by the array for the call.
     values = (c_char_p * n)(*[None if p is None else bytes(p) for p in params])
+    if not formats or not any(formats):
+        # All text (the usual case): libpq then needs neither array (it reads each value
+        # up to its NUL), and building them was a third of a statement's send.
+        return n, values, None, None
     lengths = (c_int * n)(*[0 if p is None else len(p) for p in params])
-    fmts = (c_int * n)(*formats) if formats else None
-    return n, values, lengths, fmts
+    return n, values, lengths, (c_int * n)(*formats)
 
 
 def _mapped_libpq() -> str | None:
