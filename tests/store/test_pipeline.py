@@ -73,6 +73,30 @@ def test_a_statement_run_again_is_prepared_once(conn: psycopg.Connection[Any]) -
     assert conn.execute("SELECT n FROM t WHERE id = 'big2'").fetchone() == (2**40,)
 
 
+def test_a_batchs_begin_commit_and_txid_are_prepared_too(conn: psycopg.Connection[Any]) -> None:
+    # Every batch of the writer sends these three: unnamed, the server parses and plans
+    # each every time.
+    p = Pipeline(conn)
+    sql = "INSERT INTO t VALUES (%s, %s, NULL)"
+    for i in range(PREPARE_AFTER + 2):
+        answers = p.run(
+            [
+                ("BEGIN", None),
+                (sql, (f"k{i}", i)),
+                ("COMMIT", None),
+                ("SELECT txid_current()", None),
+            ]
+        )
+        assert len(answers) == 4
+        assert answers[3].count == 1
+    assert sorted(s for s in prepared(conn) if "INSERT" not in s) == [
+        "BEGIN",
+        "COMMIT",
+        "SELECT txid_current()",
+    ]
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (PREPARE_AFTER + 2,)
+
+
 def test_a_refused_statement_raises_its_own_error_and_keeps_nothing(
     conn: psycopg.Connection[Any],
 ) -> None:
