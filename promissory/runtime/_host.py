@@ -851,11 +851,8 @@ class NodeHost:
         ``revived`` is its row as the revive left it, or (``revive_op(take=True)``) the row
         with what its activation needs first, read in the revive's transaction.
         """
-        taken: TakenUp | None = None
-        if isinstance(revived, TakenUp):
-            taken, record = revived, revived.record
-        else:
-            record = revived
+        taken = revived if isinstance(revived, TakenUp) else TakenUp.unread(revived)
+        record = taken.record
         _tracing.restarted(self.store, record)
         with self._lock:
             slot = self._slots.get(record.id)
@@ -889,10 +886,10 @@ class NodeHost:
                 # no read either when the revive read its mailbox). One another claim has
                 # overtaken since is fenced off; a message committed after the revive's read
                 # and delivered from now on is handed to it as to any running actor.
-                if taken is None or missed:
+                if missed:
                     # A message delivered while it was held may have come after the revive's
                     # read: the activation reads its mailbox itself.
-                    taken = TakenUp(record, [], False, {}, {})
+                    taken = TakenUp.unread(record)
                 self._poke_or_fail(record.id, slot, Poke(None, None, taken))
                 return
         self.deliver(record.id, None)

@@ -362,6 +362,10 @@ def revive_op(
         **start_params(start),
     }
 
+    reads = []
+    if take and delay is None and node is not None:
+        reads = [(MAILBOX_AND_HEAD, {"actor": actor_id, "limit": MAILBOX_LIMIT})]
+
     def finish(rows: list[Rows], xid: int | None) -> ActorRecord | TakenUp | None:
         if not rows[0]:
             return None
@@ -370,12 +374,9 @@ def revive_op(
             return record
         if not reads:
             # Not read for (it starts later, or elsewhere): its activation reads its mailbox.
-            return TakenUp(record, [], False, {}, {})
+            return TakenUp.unread(record)
         return taken_up(record, *mailbox_and_head_from(rows[1]))
 
-    reads = []
-    if take and delay is None and node is not None:
-        reads = [(MAILBOX_AND_HEAD, {"actor": actor_id, "limit": MAILBOX_LIMIT})]
     return Op([(_REVIVE, params), *reads], finish, label="revive")
 
 

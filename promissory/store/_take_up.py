@@ -43,6 +43,17 @@ class TakenUp(msgspec.Struct, frozen=True):
     awaited: dict[str, Promise]
     """The promises its head message waits on, if it is suspended, as they stood."""
 
+    @classmethod
+    def unread(cls, record: ActorRecord) -> TakenUp:
+        """``record`` alone, nothing read with it: its activation reads its mailbox.
+
+        Example:
+            >>> TakenUp.unread(record).whole  # doctest: +SKIP
+            False
+
+        """
+        return cls(record, [], False, {}, {})
+
 
 _CLAIM = f"""
 UPDATE actors SET epoch = epoch + 1, node = %(node)s, updated_at = clock_timestamp()
