@@ -7,8 +7,10 @@ appends it to libpq's output buffer, and asking whether an answer is complete on
 what was read. Each release still lets another thread take the GIL, and taking it back waits
 for that thread's turn: with a thousand activation threads busy (W5, 8 senders) the writer
 spent a third of its round trips so, 0.06–0.15 ms per call against a few microseconds alone
-(BENCHMARKS.md, "The message path", eighth pass). These calls are made here through
-``ctypes.PyDLL``, which keeps the GIL, on the very libpq psycopg loaded.
+(BENCHMARKS.md, "The message path", eighth pass). The store's listener takes the
+notifications libpq has read the same way (``notifies``: psycopg's ``PQnotifies`` lets go of the
+GIL once per notification and once more to find there is none left). These calls are made here
+through ``ctypes.PyDLL``, which keeps the GIL, on the very libpq psycopg loaded.
 
 Only where that library can be found for sure (Linux, one libpq mapped into the process, of
 the version psycopg reports); elsewhere ``load()`` returns ``Calls``, psycopg's own methods,
@@ -72,6 +74,15 @@ class Calls:
         """
         return pgconn.is_busy
 
+    def notifies(self, pgconn: pq.abc.PGconn) -> list[bytes]:
+        """The payloads of the notifications libpq has read on ``pgconn`` (``PQnotifies``
+        until it has none), in the order they came.
+        """
+        payloads = []
+        while (note := pgconn.notifies()) is not None:
+            payloads.append(note.extra)
+        return payloads
+
 
 class Direct(Calls):
     """The same calls, made on libpq with the GIL held (``ctypes.PyDLL``); each raises what
@@ -89,6 +100,12 @@ class Direct(Calls):
         self._busy = lib.PQisBusy
         self._busy.argtypes = [c_void_p]
         self._busy.restype = c_int
+        self._notifies = lib.PQnotifies
+        self._notifies.argtypes = [c_void_p]
+        self._notifies.restype = POINTER(_Notify)
+        self._free = lib.PQfreemem
+        self._free.argtypes = [c_void_p]
+        self._free.restype = None
 
     def send_query_params(
         self,
@@ -116,6 +133,22 @@ class Direct(Calls):
 
     def busy(self, pgconn: pq.abc.PGconn) -> Callable[[], int]:
         return functools.partial(self._busy, _ptr(pgconn))
+
+    def notifies(self, pgconn: pq.abc.PGconn) -> list[bytes]:
+        ptr = _ptr(pgconn)
+        payloads = []
+        while note := self._notifies(ptr):
+            try:
+                payloads.append(note.contents.extra or b"")
+            finally:
+                self._free(note)
+        return payloads
+
+
+class _Notify(ctypes.Structure):
+    """libpq's ``PGnotify`` (libpq-fe.h); what follows ``extra`` is libpq's own."""
+
+    _fields_ = [("relname", c_char_p), ("be_pid", c_int), ("extra", c_char_p)]
 
 
 def _ptr(pgconn: pq.abc.PGconn) -> int:

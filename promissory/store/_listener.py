@@ -5,6 +5,9 @@ One thread holds one connection that LISTENs on the store's channel. The trigger
 <type>`` when a message is created for an actor (so a node can tell a message it already has
 from a new one, and which node is to run it; not for one its sending node hands to its own
 actor itself, see ``send_op(handed=)``), and ``t`` when a promise with a timeout is created.
+Notifications are read from libpq directly (``_libpq``): psycopg's ``notifies`` lets the GIL go
+twice per wake-up on top of the wait itself, and with many threads at work each time cost a
+wait for it back (BENCHMARKS.md, "The message path", fourteenth pass).
 When the connection is lost the thread says so once (``OutageLog``), reconnects with backoff,
 LISTENs again, says it is back, and asks every subscriber to re-check.
 """
@@ -12,6 +15,7 @@ LISTENs again, says it is back, and asks every subscriber to re-check.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from typing import Any
@@ -21,6 +25,7 @@ from psycopg import sql
 
 from ._connection import backoff_delay, close_quietly, connect
 from ._events import EventHub
+from ._libpq import load
 from ._ops import Event, EventKind
 from ._outage import OutageLog
 
@@ -34,8 +39,9 @@ _KINDS = {
     "a": EventKind.ADOPTED,
     "l": EventKind.LIVE,
 }
-_POLL = 0.1
-"""Seconds between looks at the stop flag while waiting for notifications."""
+_POLL_MS = 100
+"""Milliseconds between looks at the stop flag while waiting for notifications."""
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def parse_notification(payload: str) -> Event | None:
@@ -90,13 +96,7 @@ class Listener:
                     # Notifications sent while we were away are lost: everyone re-checks.
                     self._hub.resync()
                 first = False
-                while not self._stop.is_set():
-                    # A short wait, so that close() returns promptly (it cannot interrupt the
-                    # wait); an idle turn of the loop is a local timer and sends nothing.
-                    for note in conn.notifies(timeout=_POLL):
-                        event = parse_notification(note.payload)
-                        if event is not None:
-                            self._hub.heard(event)
+                self._listen(conn)
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     outage.failed(exc, "reconnecting")
@@ -105,3 +105,33 @@ class Listener:
             finally:
                 close_quietly(conn, "the store's listener")
                 self._conn = None
+
+    def _listen(self, conn: psycopg.Connection[Any]) -> None:
+        """Publish what is heard on ``conn`` until stopped; raises when the connection fails."""
+        # What came with LISTEN's own answer psycopg kept aside: taken first.
+        for note in conn.notifies(timeout=0):
+            self._heard(note.payload)
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
+        take = load().notifies
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        while not self._stop.is_set():
+            # A short wait, so that close() returns promptly (it cannot interrupt the wait);
+            # an idle turn of the loop is a local timer and sends nothing.
+            ready = poller.poll(_POLL_MS)
+            if not ready:
+                continue
+            pgconn.consume_input()  # raises when the connection is lost
+            payloads = take(pgconn)
+            for payload in payloads:
+                self._heard(payload.decode(encoding))
+            if not payloads and ready[0][1] & _GONE:
+                raise psycopg.OperationalError(
+                    f"the listener's connection was closed: {pgconn.get_error_message()}"
+                )
+
+    def _heard(self, payload: str) -> None:
+        event = parse_notification(payload)
+        if event is not None:
+            self._hub.heard(event)

@@ -264,3 +264,26 @@ def test_the_direct_calls_are_libpqs_own(
     conn.close()
     with pytest.raises(psycopg.OperationalError, match="closed"):
         direct.busy(conn.pgconn)
+
+
+def test_notifications_are_read_whole_and_in_order(
+    conn: psycopg.Connection[Any], dsn: str, calls: str
+) -> None:
+    # The store's listener takes what libpq has read this way (with the GIL held, with
+    # ``Direct``): every payload, its bytes as sent, in the order sent.
+    conn.execute("LISTEN promissory_test_channel")
+    sent = ["s" + "é" * 3, "", "m" + "x" * 7000, "t"]
+    with psycopg.connect(dsn, autocommit=True) as other:
+        with other.transaction():
+            for payload in sent:
+                other.execute("SELECT pg_notify('promissory_test_channel', %s)", (payload,))
+    take = _libpq.load()
+    assert isinstance(take, _libpq.Direct) == (calls == "direct")
+    got: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        conn.pgconn.consume_input()
+        got += take.notifies(conn.pgconn)
+    assert got == [p.encode() for p in sent]
+    assert take.notifies(conn.pgconn) == []
