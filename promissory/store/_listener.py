@@ -65,7 +65,8 @@ class Listener:
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the first LISTEN is in place."""
-        return self._ready.wait(timeout)
+        # Asked at every subscription and wait (twice a message): once ready, a flag read.
+        return self._ready.is_set() or self._ready.wait(timeout)
 
     def close(self) -> None:
         """Stop listening and close the connection."""
