@@ -20,7 +20,6 @@ from ._actors import (
     ActorRecord,
     Fence,
     _fence_params,
-    _fence_sql,
     actor_from_row,
 )
 from ._ops import Event, EventKind, Group, Op, Rows
@@ -100,6 +99,16 @@ _SEND_CLAIMING = (
     .replace("{claimed}", ", claimed.*")
     .replace("{join}", " LEFT JOIN claimed ON true")
 )
+
+# Made once each (claiming or not, fenced or not): a send is the hottest statement, and a
+# string built per send is hashed again wherever the pipeline looks it up.
+_SENDS = {
+    (claiming, fenced): (_SEND_CLAIMING if claiming else _SEND_PLAIN).replace(
+        "{fence}", _FENCE if fenced else "true"
+    )
+    for claiming in (False, True)
+    for fenced in (False, True)
+}
 
 _SEND_FAILED = f"""
 SELECT (SELECT status FROM actors WHERE id = %s), p.*
@@ -195,11 +204,10 @@ def send_op(
             raise ActorStoppedError(f"actor {recipient!r} is {status}; message not sent")
         raise FencedError(f"sending to {recipient!r}: the sending activation is stale")
 
-    sql = (_SEND_CLAIMING if claim else _SEND_PLAIN).replace("{fence}", _fence_sql(fence))
     # No in-process event: the sender hands the message to its host itself (with the row),
     # and other processes hear of it by NOTIFY.
     return Op(
-        [(sql.replace("{fence}", _fence_sql(fence)), params)],
+        [(_SENDS[bool(claim), fence is not None], params)],
         finish,
         label="send",
         reread=(_SEND_FAILED, (recipient, id)),
