@@ -524,6 +524,26 @@ def w5_fan(dsn: str, width: int, warmup: int, runs: int) -> dict[str, Any]:
     )
 
 
+def start_pool(rt: Runtime) -> float:
+    """Spawn ``Pool`` as ``sup``, wait until its ``SUPERVISED`` children all run, then touch each
+    once (so each has claimed its epoch before a timed part); returns the seconds until all
+    ran (the touching not counted)."""
+    assert rt.store is not None
+    t = time.perf_counter()
+    rt.spawn(Pool, id="sup")
+    deadline = time.monotonic() + 600
+    query = "SELECT count(*) FROM actors WHERE parent = 'sup' AND status = 'running'"
+    while time.monotonic() < deadline:
+        row = rt.store.read(lambda conn: conn.execute(query).fetchone())
+        if row and row[0] >= SUPERVISED:
+            break
+        time.sleep(0.05)
+    started = time.perf_counter() - t
+    for reply in [rt.ref(f"sup/c{i}").ask(Work(i)) for i in range(SUPERVISED)]:
+        reply.get(timeout=300)
+    return started
+
+
 def w5_supervisor(dsn: str, crashes: int, crash: bool, senders: int = 1) -> dict[str, Any]:
     """A one_for_one supervisor of ``SUPERVISED`` transient children; ``crashes`` of them are
     each sent a message whose first handling raises: the supervisor restarts the child and the
@@ -536,20 +556,7 @@ def w5_supervisor(dsn: str, crashes: int, crash: bool, senders: int = 1) -> dict
     op = Opened(dsn)
     rt = op.rt
     assert rt.store is not None
-    t = time.perf_counter()
-    rt.spawn(Pool, id="sup")
-    deadline = time.monotonic() + 600
-    query = "SELECT count(*) FROM actors WHERE parent = 'sup' AND status = 'running'"
-    while time.monotonic() < deadline:
-        row = rt.store.read(lambda conn: conn.execute(query).fetchone())
-        if row and row[0] >= SUPERVISED:
-            break
-        time.sleep(0.05)
-    started = time.perf_counter() - t
-    # Touch every child once so each has claimed its epoch before the timed part.
-    replies = [rt.ref(f"sup/c{i}").ask(Work(i)) for i in range(SUPERVISED)]
-    for r in replies:
-        r.get(timeout=300)
+    started = start_pool(rt)
     pick = random.Random(7).sample(range(SUPERVISED), crashes)
     # Children idle longer than ``idle_timeout`` (2 s) since their touch are passivated: their
     # message wakes them (a thread started). How many are still live is reported beside the

@@ -37,7 +37,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _promissory import ACTORS, SUPERVISED, Pool, Work  # noqa: E402
+from _promissory import ACTORS, SUPERVISED, Work, start_pool  # noqa: E402
 
 from benchmarks._common import DEFAULT_DSN, with_search_path  # noqa: E402
 from promissory import Runtime  # noqa: E402
@@ -85,16 +85,7 @@ def measure(dsn: str, rounds: int, senders: int) -> dict[str, Any]:
     rt = Runtime(dsn, actors=ACTORS, idle_timeout=3600).open()
     try:
         assert rt.store is not None
-        rt.spawn(Pool, id="sup")
-        running = "SELECT count(*) FROM actors WHERE parent = 'sup' AND status = 'running'"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            row = rt.store.read(lambda conn: conn.execute(running).fetchone())
-            if row and row[0] >= SUPERVISED:
-                break
-            time.sleep(0.05)
-        for reply in [rt.ref(f"sup/c{i}").ask(Work(i)) for i in range(SUPERVISED)]:
-            reply.get(timeout=300)  # each child has claimed its epoch
+        start_pool(rt)
         start = [threading.Barrier(senders + 1) for _ in range(rounds)]
         sent = [threading.Barrier(senders + 1) for _ in range(rounds + 1)]
         replies: dict[tuple[int, int], list[Any]] = {}

@@ -117,8 +117,8 @@ def _fence_params(fence: Fence | None) -> dict[str, Any]:
     return {"f_actor": fence.actor if fence else None, "f_epoch": fence.epoch if fence else None}
 
 
-def _fence_sql(fence: Fence | None) -> str:
-    return _FENCE if fence is not None else "true"
+def _fence_sql(fenced: bool) -> str:
+    return _FENCE if fenced else "true"
 
 
 # -- the start message ------------------------------------------------------------------------
@@ -211,7 +211,7 @@ def spawn_op(
         **_fence_params(fence),
     }
     statements: list[Any] = [
-        (_SPAWN.replace("{fence}", _fence_sql(fence)), params),
+        (_SPAWN.replace("{fence}", _fence_sql(fence is not None)), params),
         (_GET_ACTOR, (id,)),
     ]
     if step is not None:

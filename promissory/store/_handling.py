@@ -20,6 +20,7 @@ from ._actors import (
     ActorRecord,
     Fence,
     _fence_params,
+    _fence_sql,
     actor_from_row,
 )
 from ._ops import Event, EventKind, Group, Op, Rows
@@ -104,7 +105,7 @@ _SEND_CLAIMING = (
 # string built per send is hashed again wherever the pipeline looks it up.
 _SENDS = {
     (claiming, fenced): (_SEND_CLAIMING if claiming else _SEND_PLAIN).replace(
-        "{fence}", _FENCE if fenced else "true"
+        "{fence}", _fence_sql(fenced)
     )
     for claiming in (False, True)
     for fenced in (False, True)
